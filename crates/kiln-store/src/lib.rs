@@ -1,0 +1,123 @@
+//! Postgres run history: the source of truth for every run and key.
+//!
+//! Every status change a run goes through is one SQL statement here, guarded
+//! by the status it expects (`WHERE status = 'EXECUTING' AND attempt_count =
+//! …`), so that a late worker, a duplicate delivery or a concurrent cancel
+//! can never move a run backwards. Writes on the hot path (new runs,
+//! finished attempts) are grouped into multi-row statements by [`batch`].
+//!
+//! This crate knows nothing of Redis or HTTP: it returns the run ids that
+//! became ready, and its caller pushes them.
+//!
+//! # Layout
+//!
+//! - [`keys`]: secret keys, stored encrypted.
+//! - [`runs`]: inserting, reading, listing and canceling runs.
+//! - [`lifecycle`]: what workers and the scheduler do to runs: claim, renew
+//!   leases, finish attempts, dispatch due runs, expire, recover lost runs.
+//! - [`batch`]: a group-commit helper that turns many callers' writes into
+//!   one statement.
+
+pub mod batch;
+pub mod keys;
+pub mod lifecycle;
+pub mod runs;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+pub use lifecycle::{ClaimedRun, Outcome, ReadyRun};
+pub use runs::{ListFilter, NewRun, RunRow, TriggerOutcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Postgres cannot be reached now; the caller should answer 503.
+    #[error("postgres is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("postgres error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("a stored value is invalid: {0}")]
+    Corrupt(String),
+    /// The batch writer's task has stopped (shutdown).
+    #[error("the run writer has stopped")]
+    WriterStopped,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::WriterStopped)
+    }
+}
+
+/// A handle to the run history; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before the store says
+    /// Postgres is unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Store {
+    /// Connects lazily: the pool opens connections on first use, so kiln
+    /// starts (and answers 503) while Postgres is down.
+    pub fn connect_lazy(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect: PgConnectOptions = url.parse::<PgConnectOptions>()?
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies `migrations/`. Safe to run from several processes at once:
+    /// sqlx takes an advisory lock.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../../migrations").run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
