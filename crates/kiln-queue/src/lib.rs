@@ -1,1 +1,200 @@
+//! The Redis side of kiln: a list per queue that carries run ids from the
+//! API and the scheduler to workers.
+//!
+//! Redis holds no state that matters: a run's payload, status, attempts and
+//! lease are in Postgres, and a worker claims a run there before it runs it.
+//! A duplicate id in Redis is therefore harmless (the second claim finds the
+//! run no longer QUEUED), and a lost one is found again from Postgres.
+//! Attempts, back-off and delays are not Redis's business either.
+//!
+//! Delivery is a blocking pop (`BLMPOP`), so an idle worker starts a new run
+//! within a round trip of its push, not on a polling tick.
+//!
+//! # Keys (all under the configured prefix)
+//!
+//! - `{prefix}:queue:{name}`: LIST of ready run ids, pushed right, popped left.
+//! - `{prefix}:queues`: SET of queue names that have ever had a run, so a
+//!   worker serving every queue knows what to watch.
 
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis is unavailable: {0}")]
+    Unavailable(#[from] redis::RedisError),
+    #[error("REDIS_URL is invalid: {0}")]
+    InvalidUrl(#[source] redis::RedisError),
+}
+
+/// One run id on one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub queue: String,
+    pub run_id: String,
+}
+
+/// The producer side, shared by the API and the scheduler; cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    client: Client,
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("prefix", &self.prefix).finish()
+    }
+}
+
+impl Queue {
+    /// Connects lazily and reconnects by itself, so kiln starts and keeps
+    /// accepting runs (into Postgres) while Redis is down.
+    pub fn connect_lazy(url: &str, prefix: &str) -> Result<Self, QueueError> {
+        let client = Client::open(url).map_err(QueueError::InvalidUrl)?;
+        // A generous response timeout: redis-rs's default (500 ms) trips
+        // under load and would fail healthy requests.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn queue_key(&self, queue: &str) -> String {
+        format!("{}:queue:{queue}", self.prefix)
+    }
+
+    fn queues_key(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
+    /// Pushes run ids in one pipelined round trip.
+    pub async fn push<'a>(&self, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), QueueError> {
+        let mut pipe = redis::pipe();
+        let mut queues = std::collections::BTreeSet::new();
+        for (queue, run_id) in items {
+            pipe.rpush(self.queue_key(queue), run_id).ignore();
+            queues.insert(queue);
+        }
+        if queues.is_empty() {
+            return Ok(());
+        }
+        pipe.sadd(self.queues_key(), queues.into_iter().collect::<Vec<_>>()).ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Every queue name that has had a run.
+    pub async fn known_queues(&self) -> Result<Vec<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.queues_key())
+            .query_async(&mut conn)
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// How many ids wait in a queue.
+    pub async fn depth(&self, queue: &str) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("LLEN").arg(self.queue_key(queue)).query_async(&mut conn).await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// A consumer with its own connection: a blocking pop holds its
+    /// connection, so it must not share the producer's.
+    pub fn consumer(&self) -> Consumer {
+        Consumer {
+            client: self.client.clone(),
+            prefix: self.prefix.clone(),
+            conn: None,
+            rotation: 0,
+        }
+    }
+}
+
+/// Pops ready run ids for one worker process.
+pub struct Consumer {
+    client: Client,
+    prefix: String,
+    conn: Option<MultiplexedConnection>,
+    rotation: usize,
+}
+
+impl Consumer {
+    /// Waits up to `wait` for ids on any of `queues`; takes up to `max` from
+    /// the first non-empty one. Rotates the order of queues between calls so
+    /// a busy queue cannot starve the others.
+    pub async fn pop(&mut self, queues: &[String], max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        if queues.is_empty() || max == 0 {
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
+        self.rotation = self.rotation.wrapping_add(1);
+        let start = self.rotation % queues.len();
+        let keys: Vec<String> = queues[start..]
+            .iter()
+            .chain(&queues[..start])
+            .map(|q| format!("{}:queue:{q}", self.prefix))
+            .collect();
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    // The pop blocks server-side for up to `wait`.
+                    .set_response_timeout(None);
+                self.conn.insert(self.client.get_multiplexed_async_connection_with_config(&config).await?)
+            }
+        };
+        let popped: Result<Option<(String, Vec<String>)>, _> = redis::cmd("BLMPOP")
+            .arg(wait.as_secs_f64())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg("LEFT")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(conn)
+            .await;
+        let popped = match popped {
+            Ok(popped) => popped,
+            Err(error) => {
+                self.conn = None;
+                return Err(error.into());
+            }
+        };
+        let queue_prefix = format!("{}:queue:", self.prefix);
+        Ok(popped
+            .map(|(key, ids)| {
+                let queue = key.strip_prefix(&queue_prefix).unwrap_or(&key).to_owned();
+                ids.into_iter()
+                    .map(|run_id| Delivery {
+                        queue: queue.clone(),
+                        run_id,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}

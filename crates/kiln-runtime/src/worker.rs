@@ -1,0 +1,389 @@
+//! The worker harness. One `Worker` per process serves some or all queues
+//! with a fixed number of concurrent slots:
+//!
+//! 1. pop up to "free slots" run ids from Redis (blocking, so an idle worker
+//!    starts a new run as soon as it is pushed);
+//! 2. claim them in Postgres (QUEUED → EXECUTING, attempt + 1, lease);
+//!    ids that are not claimable (canceled, duplicate) are dropped;
+//! 3. run each handler in its own task, bounded by `maxDuration`, with a
+//!    cancellation token; a panic is an attempt's failure, not the worker's;
+//! 4. record the outcome through a batched writer: COMPLETED, a retry after
+//!    back-off, or a final failure.
+//!
+//! A heartbeat renews the leases of running runs and learns which were
+//! canceled meanwhile, so their handlers are told to stop. On shutdown the
+//! worker stops popping, lets running handlers finish within the grace
+//! period, and hands back the rest without counting their attempt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kiln_core::retry::RetryPolicy;
+use kiln_core::task::{TaskContext, TaskError};
+use kiln_core::{RunId, RunStatus};
+use kiln_queue::{Delivery, Queue};
+use kiln_store::batch::Batcher;
+use kiln_store::lifecycle::AttemptResult;
+use kiln_store::{ClaimedRun, Outcome, Store};
+use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::registry::TaskRegistry;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueSelection {
+    /// Every queue: the registered tasks' own, and any other that runs were
+    /// triggered on.
+    All,
+    Only(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Names this process in leases; unique per process.
+    pub worker_id: String,
+    pub concurrency: usize,
+    pub queues: QueueSelection,
+    /// A run whose lease is not renewed for this long is presumed lost.
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    /// How long running handlers get to finish on shutdown.
+    pub shutdown_grace: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl WorkerConfig {
+    pub fn new(worker_id: impl Into<String>) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            concurrency: 50,
+            queues: QueueSelection::All,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// How long a pop blocks in Redis before the worker looks around (new
+/// queues, shutdown). Not a latency: a push wakes the pop at once.
+const POP_WAIT: Duration = Duration::from_secs(1);
+const QUEUE_REFRESH: Duration = Duration::from_secs(2);
+
+/// A running attempt, as the heartbeat sees it.
+struct Running {
+    cancel: CancellationToken,
+}
+
+pub struct Worker {
+    store: Store,
+    queue: Queue,
+    registry: Arc<TaskRegistry>,
+    config: WorkerConfig,
+    running: Arc<Mutex<HashMap<String, Running>>>,
+    outcomes: Batcher<Outcome, bool>,
+}
+
+impl Worker {
+    pub fn new(store: Store, queue: Queue, registry: Arc<TaskRegistry>, config: WorkerConfig) -> Self {
+        let writer_store = store.clone();
+        let outcomes = Batcher::spawn(2, 512, move |batch: Vec<Outcome>| {
+            let store = writer_store.clone();
+            async move { store.finish_attempts(&batch).await }
+        });
+        Self {
+            store,
+            queue,
+            registry,
+            config,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            outcomes,
+        }
+    }
+
+    /// Runs until `shutdown` fires, then drains as described above.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let worker = Arc::new(self);
+        let hard_stop = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(worker.config.concurrency.max(1)));
+        let mut attempts = JoinSet::new();
+        let heartbeat = tokio::spawn(Arc::clone(&worker).heartbeat_loop());
+        tracing::info!(worker = %worker.config.worker_id, concurrency = worker.config.concurrency, "worker started");
+
+        let mut consumer = worker.queue.consumer();
+        let mut queues = worker.queue_names().await;
+        let mut limited = worker.limited_queues().await;
+        let mut refreshed = tokio::time::Instant::now();
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            if refreshed.elapsed() >= QUEUE_REFRESH {
+                queues = worker.queue_names().await;
+                limited = worker.limited_queues().await;
+                refreshed = tokio::time::Instant::now();
+            }
+            // Reap finished attempts so the set does not grow.
+            while attempts.try_join_next().is_some() {}
+
+            let first = tokio::select! {
+                permit = Arc::clone(&slots).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = shutdown.cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
+                permits.push(permit);
+            }
+            let popped = tokio::select! {
+                popped = consumer.pop(&queues, permits.len(), POP_WAIT) => popped,
+                () = shutdown.cancelled() => break,
+            };
+            let deliveries = match popped {
+                Ok(deliveries) => {
+                    failures = 0;
+                    deliveries
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, "cannot pop from redis; retrying");
+                    backoff(failures, &shutdown).await;
+                    continue;
+                }
+            };
+            if deliveries.is_empty() {
+                continue;
+            }
+            let claimed = match worker.claim(deliveries.clone(), &limited).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, count = deliveries.len(), "cannot claim runs; putting them back");
+                    let items = deliveries.iter().map(|d| (d.queue.as_str(), d.run_id.as_str()));
+                    if let Err(error) = worker.queue.push(items).await {
+                        tracing::error!(%error, "could not put runs back; the reconciler will find them");
+                    }
+                    backoff(failures, &shutdown).await;
+                    continue;
+                }
+            };
+            for run in claimed {
+                let Some(permit) = permits.pop() else {
+                    tracing::error!(run_id = %run.id, "claimed more runs than slots");
+                    break;
+                };
+                attempts.spawn(Arc::clone(&worker).execute(run, permit, hard_stop.child_token()));
+            }
+        }
+
+        tracing::info!(running = attempts.len(), grace = ?worker.config.shutdown_grace, "worker stopping");
+        let drained = tokio::time::timeout(worker.config.shutdown_grace, async {
+            while attempts.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(running = attempts.len(), "grace period over; handing back unfinished runs");
+            hard_stop.cancel();
+            while attempts.join_next().await.is_some() {}
+        }
+        heartbeat.abort();
+        tracing::info!("worker stopped");
+    }
+
+    async fn queue_names(&self) -> Vec<String> {
+        match &self.config.queues {
+            QueueSelection::Only(names) => names.clone(),
+            QueueSelection::All => {
+                let mut names = self.registry.default_queues();
+                match self.queue.known_queues().await {
+                    Ok(known) => names.extend(known),
+                    Err(error) => tracing::warn!(%error, "cannot list queues"),
+                }
+                names.sort();
+                names.dedup();
+                names
+            }
+        }
+    }
+
+    async fn limited_queues(&self) -> HashMap<String, u32> {
+        match self.store.limited_queues().await {
+            Ok(limits) => limits.into_iter().collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read queue limits");
+                HashMap::new()
+            }
+        }
+    }
+
+    async fn claim(&self, deliveries: Vec<Delivery>, limited: &HashMap<String, u32>) -> Result<Vec<ClaimedRun>, kiln_store::StoreError> {
+        let (limited_runs, free_runs): (Vec<Delivery>, Vec<Delivery>) =
+            deliveries.into_iter().partition(|d| limited.contains_key(&d.queue));
+        let mut claimed = Vec::new();
+        if !free_runs.is_empty() {
+            let ids: Vec<String> = free_runs.into_iter().map(|d| d.run_id).collect();
+            claimed = self.store.claim_runs(&ids, self.config.lease, &self.config.worker_id).await?;
+        }
+        for delivery in limited_runs {
+            if let Some(run) = self
+                .store
+                .claim_limited_run(&delivery.run_id, &delivery.queue, self.config.lease, &self.config.worker_id)
+                .await?
+            {
+                claimed.push(run);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn execute(self: Arc<Self>, run: ClaimedRun, _slot: OwnedSemaphorePermit, hard_stop: CancellationToken) {
+        let span = tracing::info_span!("run", run_id = %run.id, task = %run.task_identifier, attempt = run.attempt_count);
+        async move {
+            let cancel = hard_stop.child_token();
+            lock(&self.running).insert(run.id.clone(), Running { cancel: cancel.clone() });
+            let result = self.attempt(&run, cancel.clone()).await;
+            lock(&self.running).remove(&run.id);
+
+            let result = match result {
+                Some(result) => result,
+                None if hard_stop.is_cancelled() => AttemptResult::HandBack,
+                // Canceled (or taken over) elsewhere: the run already has
+                // its status; the write below is refused by its guard.
+                None => AttemptResult::Ended {
+                    status: RunStatus::Canceled,
+                    error: json!({ "name": "Canceled", "message": "the run was canceled" }),
+                },
+            };
+            let outcome = Outcome { id: run.id.clone(), attempt: run.attempt_count, result };
+            match self.outcomes.submit(outcome).await {
+                Ok(true) => tracing::debug!("attempt recorded"),
+                Ok(false) => tracing::info!("run changed while executing; outcome dropped"),
+                Err(error) => tracing::error!(%error, "could not record outcome; the lease will lapse and the run will be retried"),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs one attempt; `None` when it was stopped by `cancel`.
+    async fn attempt(&self, run: &ClaimedRun, cancel: CancellationToken) -> Option<AttemptResult> {
+        let Some(task) = self.registry.get(&run.task_identifier) else {
+            return Some(AttemptResult::Ended {
+                status: RunStatus::SystemFailure,
+                error: json!({
+                    "name": "UnknownTask",
+                    "message": format!("this worker has no handler for task {:?}", run.task_identifier),
+                }),
+            });
+        };
+        let Some(run_id) = RunId::parse(&run.id) else {
+            return Some(AttemptResult::Ended {
+                status: RunStatus::SystemFailure,
+                error: json!({ "name": "BadRecord", "message": "malformed run id" }),
+            });
+        };
+        let attempt = u32::try_from(run.attempt_count).unwrap_or(1);
+        let max_attempts = u32::try_from(run.max_attempts).unwrap_or(1);
+        let ctx = TaskContext {
+            run_id,
+            task_id: run.task_identifier.clone(),
+            attempt,
+            max_attempts,
+            cancel: cancel.clone(),
+        };
+        // Its own task, so a panic fails the attempt, not the worker.
+        let mut handle = tokio::spawn(task.handler.run(ctx, run.payload.clone()));
+        let limit = run
+            .max_duration_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis);
+        let timeout = async {
+            match limit {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let joined = tokio::select! {
+            joined = &mut handle => joined,
+            () = timeout => {
+                cancel.cancel();
+                handle.abort();
+                return Some(AttemptResult::Ended {
+                    status: RunStatus::TimedOut,
+                    error: json!({
+                        "name": "MaxDurationExceeded",
+                        "message": format!("the attempt ran longer than maxDuration ({} ms)", limit.map_or(0, |l| l.as_millis())),
+                    }),
+                });
+            }
+            () = cancel.cancelled() => {
+                handle.abort();
+                return None;
+            }
+        };
+        Some(match joined {
+            Ok(Ok(output)) => AttemptResult::Completed { output },
+            Ok(Err(error)) => self.failure(error, attempt, max_attempts),
+            Err(join_error) => {
+                let message = if join_error.is_panic() { "the handler panicked" } else { "the handler was aborted" };
+                self.failure(TaskError::retryable("HandlerPanic", message), attempt, max_attempts)
+            }
+        })
+    }
+
+    fn failure(&self, error: TaskError, attempt: u32, max_attempts: u32) -> AttemptResult {
+        tracing::info!(%error, "attempt failed");
+        let retry_in = error
+            .is_retryable()
+            .then(|| self.config.retry.delay_after(attempt, max_attempts))
+            .flatten();
+        match retry_in {
+            Some(retry_in) => AttemptResult::Retry { error: error.to_json(), retry_in },
+            None => AttemptResult::Ended { status: RunStatus::Failed, error: error.to_json() },
+        }
+    }
+
+    /// Runs until aborted: leases must stay renewed while the worker drains.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(self.config.heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let ids: Vec<String> = lock(&self.running).keys().cloned().collect();
+            if ids.is_empty() {
+                continue;
+            }
+            match self.store.renew_leases(&ids, self.config.lease, &self.config.worker_id).await {
+                Ok(gone) => {
+                    let running = lock(&self.running);
+                    for id in gone {
+                        if let Some(run) = running.get(&id) {
+                            tracing::info!(run_id = %id, "run is no longer ours (canceled or taken over); stopping it");
+                            run.cancel.cancel();
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot renew leases"),
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned map is still a consistent map of tokens.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits 50 ms, 100 ms, … up to 2 s, or until shutdown.
+async fn backoff(failures: u32, shutdown: &CancellationToken) {
+    let wait = Duration::from_millis(50u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(2));
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = shutdown.cancelled() => {}
+    }
+}

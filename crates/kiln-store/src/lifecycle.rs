@@ -1,0 +1,318 @@
+//! What workers and the scheduler do to runs. Each transition checks the
+//! status it expects, so it is a no-op when something else got there first
+//! (a cancel, a duplicate delivery, another kiln process's scheduler).
+
+use std::time::Duration;
+
+use kiln_core::RunStatus;
+use serde_json::Value;
+// Statements here are assembled only from the constant fragments below.
+use sqlx::AssertSqlSafe;
+
+use crate::{Store, StoreError};
+
+/// A run that is ready for the queue: push `id` onto `queue`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReadyRun {
+    pub id: String,
+    pub queue: String,
+}
+
+/// A run a worker now holds the lease of.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedRun {
+    pub id: String,
+    pub task_identifier: String,
+    pub queue: String,
+    pub concurrency_key: Option<String>,
+    pub payload: Value,
+    /// The attempt this claim starts, 1-based.
+    pub attempt_count: i32,
+    pub max_attempts: i32,
+    pub max_duration_ms: Option<i64>,
+}
+
+/// How an attempt ended, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: String,
+    pub attempt: i32,
+    pub result: AttemptResult,
+}
+
+#[derive(Debug, Clone)]
+pub enum AttemptResult {
+    Completed { output: Value },
+    /// Failed, with another attempt after `retry_in`.
+    Retry { error: Value, retry_in: Duration },
+    /// Ended for good with `status` (FAILED, TIMED_OUT, SYSTEM_FAILURE…).
+    Ended { status: RunStatus, error: Value },
+    /// The worker is shutting down: the attempt did not count.
+    HandBack,
+}
+
+/// A slot in a (queue, concurrency key) pair was released.
+type Released = (String, Option<String>);
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+const CLAIM_SET: &str = "status = 'EXECUTING', attempt_count = runs.attempt_count + 1,
+    started_at = COALESCE(runs.started_at, now()), updated_at = now(),
+    lease_expires_at = now() + $2 * interval '1 millisecond', worker_id = $3";
+
+const CLAIM_RETURNING: &str = "RETURNING runs.id, runs.task_identifier, runs.queue, runs.concurrency_key,
+    runs.payload, runs.attempt_count, runs.max_attempts, runs.max_duration_ms";
+
+/// A claimable run: queued, not waiting for a back-off, not parked, and
+/// (before its first attempt) not past its ttl.
+const CLAIMABLE: &str = "runs.status = 'QUEUED' AND runs.dispatch_at IS NULL AND NOT runs.parked
+    AND (runs.expires_at IS NULL OR runs.attempt_count > 0 OR runs.expires_at > now())";
+
+impl Store {
+    /// Claims runs of queues without a concurrency limit, all in one
+    /// statement. Ids that are not claimable are left out of the answer.
+    pub async fn claim_runs(&self, ids: &[String], lease: Duration, worker: &str) -> Result<Vec<ClaimedRun>, StoreError> {
+        let sql = format!("UPDATE runs SET {CLAIM_SET} WHERE runs.id = ANY($1) AND {CLAIMABLE} {CLAIM_RETURNING}");
+        Ok(sqlx::query_as::<_, ClaimedRun>(AssertSqlSafe(sql))
+            .bind(ids)
+            .bind(ms(lease))
+            .bind(worker)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Claims one run of a queue with a concurrency limit, if its queue (and
+    /// concurrency key) has a free slot; otherwise parks it until a slot
+    /// frees. An advisory lock per queue makes count-then-claim atomic
+    /// across kiln processes.
+    pub async fn claim_limited_run(&self, id: &str, queue: &str, lease: Duration, worker: &str) -> Result<Option<ClaimedRun>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('kiln.queue:' || $1))")
+            .bind(queue)
+            .execute(&mut *tx)
+            .await?;
+        let sql = format!(
+            "UPDATE runs SET {CLAIM_SET} WHERE runs.id = $1 AND {CLAIMABLE}
+               AND (SELECT count(*) FROM runs busy
+                    WHERE busy.status = 'EXECUTING' AND busy.queue = runs.queue
+                      AND busy.concurrency_key IS NOT DISTINCT FROM runs.concurrency_key)
+                 < COALESCE((SELECT concurrency_limit FROM queues WHERE name = runs.queue), 2147483647)
+             {CLAIM_RETURNING}"
+        );
+        let claimed = sqlx::query_as::<_, ClaimedRun>(AssertSqlSafe(sql))
+            .bind(id)
+            .bind(ms(lease))
+            .bind(worker)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if claimed.is_none() {
+            sqlx::query(AssertSqlSafe(format!("UPDATE runs SET parked = true WHERE runs.id = $1 AND {CLAIMABLE}")))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Extends the leases of runs this worker still executes; answers the
+    /// ids that are no longer executing here (canceled, or taken over), so
+    /// the worker can stop them.
+    pub async fn renew_leases(&self, ids: &[String], lease: Duration, worker: &str) -> Result<Vec<String>, StoreError> {
+        let renewed: Vec<(String,)> = sqlx::query_as(
+            "UPDATE runs SET lease_expires_at = now() + $2 * interval '1 millisecond'
+             WHERE id = ANY($1) AND status = 'EXECUTING' AND worker_id = $3 RETURNING id",
+        )
+        .bind(ids)
+        .bind(ms(lease))
+        .bind(worker)
+        .fetch_all(&self.pool)
+        .await?;
+        let still: std::collections::HashSet<&str> = renewed.iter().map(|(id,)| id.as_str()).collect();
+        Ok(ids.iter().filter(|id| !still.contains(id.as_str())).cloned().collect())
+    }
+
+    /// Records finished attempts in one statement. Answers, per outcome,
+    /// whether it was recorded (false: the run had been canceled or taken
+    /// over meanwhile, and keeps its status).
+    pub async fn finish_attempts(&self, outcomes: &[Outcome]) -> Result<Vec<bool>, StoreError> {
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut attempts = Vec::with_capacity(outcomes.len());
+        let mut statuses = Vec::with_capacity(outcomes.len());
+        let mut outputs: Vec<Option<&Value>> = Vec::with_capacity(outcomes.len());
+        let mut errors: Vec<Option<&Value>> = Vec::with_capacity(outcomes.len());
+        let mut retry_in_ms: Vec<Option<i64>> = Vec::with_capacity(outcomes.len());
+        let mut hand_back = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            ids.push(outcome.id.as_str());
+            attempts.push(outcome.attempt);
+            let (status, output, error, retry, back) = match &outcome.result {
+                AttemptResult::Completed { output } => (RunStatus::Completed, Some(output), None, None, false),
+                AttemptResult::Retry { error, retry_in } => (RunStatus::Queued, None, Some(error), Some(ms(*retry_in)), false),
+                AttemptResult::Ended { status, error } => (*status, None, Some(error), None, false),
+                AttemptResult::HandBack => (RunStatus::Queued, None, None, Some(0), true),
+            };
+            statuses.push(status.as_str());
+            outputs.push(output);
+            errors.push(error);
+            retry_in_ms.push(retry);
+            hand_back.push(back);
+        }
+        let recorded: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "UPDATE runs SET status = u.status, output = u.output,
+                 error = COALESCE(u.error, runs.error),
+                 attempt_count = CASE WHEN u.hand_back THEN runs.attempt_count - 1 ELSE runs.attempt_count END,
+                 dispatch_at = now() + u.retry_in_ms * interval '1 millisecond',
+                 lease_expires_at = NULL, worker_id = NULL, updated_at = now(),
+                 completed_at = CASE WHEN u.status = 'QUEUED' THEN NULL ELSE now() END
+             FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[], $7::bool[])
+                 AS u(id, attempt, status, output, error, retry_in_ms, hand_back)
+             WHERE runs.id = u.id AND runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
+             RETURNING runs.id, runs.queue, runs.concurrency_key",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&statuses)
+        .bind(&outputs)
+        .bind(&errors)
+        .bind(&retry_in_ms)
+        .bind(&hand_back)
+        .fetch_all(&self.pool)
+        .await?;
+        let released: Vec<Released> = recorded.iter().map(|(_, q, k)| (q.clone(), k.clone())).collect();
+        self.unpark_after_release(&released).await?;
+        let recorded_ids: std::collections::HashSet<&str> = recorded.iter().map(|(id, _, _)| id.as_str()).collect();
+        Ok(ids.iter().map(|id| recorded_ids.contains(id)).collect())
+    }
+
+    /// Releases one parked run per freed slot, for queues with a limit.
+    /// Unlimited queues never park, so this costs nothing for them beyond
+    /// one indexed look-up that finds no row.
+    pub(crate) async fn unpark_after_release(&self, released: &[Released]) -> Result<(), StoreError> {
+        if released.is_empty() {
+            return Ok(());
+        }
+        let (queues, keys): (Vec<&str>, Vec<Option<&str>>) =
+            released.iter().map(|(q, k)| (q.as_str(), k.as_deref())).unzip();
+        sqlx::query(
+            "WITH freed AS (SELECT DISTINCT queue, concurrency_key FROM UNNEST($1::text[], $2::text[]) AS f(queue, concurrency_key)),
+                  next AS (
+                    SELECT (SELECT p.id FROM runs p
+                            WHERE p.parked AND p.queue = freed.queue
+                              AND p.concurrency_key IS NOT DISTINCT FROM freed.concurrency_key
+                            ORDER BY p.id LIMIT 1 FOR UPDATE SKIP LOCKED) AS id
+                    FROM freed)
+             UPDATE runs SET parked = false, dispatch_at = now(), updated_at = now()
+             FROM next WHERE runs.id = next.id",
+        )
+        .bind(&queues)
+        .bind(&keys)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves runs whose delay or back-off has passed to the queue: DELAYED
+    /// becomes QUEUED. Answers what to push.
+    pub async fn dispatch_due(&self, limit: i64) -> Result<Vec<ReadyRun>, StoreError> {
+        Ok(sqlx::query_as::<_, ReadyRun>(
+            "WITH due AS (
+                 SELECT id FROM runs WHERE dispatch_at <= now()
+                 ORDER BY dispatch_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+             UPDATE runs SET status = CASE WHEN runs.status = 'DELAYED' THEN 'QUEUED' ELSE runs.status END,
+                 dispatch_at = NULL, updated_at = now()
+             FROM due WHERE runs.id = due.id AND runs.status IN ('DELAYED', 'QUEUED')
+             RETURNING runs.id, runs.queue",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Ends unstarted runs past their ttl as EXPIRED; answers how many.
+    pub async fn expire_due(&self, limit: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "WITH due AS (
+                 SELECT id FROM runs
+                 WHERE status IN ('QUEUED', 'DELAYED') AND attempt_count = 0 AND expires_at <= now()
+                 LIMIT $1 FOR UPDATE SKIP LOCKED)
+             UPDATE runs SET status = 'EXPIRED', completed_at = now(), updated_at = now(),
+                 dispatch_at = NULL, parked = false,
+                 error = jsonb_build_object('name', 'Expired', 'message',
+                     'the run did not start within its ttl (' || runs.ttl_ms || ' ms)')
+             FROM due WHERE runs.id = due.id",
+        )
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Finds executing runs whose worker stopped renewing the lease (killed,
+    /// machine lost): queues them again as a new attempt, or ends them
+    /// CRASHED when no attempt is left. Answers what to push.
+    pub async fn recover_lapsed_leases(&self, limit: i64) -> Result<Vec<ReadyRun>, StoreError> {
+        let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+            "WITH lapsed AS (
+                 SELECT id FROM runs WHERE status = 'EXECUTING' AND lease_expires_at < now()
+                 LIMIT $1 FOR UPDATE SKIP LOCKED)
+             UPDATE runs SET
+                 status = CASE WHEN runs.attempt_count >= runs.max_attempts THEN 'CRASHED' ELSE 'QUEUED' END,
+                 completed_at = CASE WHEN runs.attempt_count >= runs.max_attempts THEN now() ELSE NULL END,
+                 lease_expires_at = NULL, worker_id = NULL, updated_at = now(),
+                 error = jsonb_build_object('name', 'WorkerLost', 'message',
+                     'the worker stopped renewing its lease during attempt ' || runs.attempt_count)
+             FROM lapsed WHERE runs.id = lapsed.id
+             RETURNING runs.id, runs.queue, runs.status, runs.concurrency_key",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let released: Vec<Released> = rows.iter().map(|(_, q, _, k)| (q.clone(), k.clone())).collect();
+        self.unpark_after_release(&released).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, _, status, _)| status == "QUEUED")
+            .map(|(id, queue, _, _)| ReadyRun { id, queue })
+            .collect())
+    }
+
+    /// Safety net for parked runs: releases parked runs of any (queue, key)
+    /// with a free slot, in case a release was missed (a worker lost).
+    pub async fn unpark_free_slots(&self, limit: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "WITH candidates AS (
+                 SELECT p.id FROM runs p LEFT JOIN queues q ON q.name = p.queue
+                 WHERE p.parked AND (SELECT count(*) FROM runs busy
+                        WHERE busy.status = 'EXECUTING' AND busy.queue = p.queue
+                          AND busy.concurrency_key IS NOT DISTINCT FROM p.concurrency_key)
+                     < COALESCE(q.concurrency_limit, 2147483647)
+                 ORDER BY p.id LIMIT $1 FOR UPDATE OF p SKIP LOCKED)
+             UPDATE runs SET parked = false, dispatch_at = now(), updated_at = now()
+             FROM candidates WHERE runs.id = candidates.id",
+        )
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+impl Store {
+    /// Hands runs back to the scheduler to push after `after`: used when a
+    /// push to Redis failed after the run was recorded, so no accepted run
+    /// depends on Redis being up at the moment it was triggered.
+    pub async fn defer_dispatch(&self, ids: &[String], after: Duration) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET dispatch_at = now() + $2 * interval '1 millisecond'
+             WHERE id = ANY($1) AND status = 'QUEUED' AND dispatch_at IS NULL",
+        )
+        .bind(ids)
+        .bind(ms(after))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

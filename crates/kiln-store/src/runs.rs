@@ -1,0 +1,384 @@
+//! Recording, reading, listing and canceling runs.
+
+use chrono::{DateTime, Utc};
+use kiln_core::auth::Environment;
+use kiln_core::options::RunSpec;
+use kiln_core::{RunId, RunStatus};
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
+
+use crate::lifecycle::ReadyRun;
+use crate::{Store, StoreError};
+
+/// Trigger.dev keeps idempotency keys for 30 days unless told otherwise.
+pub const DEFAULT_IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::days(30);
+
+/// A run about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: RunId,
+    pub environment: Environment,
+    pub task_identifier: String,
+    pub payload: Value,
+    pub payload_type: String,
+    pub spec: RunSpec,
+    pub created_at: DateTime<Utc>,
+    pub replayed_from: Option<String>,
+}
+
+impl NewRun {
+    pub fn initial_status(&self) -> RunStatus {
+        if self.spec.delay_until.is_some() {
+            RunStatus::Delayed
+        } else {
+            RunStatus::Queued
+        }
+    }
+
+    /// The run's queue entry, when it is ready at once.
+    pub fn ready(&self) -> Option<ReadyRun> {
+        (self.initial_status() == RunStatus::Queued).then(|| ReadyRun {
+            id: self.id.as_str().to_owned(),
+            queue: self.spec.queue.clone(),
+        })
+    }
+}
+
+/// What a trigger did: recorded a new run, or found the run that already
+/// holds its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerOutcome {
+    Created,
+    Cached { id: String },
+}
+
+/// A run as stored, everything the API shows.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: String,
+    pub environment: String,
+    pub task_identifier: String,
+    pub queue: String,
+    pub concurrency_key: Option<String>,
+    pub status: String,
+    pub payload: Value,
+    pub payload_type: String,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+    pub metadata: Option<Value>,
+    pub tags: Vec<String>,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: i32,
+    pub attempt_count: i32,
+    pub max_duration_ms: Option<i64>,
+    pub ttl_ms: Option<i64>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub delay_until: Option<DateTime<Utc>>,
+    pub replayed_from: Option<String>,
+    pub is_test: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl RunRow {
+    pub fn status(&self) -> Result<RunStatus, StoreError> {
+        self.status
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("run {} has status {:?}", self.id, self.status)))
+    }
+}
+
+const RUN_COLUMNS: &str = "id, environment, task_identifier, queue, concurrency_key, status, payload, \
+    payload_type, output, error, metadata, tags, idempotency_key, max_attempts, attempt_count, \
+    max_duration_ms, ttl_ms, expires_at, delay_until, replayed_from, is_test, created_at, \
+    updated_at, started_at, completed_at";
+
+/// Filters of `GET /api/v1/runs`; empty lists match everything.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub statuses: Vec<RunStatus>,
+    pub task_identifiers: Vec<String>,
+    pub tags: Vec<String>,
+    pub queues: Vec<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+    pub is_test: Option<bool>,
+    /// Runs older than this id (the next page, newest first).
+    pub after: Option<String>,
+    /// Runs newer than this id (the previous page).
+    pub before: Option<String>,
+    pub limit: u32,
+}
+
+fn millis(duration: Option<std::time::Duration>) -> Option<i64> {
+    duration.and_then(|d| i64::try_from(d.as_millis()).ok())
+}
+
+impl Store {
+    /// Records runs without idempotency keys in one statement (the group
+    /// commit path). All or nothing.
+    pub async fn insert_runs(&self, runs: &[NewRun]) -> Result<(), StoreError> {
+        let mut ids = Vec::with_capacity(runs.len());
+        let mut environments = Vec::with_capacity(runs.len());
+        let mut tasks = Vec::with_capacity(runs.len());
+        let mut queues = Vec::with_capacity(runs.len());
+        let mut concurrency_keys = Vec::with_capacity(runs.len());
+        let mut statuses = Vec::with_capacity(runs.len());
+        let mut payloads = Vec::with_capacity(runs.len());
+        let mut payload_types = Vec::with_capacity(runs.len());
+        let mut metadata = Vec::with_capacity(runs.len());
+        let mut tags = Vec::with_capacity(runs.len());
+        let mut max_attempts = Vec::with_capacity(runs.len());
+        let mut max_durations = Vec::with_capacity(runs.len());
+        let mut ttls = Vec::with_capacity(runs.len());
+        let mut expiries = Vec::with_capacity(runs.len());
+        let mut delays = Vec::with_capacity(runs.len());
+        let mut replayed_from = Vec::with_capacity(runs.len());
+        let mut is_test = Vec::with_capacity(runs.len());
+        let mut created = Vec::with_capacity(runs.len());
+        for run in runs {
+            ids.push(run.id.as_str());
+            environments.push(run.environment.as_str());
+            tasks.push(run.task_identifier.as_str());
+            queues.push(run.spec.queue.as_str());
+            concurrency_keys.push(run.spec.concurrency_key.as_deref());
+            statuses.push(run.initial_status().as_str());
+            payloads.push(&run.payload);
+            payload_types.push(run.payload_type.as_str());
+            metadata.push(run.spec.metadata.as_ref());
+            tags.push(Value::from(run.spec.tags.clone()));
+            max_attempts.push(run.spec.max_attempts as i32);
+            max_durations.push(millis(run.spec.max_duration));
+            ttls.push(millis(run.spec.ttl));
+            expiries.push(run.spec.expires_at(run.created_at));
+            delays.push(run.spec.delay_until);
+            replayed_from.push(run.replayed_from.as_deref());
+            is_test.push(run.spec.is_test);
+            created.push(run.created_at);
+        }
+        sqlx::query(
+            "INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
+                 payload, payload_type, metadata, tags, max_attempts, max_duration_ms, ttl_ms,
+                 expires_at, delay_until, dispatch_at, replayed_from, is_test, created_at, updated_at)
+             SELECT u.id, u.environment, u.task, u.queue, u.concurrency_key, u.status,
+                 u.payload, u.payload_type, u.metadata,
+                 ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.max_attempts, u.max_duration_ms,
+                 u.ttl_ms, u.expires_at, u.delay_until, u.delay_until, u.replayed_from, u.is_test,
+                 u.created_at, u.created_at
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                 $7::jsonb[], $8::text[], $9::jsonb[], $10::jsonb[], $11::int4[], $12::int8[],
+                 $13::int8[], $14::timestamptz[], $15::timestamptz[], $16::text[], $17::bool[],
+                 $18::timestamptz[])
+               AS u(id, environment, task, queue, concurrency_key, status, payload, payload_type,
+                 metadata, tags, max_attempts, max_duration_ms, ttl_ms, expires_at, delay_until,
+                 replayed_from, is_test, created_at)",
+        )
+        .bind(&ids)
+        .bind(&environments)
+        .bind(&tasks)
+        .bind(&queues)
+        .bind(&concurrency_keys)
+        .bind(&statuses)
+        .bind(&payloads)
+        .bind(&payload_types)
+        .bind(&metadata)
+        .bind(&tags)
+        .bind(&max_attempts)
+        .bind(&max_durations)
+        .bind(&ttls)
+        .bind(&expiries)
+        .bind(&delays)
+        .bind(&replayed_from)
+        .bind(&is_test)
+        .bind(&created)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a run that carries an idempotency key, or finds the live run
+    /// that holds the key. A key past its TTL is released first.
+    pub async fn insert_idempotent_run(&self, run: &NewRun) -> Result<TriggerOutcome, StoreError> {
+        let Some(key) = run.spec.idempotency_key.as_deref() else {
+            self.insert_runs(std::slice::from_ref(run)).await?;
+            return Ok(TriggerOutcome::Created);
+        };
+        let key_expires_at = run.created_at
+            + run
+                .spec
+                .idempotency_key_ttl
+                .and_then(|ttl| chrono::Duration::from_std(ttl).ok())
+                .unwrap_or(DEFAULT_IDEMPOTENCY_TTL);
+        // Two tries: a concurrent trigger with the same key may insert
+        // between our look-up and our insert; the second look-up finds it.
+        for _ in 0..2 {
+            let mut tx = self.pool.begin().await?;
+            let existing: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
+                "SELECT id, idempotency_key_expires_at FROM runs
+                 WHERE environment = $1 AND task_identifier = $2 AND idempotency_key = $3
+                 FOR UPDATE",
+            )
+            .bind(run.environment.as_str())
+            .bind(&run.task_identifier)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match existing {
+                Some((id, expires)) if expires.is_none_or(|at| at > run.created_at) => {
+                    tx.commit().await?;
+                    return Ok(TriggerOutcome::Cached { id });
+                }
+                Some((id, _)) => {
+                    sqlx::query("UPDATE runs SET idempotency_key = NULL, updated_at = now() WHERE id = $1")
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None => {}
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
+                     payload, payload_type, metadata, tags, idempotency_key, idempotency_key_expires_at,
+                     max_attempts, max_duration_ms, ttl_ms, expires_at, delay_until, dispatch_at,
+                     replayed_from, is_test, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17, $17, $18, $19, $20, $20)
+                 ON CONFLICT (environment, task_identifier, idempotency_key)
+                     WHERE idempotency_key IS NOT NULL DO NOTHING",
+            )
+            .bind(run.id.as_str())
+            .bind(run.environment.as_str())
+            .bind(&run.task_identifier)
+            .bind(&run.spec.queue)
+            .bind(&run.spec.concurrency_key)
+            .bind(run.initial_status().as_str())
+            .bind(&run.payload)
+            .bind(&run.payload_type)
+            .bind(&run.spec.metadata)
+            .bind(&run.spec.tags)
+            .bind(key)
+            .bind(key_expires_at)
+            .bind(run.spec.max_attempts as i32)
+            .bind(millis(run.spec.max_duration))
+            .bind(millis(run.spec.ttl))
+            .bind(run.spec.expires_at(run.created_at))
+            .bind(run.spec.delay_until)
+            .bind(&run.replayed_from)
+            .bind(run.spec.is_test)
+            .bind(run.created_at)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                tx.commit().await?;
+                return Ok(TriggerOutcome::Created);
+            }
+            tx.rollback().await?;
+        }
+        Err(StoreError::Corrupt(format!(
+            "idempotency key for task {} is contended",
+            run.task_identifier
+        )))
+    }
+
+    pub async fn get_run(&self, environment: Environment, id: &str) -> Result<Option<RunRow>, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND environment = $2");
+        Ok(sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql))
+            .bind(id)
+            .bind(environment.as_str())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Newest first. Returns up to `limit + 1` rows so the caller can tell
+    /// whether another page follows.
+    pub async fn list_runs(&self, environment: Environment, filter: &ListFilter) -> Result<Vec<RunRow>, StoreError> {
+        let mut query: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE environment = "));
+        query.push_bind(environment.as_str());
+        if !filter.statuses.is_empty() {
+            let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+            query.push(" AND status = ANY(").push_bind(statuses).push(")");
+        }
+        if !filter.task_identifiers.is_empty() {
+            query.push(" AND task_identifier = ANY(").push_bind(filter.task_identifiers.clone()).push(")");
+        }
+        if !filter.tags.is_empty() {
+            query.push(" AND tags && ").push_bind(filter.tags.clone());
+        }
+        if !filter.queues.is_empty() {
+            query.push(" AND queue = ANY(").push_bind(filter.queues.clone()).push(")");
+        }
+        if let Some(from) = filter.created_from {
+            query.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(to) = filter.created_to {
+            query.push(" AND created_at <= ").push_bind(to);
+        }
+        if let Some(is_test) = filter.is_test {
+            query.push(" AND is_test = ").push_bind(is_test);
+        }
+        let limit = i64::from(filter.limit) + 1;
+        if let Some(before) = &filter.before {
+            query.push(" AND id > ").push_bind(before.clone());
+            query.push(" ORDER BY id ASC LIMIT ").push_bind(limit);
+            let mut rows = query.build_query_as::<RunRow>().fetch_all(&self.pool).await?;
+            rows.reverse();
+            return Ok(rows);
+        }
+        if let Some(after) = &filter.after {
+            query.push(" AND id < ").push_bind(after.clone());
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        Ok(query.build_query_as::<RunRow>().fetch_all(&self.pool).await?)
+    }
+
+    /// Cancels a run that has not ended. Returns the run's status after the
+    /// call, or `None` when there is no such run. A run that already ended
+    /// keeps its status.
+    pub async fn cancel_run(&self, environment: Environment, id: &str) -> Result<Option<RunStatus>, StoreError> {
+        let canceled: Option<(String, Option<String>)> = sqlx::query_as(
+            "UPDATE runs SET status = 'CANCELED', completed_at = now(), updated_at = now(),
+                 dispatch_at = NULL, lease_expires_at = NULL, parked = false
+             WHERE id = $1 AND environment = $2 AND status IN ('DELAYED', 'QUEUED', 'EXECUTING')
+             RETURNING queue, concurrency_key",
+        )
+        .bind(id)
+        .bind(environment.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((queue, concurrency_key)) = canceled {
+            // A canceled executing run frees its concurrency slot.
+            self.unpark_after_release(&[(queue, concurrency_key)]).await?;
+            return Ok(Some(RunStatus::Canceled));
+        }
+        match self.get_run(environment, id).await? {
+            Some(row) => Ok(Some(row.status()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets (or, with `None`, lifts) a queue's concurrency limit.
+    pub async fn set_queue_limit(&self, queue: &str, limit: Option<u32>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO queues (name, concurrency_limit) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET concurrency_limit = EXCLUDED.concurrency_limit, updated_at = now()",
+        )
+        .bind(queue)
+        .bind(limit.map(|l| l as i32))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every queue that has a concurrency limit.
+    pub async fn limited_queues(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let rows: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT name, concurrency_limit FROM queues WHERE concurrency_limit IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(name, limit)| (name, limit.max(0) as u32)).collect())
+    }
+}
