@@ -1,1 +1,90 @@
+//! kiln's HTTP API: Trigger.dev's routes and JSON shapes, so the official
+//! `@trigger.dev/sdk` works against kiln unchanged, plus health checks.
+//!
+//! Handlers validate, record in Postgres (the run exists once the answer is
+//! sent), and push ready runs to Redis; they never run a task. Errors are
+//! mapped to statuses in one place, [`error::ApiError`].
+//!
+//! # Layout
+//!
+//! - [`routes`]: one module per group of endpoints.
+//! - [`presenter`]: runs in the shape the SDK's schemas demand.
+//! - [`auth`]: secret keys and the tokens signed with them.
+//! - [`extract`]: JSON body and caller extractors with JSON errors.
+//! - [`recorder`]: group-committed run inserts followed by one Redis push.
 
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod presenter;
+pub mod recorder;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use kiln_core::auth::KeyVault;
+use kiln_queue::Queue;
+use kiln_runtime::TaskRegistry;
+use kiln_store::Store;
+
+pub use error::ApiError;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body accepted (413 above it).
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub queue: Queue,
+    pub registry: Arc<TaskRegistry>,
+    pub keys: Arc<auth::KeyCache>,
+    pub recorder: recorder::RunRecorder,
+    pub limits: Limits,
+}
+
+impl AppState {
+    pub fn new(store: Store, queue: Queue, registry: Arc<TaskRegistry>, vault: KeyVault, limits: Limits) -> Self {
+        Self {
+            keys: Arc::new(auth::KeyCache::new(store.clone(), vault)),
+            recorder: recorder::RunRecorder::new(store.clone(), queue.clone()),
+            store,
+            queue,
+            registry,
+            limits,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.limits.max_body_bytes;
+    routes::routes()
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    response
+}

@@ -1,0 +1,27 @@
+//! The routes, on Trigger.dev's paths.
+
+pub mod health;
+pub mod runs;
+pub mod trigger;
+
+use axum::Router;
+use axum::http::Uri;
+use axum::routing::{get, post};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/api/v1/tasks/{task_id}/trigger", post(trigger::trigger))
+        .route("/api/v3/runs/{run_id}", get(runs::retrieve))
+        .route("/api/v1/runs", get(runs::list))
+        .route("/api/v2/runs/{run_id}/cancel", post(runs::cancel))
+        .route("/api/v1/runs/{run_id}/replay", post(runs::replay))
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}

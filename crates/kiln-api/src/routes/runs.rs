@@ -1,0 +1,180 @@
+//! Reading and acting on runs: retrieve, list, cancel, replay.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use kiln_core::options::RunSpec;
+use kiln_core::{RunId, RunStatus};
+use kiln_store::{ListFilter, NewRun, RunRow};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::presenter;
+use crate::routes::trigger::with_run_token;
+
+const DEFAULT_PAGE_SIZE: u32 = 25;
+const MAX_PAGE_SIZE: u32 = 100;
+
+async fn find_run(app: &AppState, caller: &Caller, run_id: &str) -> Result<RunRow, ApiError> {
+    let not_found = || ApiError::NotFound(format!("run {run_id:?} not found"));
+    if RunId::parse(run_id).is_none() {
+        return Err(not_found());
+    }
+    app.store.get_run(caller.environment, run_id).await?.ok_or_else(not_found)
+}
+
+pub async fn retrieve(State(app): State<AppState>, Path(run_id): Path<String>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let row = find_run(&app, &caller, &run_id).await?;
+    Ok(Json(presenter::retrieved_run(&row)?))
+}
+
+pub async fn cancel(State(app): State<AppState>, Path(run_id): Path<String>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("run {run_id:?} not found"));
+    if RunId::parse(&run_id).is_none() {
+        return Err(not_found());
+    }
+    // A run that already ended keeps its status; the answer is the same.
+    app.store.cancel_run(caller.environment, &run_id).await?.ok_or_else(not_found)?;
+    Ok(Json(json!({ "id": run_id })))
+}
+
+/// A new run of the same task with the same payload, queue, tags and
+/// metadata; no delay, ttl or idempotency key.
+pub async fn replay(State(app): State<AppState>, Path(run_id): Path<String>, caller: Caller) -> Result<Response, ApiError> {
+    let original = find_run(&app, &caller, &run_id).await?;
+    if app.registry.get(&original.task_identifier).is_none() {
+        return Err(ApiError::NotFound(format!(
+            "task {:?} of run {run_id} is no longer known to kiln",
+            original.task_identifier
+        )));
+    }
+    let now = Utc::now();
+    let ms = |value: Option<i64>| value.and_then(|v| u64::try_from(v).ok()).map(Duration::from_millis);
+    let run = NewRun {
+        id: RunId::generate(u64::try_from(now.timestamp_millis()).unwrap_or(0)),
+        environment: caller.environment,
+        task_identifier: original.task_identifier,
+        payload: original.payload,
+        payload_type: original.payload_type,
+        spec: RunSpec {
+            queue: original.queue,
+            queue_concurrency_limit: None,
+            concurrency_key: original.concurrency_key,
+            delay_until: None,
+            ttl: None,
+            idempotency_key: None,
+            idempotency_key_ttl: None,
+            max_attempts: u32::try_from(original.max_attempts).unwrap_or(1).max(1),
+            max_duration: ms(original.max_duration_ms),
+            tags: original.tags,
+            metadata: original.metadata,
+            is_test: original.is_test,
+        },
+        created_at: now,
+        replayed_from: Some(original.id),
+    };
+    let (id, _) = app.recorder.record(run).await?;
+    Ok(with_run_token(&caller, &id, Json(json!({ "id": id }))))
+}
+
+fn list_of(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// `filter[createdAt][from]`: milliseconds since the epoch (what the SDK
+/// sends) or an RFC 3339 date.
+fn instant(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(ms) = value.parse::<i64>() {
+        return DateTime::from_timestamp_millis(ms).ok_or_else(|| ApiError::BadRequest(format!("{field}: out of range")));
+    }
+    DateTime::parse_from_rfc3339(value)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|_| ApiError::BadRequest(format!("{field}: expected milliseconds since the epoch or an ISO 8601 date")))
+}
+
+fn parse_filter(query: &HashMap<String, String>) -> Result<ListFilter, ApiError> {
+    let mut filter = ListFilter {
+        limit: DEFAULT_PAGE_SIZE,
+        ..ListFilter::default()
+    };
+    for (key, value) in query {
+        match key.as_str() {
+            "filter[status]" => {
+                filter.statuses = list_of(value)
+                    .iter()
+                    .map(|s| s.parse::<RunStatus>().map_err(|e| ApiError::BadRequest(format!("filter[status]: {e}"))))
+                    .collect::<Result<_, _>>()?;
+            }
+            "filter[taskIdentifier]" => filter.task_identifiers = list_of(value),
+            "filter[tag]" => filter.tags = list_of(value),
+            "filter[queue]" => filter.queues = list_of(value),
+            "filter[createdAt][from]" => filter.created_from = Some(instant(key, value)?),
+            "filter[createdAt][to]" => filter.created_to = Some(instant(key, value)?),
+            "filter[createdAt][period]" => {
+                let period = kiln_core::duration::parse(value).map_err(|e| ApiError::BadRequest(format!("{key}: {e}")))?;
+                let period = chrono::Duration::from_std(period).map_err(|_| ApiError::BadRequest(format!("{key}: too long")))?;
+                filter.created_from = Some(Utc::now() - period);
+            }
+            "filter[isTest]" => {
+                filter.is_test = Some(value.parse().map_err(|_| ApiError::BadRequest(format!("{key}: expected true or false")))?);
+            }
+            "page[size]" => {
+                let size: u32 = value.parse().map_err(|_| ApiError::BadRequest(format!("{key}: expected a number")))?;
+                if !(1..=MAX_PAGE_SIZE).contains(&size) {
+                    return Err(ApiError::BadRequest(format!("{key}: must be between 1 and {MAX_PAGE_SIZE}")));
+                }
+                filter.limit = size;
+            }
+            "page[after]" => filter.after = Some(value.clone()),
+            "page[before]" => filter.before = Some(value.clone()),
+            // Trigger filters on things kiln does not have (deploy versions,
+            // bulk actions…): refuse rather than silently match everything.
+            "filter[version]" | "filter[bulkAction]" | "filter[schedule]" | "filter[batch]" | "filter[machine]" => {
+                return Err(ApiError::BadRequest(format!("{key} is not supported by kiln")));
+            }
+            _ => {}
+        }
+    }
+    if filter.after.is_some() && filter.before.is_some() {
+        return Err(ApiError::BadRequest("page[after] and page[before] cannot be combined".into()));
+    }
+    Ok(filter)
+}
+
+pub async fn list(State(app): State<AppState>, caller: Caller, Query(query): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let filter = parse_filter(&query)?;
+    let mut rows = app.store.list_runs(caller.environment, &filter).await?;
+    let more = rows.len() > filter.limit as usize;
+    let going_back = filter.before.is_some();
+    if more {
+        if going_back {
+            rows.remove(0);
+        } else {
+            rows.truncate(filter.limit as usize);
+        }
+    }
+    let data = rows
+        .iter()
+        .map(|row| presenter::listed_run(row, caller.environment))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut pagination = serde_json::Map::new();
+    let (first, last) = (rows.first().map(|r| r.id.clone()), rows.last().map(|r| r.id.clone()));
+    // Newest first: "next" goes to older runs, "previous" to newer ones.
+    if (more && !going_back) || (going_back && last.is_some()) {
+        if let Some(last) = last {
+            pagination.insert("next".into(), json!(last));
+        }
+    }
+    if (filter.after.is_some() || (going_back && more)) && first.is_some() {
+        if let Some(first) = first {
+            pagination.insert("previous".into(), json!(first));
+        }
+    }
+    Ok(Json(json!({ "data": data, "pagination": pagination })))
+}

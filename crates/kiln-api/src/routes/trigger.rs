@@ -1,0 +1,172 @@
+//! `POST /api/v1/tasks/{taskId}/trigger`, as the SDK sends it.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use kiln_core::RunId;
+use kiln_core::options::{TimeSpec, TriggerOptions};
+use kiln_store::NewRun;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+
+#[derive(Debug, Deserialize)]
+pub struct TriggerBody {
+    #[serde(default)]
+    pub payload: Option<Value>,
+    #[serde(default)]
+    pub options: Option<WireOptions>,
+}
+
+/// Trigger's `TriggerTaskRequestBody.options`; fields kiln has no use for
+/// (machine, region, lockToVersion…) are accepted and ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireOptions {
+    pub queue: Option<WireQueue>,
+    pub concurrency_key: Option<String>,
+    pub delay: Option<Value>,
+    pub ttl: Option<Value>,
+    pub idempotency_key: Option<String>,
+    #[serde(rename = "idempotencyKeyTTL")]
+    pub idempotency_key_ttl: Option<String>,
+    pub max_attempts: Option<i64>,
+    pub max_duration: Option<f64>,
+    pub metadata: Option<Value>,
+    pub metadata_type: Option<String>,
+    pub payload_type: Option<String>,
+    pub tags: Option<WireTags>,
+    pub test: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireQueue {
+    pub name: String,
+    pub concurrency_limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum WireTags {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn time_spec(field: &str, value: Option<Value>) -> Result<Option<TimeSpec>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(TimeSpec::Text(text))),
+        Some(Value::Number(n)) => Ok(n.as_f64().map(TimeSpec::Seconds)),
+        Some(_) => Err(ApiError::Unprocessable(format!(
+            "options.{field}: must be a duration string (\"30s\"), a date or a number of seconds"
+        ))),
+    }
+}
+
+/// Decodes a packet as the SDK encodes it (`stringifyIO`): objects as a
+/// superjson string, strings as `text/plain`, anything else as JSON.
+pub fn decode_packet(data: Option<Value>, data_type: Option<&str>, field: &str) -> Result<(Value, String), ApiError> {
+    let data = data.unwrap_or(Value::Null);
+    match data_type {
+        None => Ok((data, "application/json".into())),
+        Some("application/json") => match data {
+            Value::String(text) => serde_json::from_str(&text)
+                .map(|value| (value, "application/json".into()))
+                .map_err(|e| ApiError::BadRequest(format!("{field} is declared application/json but is not JSON: {e}"))),
+            other => Ok((other, "application/json".into())),
+        },
+        Some("text/plain") => match data {
+            text @ Value::String(_) => Ok((text, "text/plain".into())),
+            _ => Err(ApiError::Unprocessable(format!("{field} is declared text/plain but is not a string"))),
+        },
+        Some("application/super+json") => {
+            let Value::String(text) = data else {
+                return Err(ApiError::Unprocessable(format!("{field} is declared application/super+json but is not a string")));
+            };
+            let mut packet: Value = serde_json::from_str(&text)
+                .map_err(|e| ApiError::BadRequest(format!("{field} is not valid superjson: {e}")))?;
+            // superjson's `meta` only restores JS types (Date, Map…); as
+            // plain JSON, `json` already holds their serialized forms.
+            Ok((packet.get_mut("json").map(Value::take).unwrap_or(Value::Null), "application/json".into()))
+        }
+        Some("application/store") => Err(ApiError::Unprocessable(format!(
+            "{field}: offloaded packets (application/store) are not supported by this kiln version; send payloads under the size limit inline"
+        ))),
+        Some(other) => Err(ApiError::Unprocessable(format!("{field}: unsupported type {other:?}"))),
+    }
+}
+
+impl WireOptions {
+    fn into_options(self) -> Result<TriggerOptions, ApiError> {
+        let metadata = match self.metadata {
+            None | Some(Value::Null) => None,
+            some => Some(decode_packet(some, self.metadata_type.as_deref(), "options.metadata")?.0),
+        };
+        Ok(TriggerOptions {
+            queue_concurrency_limit: self.queue.as_ref().and_then(|q| q.concurrency_limit),
+            queue: self.queue.map(|q| q.name),
+            concurrency_key: self.concurrency_key,
+            delay: time_spec("delay", self.delay)?,
+            ttl: time_spec("ttl", self.ttl)?,
+            idempotency_key: self.idempotency_key,
+            idempotency_key_ttl: self.idempotency_key_ttl,
+            max_attempts: self.max_attempts,
+            max_duration_secs: self.max_duration,
+            tags: match self.tags {
+                None => Vec::new(),
+                Some(WireTags::One(tag)) => vec![tag],
+                Some(WireTags::Many(tags)) => tags,
+            },
+            metadata,
+            test: self.test.unwrap_or(false),
+        })
+    }
+}
+
+pub async fn trigger(
+    State(app): State<AppState>,
+    Path(task_id): Path<String>,
+    caller: Caller,
+    JsonBody(body): JsonBody<TriggerBody>,
+) -> Result<Response, ApiError> {
+    let task = app
+        .registry
+        .get(&task_id)
+        .ok_or_else(|| ApiError::NotFound(format!("task {task_id:?} is not known to kiln (declare it in KILN_TASKS_FILE)")))?;
+    let mut options = body.options.unwrap_or_default();
+    let payload_type = options.payload_type.take();
+    let (payload, payload_type) = decode_packet(body.payload, payload_type.as_deref(), "payload")?;
+    let now = Utc::now();
+    let spec = options
+        .into_options()?
+        .validate(now, &task.defaults)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let run = NewRun {
+        id: RunId::generate(u64::try_from(now.timestamp_millis()).unwrap_or(0)),
+        environment: caller.environment,
+        task_identifier: task_id,
+        payload,
+        payload_type,
+        spec,
+        created_at: now,
+        replayed_from: None,
+    };
+    let (id, cached) = app.recorder.record(run).await?;
+    Ok(with_run_token(&caller, &id, Json(if cached { json!({ "id": id, "isCached": true }) } else { json!({ "id": id }) })))
+}
+
+/// Adds `x-trigger-jwt`, a token that may read the run, as Trigger does.
+pub fn with_run_token(caller: &Caller, run_id: &str, body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    if let Ok(token) = HeaderValue::from_str(&caller.run_token(run_id)) {
+        response.headers_mut().insert("x-trigger-jwt", token);
+    }
+    response
+}
