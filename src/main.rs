@@ -1,1 +1,157 @@
-fn main(){}
+//! `kiln`: a self-hosted background-job runtime that speaks Trigger.dev's
+//! HTTP API. One binary: the API, the workers and the scheduler, together
+//! (`kiln dev`) or apart (`kiln serve`, `kiln worker`), over Postgres (the
+//! run history) and Redis (delivery).
+//!
+//! This file only parses the command line and reports how a command ended;
+//! `app` wires the crates together and `config` reads the environment.
+
+// The modules below are private to the binary; `pub` marks their interface.
+#![allow(unreachable_pub)]
+
+mod app;
+mod config;
+mod tasks_file;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kiln_core::auth::{Environment, KeyVault, SecretKey};
+
+use crate::app::Roles;
+use crate::config::{DatabaseConfig, RuntimeConfig};
+
+/// A self-hosted background-job runtime that speaks Trigger.dev's HTTP API.
+///
+/// Configuration comes from environment variables (see .env.example):
+/// DATABASE_URL, REDIS_URL, KILN_SECRET and KILN_ADDR above all.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the HTTP API and the scheduler; applies migrations first.
+    Serve,
+    /// Runs workers (and the scheduler) without the API.
+    Worker {
+        /// Serve only these queues (comma-separated); default: every queue.
+        #[arg(long, value_delimiter = ',')]
+        queues: Option<Vec<String>>,
+        /// Runs executed at once by this process (default KILN_WORKER_CONCURRENCY or 50).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Runs the API, the scheduler and every worker in one process: kiln on
+    /// one machine.
+    Dev {
+        /// Runs executed at once (default KILN_WORKER_CONCURRENCY or 50).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Applies the database migrations and exits.
+    Migrate,
+    /// Manages secret keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Creates a secret key and prints it as the last line of output; use
+    /// it as TRIGGER_SECRET_KEY.
+    Create {
+        #[arg(long, value_enum)]
+        env: KeyEnv,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyEnv {
+    Dev,
+    Prod,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if std::env::var("KILN_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kiln: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kiln: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    let database = DatabaseConfig::from_env()?;
+    match command {
+        Command::Migrate => {
+            app::connect_store(&database)?.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Create { env } } => create_key(&database, env).await,
+        Command::Serve => {
+            let config = RuntimeConfig::from_env()?;
+            config::server_secret()?;
+            app::run(Roles { api: true, worker: false, scheduler: true }, database, config, None, None).await
+        }
+        Command::Worker { queues, concurrency } => {
+            let config = RuntimeConfig::from_env()?;
+            app::run(Roles { api: false, worker: true, scheduler: true }, database, config, queues, concurrency).await
+        }
+        Command::Dev { concurrency } => {
+            let config = RuntimeConfig::from_env()?;
+            config::server_secret()?;
+            app::run(Roles { api: true, worker: true, scheduler: true }, database, config, None, concurrency).await
+        }
+    }
+}
+
+async fn create_key(database: &DatabaseConfig, env: KeyEnv) -> anyhow::Result<()> {
+    let vault = KeyVault::new(&config::server_secret()?);
+    let store = app::connect_store(database)?;
+    store.migrate().await?;
+    let environment = match env {
+        KeyEnv::Dev => Environment::Dev,
+        KeyEnv::Prod => Environment::Prod,
+    };
+    let key = SecretKey::generate(environment);
+    let (nonce, sealed) = vault.encrypt(&key);
+    let id = format!("key_{}", kiln_core::id::random_alphanumeric(16));
+    store
+        .insert_key(&id, environment, &vault.lookup_hash(key.expose()), &nonce, &sealed)
+        .await?;
+    println!("created {} key {id}; set it as TRIGGER_SECRET_KEY:", environment.as_str());
+    println!("{}", key.expose());
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Wiring: connects the store and the queue, builds the task registry, and
+//! runs the roles a command asks for (API, workers, scheduler) until a
+//! shutdown signal.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use kiln_api::{AppState, Limits};
+use kiln_core::auth::KeyVault;
+use kiln_core::options::TaskDefaults;
+use kiln_queue::Queue;
+use kiln_runtime::{QueueSelection, Scheduler, SchedulerConfig, TaskRegistry, Worker, WorkerConfig};
+use kiln_store::{Store, StoreOptions};
+use kiln_worker_builtin::http::{BoundHttpTask, EgressPolicy, HttpSender, HttpTask};
+use kiln_worker_builtin::{Fail, Noop, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DatabaseConfig, RuntimeConfig};
+use crate::tasks_file::TasksFile;
+
+/// Which parts a process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+    pub scheduler: bool,
+}
+
+pub fn connect_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
+    let options = StoreOptions {
+        max_connections: database.max_connections,
+        ..StoreOptions::default()
+    };
+    Store::connect_lazy(&database.url, &options).context("DATABASE_URL")
+}
+
+pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile) -> anyhow::Result<TaskRegistry> {
+    let policy = EgressPolicy {
+        allowed_hosts: config.http_allowed_hosts.clone(),
+        allow_private: config.http_allow_private,
+    };
+    let sender = HttpSender::new(policy, config.http_signing_secret.clone(), config.http_timeout)
+        .context("cannot build the HTTP client")?;
+    let mut registry = TaskRegistry::new();
+    registry.register("kiln.noop", Arc::new(Noop), TaskDefaults::for_task("kiln.noop"));
+    registry.register("kiln.sleep", Arc::new(Sleep), TaskDefaults::for_task("kiln.sleep"));
+    registry.register("kiln.fail", Arc::new(Fail), TaskDefaults::for_task("kiln.fail"));
+    registry.register("kiln.http", Arc::new(HttpTask { sender: sender.clone() }), TaskDefaults::for_task("kiln.http"));
+    for task in &tasks.tasks {
+        let mut defaults = TaskDefaults::for_task(&task.id);
+        if let Some(queue) = &task.queue {
+            defaults.queue.clone_from(queue);
+        }
+        if let Some(max_attempts) = task.max_attempts {
+            defaults.max_attempts = max_attempts;
+        }
+        if let Some(text) = &task.max_duration {
+            defaults.max_duration = Some(kiln_core::duration::parse(text)?);
+        }
+        let handler = BoundHttpTask {
+            sender: sender.clone(),
+            url: task.url.clone(),
+            method: task.method.clone(),
+            headers: task.headers.clone(),
+        };
+        registry.register(task.id.clone(), Arc::new(handler), defaults);
+    }
+    Ok(registry)
+}
+
+/// A name unique to this process, for leases.
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "kiln".into());
+    format!("{host}-{}-{}", std::process::id(), kiln_core::id::random_alphanumeric(6))
+}
+
+/// Runs `roles` until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(roles: Roles, database: DatabaseConfig, config: RuntimeConfig, queues_flag: Option<Vec<String>>, concurrency_flag: Option<usize>) -> anyhow::Result<()> {
+    let tasks = match &config.tasks_file {
+        Some(path) => TasksFile::load(path)?,
+        None => TasksFile::default(),
+    };
+    let registry = Arc::new(build_registry(&config, &tasks)?);
+    let store = connect_store(&database)?;
+    let queue = Queue::connect_lazy(&config.redis_url, &config.redis_prefix).context("REDIS_URL")?;
+
+    if roles.api {
+        store.migrate().await.context("cannot apply migrations (is Postgres up? see DATABASE_URL)")?;
+    }
+    for (name, queue_config) in &tasks.queues {
+        store
+            .set_queue_limit(name, queue_config.concurrency_limit)
+            .await
+            .with_context(|| format!("cannot set the limit of queue {name}"))?;
+    }
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(forward_signals(shutdown.clone()));
+    let mut parts = tokio::task::JoinSet::new();
+
+    if roles.scheduler {
+        let scheduler = Scheduler::new(
+            store.clone(),
+            queue.clone(),
+            SchedulerConfig {
+                tick: config.scheduler_tick,
+                ..SchedulerConfig::default()
+            },
+        );
+        let token = shutdown.clone();
+        parts.spawn(async move {
+            scheduler.run(token).await;
+            Ok::<_, anyhow::Error>("scheduler")
+        });
+    }
+    if roles.worker {
+        let mut worker_config = WorkerConfig::new(worker_id());
+        worker_config.concurrency = concurrency_flag.unwrap_or(config.worker_concurrency);
+        let queues = queues_flag.unwrap_or_else(|| config.worker_queues.clone());
+        worker_config.queues = if queues.is_empty() { QueueSelection::All } else { QueueSelection::Only(queues) };
+        worker_config.lease = config.lease;
+        worker_config.heartbeat = config.heartbeat;
+        worker_config.shutdown_grace = config.shutdown_grace;
+        worker_config.retry = config.retry;
+        let worker = Worker::new(store.clone(), queue.clone(), Arc::clone(&registry), worker_config);
+        let token = shutdown.clone();
+        parts.spawn(async move {
+            worker.run(token).await;
+            Ok("worker")
+        });
+    }
+    if roles.api {
+        let vault = KeyVault::new(&crate::config::server_secret()?);
+        let state = AppState::new(store.clone(), queue.clone(), Arc::clone(&registry), vault, Limits {
+            max_body_bytes: config.max_payload_bytes,
+        });
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("KILN_ADDR: cannot listen on {}", config.addr))?;
+        let local = listener.local_addr()?;
+        tracing::info!(addr = %local, "api listening");
+        // Tests and scripts read this line to find the port.
+        println!("kiln listening on http://{local}");
+        let token = shutdown.clone();
+        parts.spawn(async move {
+            kiln_api::serve(listener, state, token.cancelled_owned())
+                .await
+                .context("the api server failed")?;
+            Ok("api")
+        });
+    }
+
+    while let Some(ended) = parts.join_next().await {
+        match ended {
+            Ok(Ok(part)) => tracing::info!(part, "stopped"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "a part of kiln failed; shutting down");
+                shutdown.cancel();
+            }
+            Err(error) => {
+                tracing::error!(%error, "a part of kiln panicked; shutting down");
+                shutdown.cancel();
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn forward_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for signals");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,166 @@
+//! Configuration, read from the environment once at start-up. Each value is
+//! validated here, and an error names the variable, so a misconfigured kiln
+//! stops at once with a message instead of failing later. `.env.example`
+//! lists every variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kiln_core::retry::RetryPolicy;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+fn error(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.into(),
+    }
+}
+
+/// Reads a variable; empty counts as unset.
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn required(name: &'static str, hint: &str) -> Result<String, ConfigError> {
+    var(name).ok_or_else(|| error(name, format!("is not set ({hint})")))
+}
+
+fn parsed<T: std::str::FromStr>(name: &'static str, default: T, expected: &str) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| error(name, format!("{text:?} is not {expected}"))),
+    }
+}
+
+fn duration(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(text) => kiln_core::duration::parse(&text).map_err(|e| error(name, e.to_string())),
+    }
+}
+
+fn list(name: &'static str) -> Vec<String> {
+    var(name)
+        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Postgres, for every command.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let url = required("DATABASE_URL", "e.g. postgres://postgres@127.0.0.1:5432/kiln")?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(error("DATABASE_URL", "must start with postgres:// or postgresql://"));
+        }
+        let max_connections = parsed("KILN_DB_MAX_CONNECTIONS", 16u32, "a number of connections")?;
+        if max_connections == 0 {
+            return Err(error("KILN_DB_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        Ok(Self { url, max_connections })
+    }
+}
+
+/// The server secret that encrypts keys at rest.
+pub fn server_secret() -> Result<String, ConfigError> {
+    let secret = required("KILN_SECRET", "a random string of at least 32 characters; `openssl rand -hex 32` makes one")?;
+    if secret.len() < 32 {
+        return Err(error("KILN_SECRET", "must be at least 32 characters"));
+    }
+    Ok(secret)
+}
+
+/// Everything `serve`, `worker` and `dev` need besides Postgres.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub addr: SocketAddr,
+    pub max_payload_bytes: usize,
+    pub worker_concurrency: usize,
+    pub worker_queues: Vec<String>,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    pub shutdown_grace: Duration,
+    pub scheduler_tick: Duration,
+    pub retry: RetryPolicy,
+    pub tasks_file: Option<PathBuf>,
+    pub http_signing_secret: Option<String>,
+    pub http_allowed_hosts: Vec<String>,
+    pub http_allow_private: bool,
+    pub http_timeout: Duration,
+}
+
+impl RuntimeConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let redis_url = var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+            return Err(error("REDIS_URL", "must start with redis:// or rediss://"));
+        }
+        let redis_prefix = var("KILN_REDIS_PREFIX").unwrap_or_else(|| "kiln".into());
+        if redis_prefix.contains(char::is_whitespace) {
+            return Err(error("KILN_REDIS_PREFIX", "must not contain spaces"));
+        }
+        let addr = parsed("KILN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)), "a listen address like 127.0.0.1:8080")?;
+        let max_payload_bytes = parsed("KILN_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024usize, "a number of bytes")?;
+        if max_payload_bytes < 1024 {
+            return Err(error("KILN_MAX_PAYLOAD_BYTES", "must be at least 1024"));
+        }
+        let worker_concurrency = parsed("KILN_WORKER_CONCURRENCY", 50usize, "a number of concurrent runs")?;
+        if !(1..=10_000).contains(&worker_concurrency) {
+            return Err(error("KILN_WORKER_CONCURRENCY", "must be between 1 and 10000"));
+        }
+        let lease = duration("KILN_LEASE", Duration::from_secs(30))?;
+        let heartbeat = duration("KILN_HEARTBEAT", Duration::from_secs(2))?;
+        if heartbeat.is_zero() || heartbeat * 2 > lease {
+            return Err(error("KILN_HEARTBEAT", format!("must be non-zero and at most half of KILN_LEASE ({lease:?})")));
+        }
+        let scheduler_tick = duration("KILN_SCHEDULER_TICK", Duration::from_millis(100))?;
+        if scheduler_tick.is_zero() {
+            return Err(error("KILN_SCHEDULER_TICK", "must be non-zero"));
+        }
+        let defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            min_delay: duration("KILN_RETRY_MIN_DELAY", defaults.min_delay)?,
+            max_delay: duration("KILN_RETRY_MAX_DELAY", defaults.max_delay)?,
+            factor: parsed("KILN_RETRY_FACTOR", defaults.factor, "a number")?,
+            ..defaults
+        };
+        if !(retry.factor >= 1.0 && retry.factor <= 10.0) {
+            return Err(error("KILN_RETRY_FACTOR", "must be between 1 and 10"));
+        }
+        if retry.min_delay > retry.max_delay {
+            return Err(error("KILN_RETRY_MIN_DELAY", "must not exceed KILN_RETRY_MAX_DELAY"));
+        }
+        Ok(Self {
+            redis_url,
+            redis_prefix,
+            addr,
+            max_payload_bytes,
+            worker_concurrency,
+            worker_queues: list("KILN_WORKER_QUEUES"),
+            lease,
+            heartbeat,
+            shutdown_grace: duration("KILN_SHUTDOWN_GRACE", Duration::from_secs(30))?,
+            scheduler_tick,
+            retry,
+            tasks_file: var("KILN_TASKS_FILE").map(PathBuf::from),
+            http_signing_secret: var("KILN_HTTP_SIGNING_SECRET"),
+            http_allowed_hosts: list("KILN_HTTP_ALLOWED_HOSTS"),
+            http_allow_private: parsed("KILN_HTTP_ALLOW_PRIVATE", false, "true or false")?,
+            http_timeout: duration("KILN_HTTP_TIMEOUT", Duration::from_secs(30))?,
+        })
+    }
+}
