@@ -15,6 +15,9 @@
 //! - `{prefix}:queue:{name}`: LIST of ready run ids, pushed right, popped left.
 //! - `{prefix}:queues`: SET of queue names that have ever had a run, so a
 //!   worker serving every queue knows what to watch.
+//! - `{prefix}:queues:new`: LIST of tokens pushed when a queue is first
+//!   seen; workers block on it beside their queues, so a run on a new queue
+//!   wakes a worker at once instead of on its next refresh.
 
 use std::time::Duration;
 
@@ -82,6 +85,10 @@ impl Queue {
         format!("{}:queues", self.prefix)
     }
 
+    fn new_queue_key(prefix: &str) -> String {
+        format!("{prefix}:queues:new")
+    }
+
     /// Pushes run ids in one pipelined round trip.
     pub async fn push<'a>(&self, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), QueueError> {
         let mut pipe = redis::pipe();
@@ -93,9 +100,21 @@ impl Queue {
         if queues.is_empty() {
             return Ok(());
         }
-        pipe.sadd(self.queues_key(), queues.into_iter().collect::<Vec<_>>()).ignore();
+        pipe.sadd(self.queues_key(), queues.into_iter().collect::<Vec<_>>());
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
+        let (added,): (u64,) = pipe.query_async(&mut conn).await?;
+        if added > 0 {
+            // Wake workers so they add the queue to those they watch; the
+            // list stays short however many queues appear.
+            let notify = Self::new_queue_key(&self.prefix);
+            redis::pipe()
+                .rpush(&notify, "1")
+                .ignore()
+                .ltrim(&notify, -16, -1)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
         Ok(())
     }
 
@@ -130,7 +149,16 @@ impl Queue {
             prefix: self.prefix.clone(),
             conn: None,
             rotation: 0,
+            queues_changed: false,
         }
+    }
+}
+
+impl Consumer {
+    /// True once after a new queue appeared: the caller should refresh the
+    /// list of queues it passes to [`Consumer::pop`].
+    pub fn take_queues_changed(&mut self) -> bool {
+        std::mem::take(&mut self.queues_changed)
     }
 }
 
@@ -140,6 +168,7 @@ pub struct Consumer {
     prefix: String,
     conn: Option<MultiplexedConnection>,
     rotation: usize,
+    queues_changed: bool,
 }
 
 impl Consumer {
@@ -153,10 +182,9 @@ impl Consumer {
         }
         self.rotation = self.rotation.wrapping_add(1);
         let start = self.rotation % queues.len();
-        let keys: Vec<String> = queues[start..]
-            .iter()
-            .chain(&queues[..start])
-            .map(|q| format!("{}:queue:{q}", self.prefix))
+        let notify = Queue::new_queue_key(&self.prefix);
+        let keys: Vec<String> = std::iter::once(notify.clone())
+            .chain(queues[start..].iter().chain(&queues[..start]).map(|q| format!("{}:queue:{q}", self.prefix)))
             .collect();
         let conn = match &mut self.conn {
             Some(conn) => conn,
@@ -184,6 +212,10 @@ impl Consumer {
                 return Err(error.into());
             }
         };
+        if popped.as_ref().is_some_and(|(key, _)| *key == notify) {
+            self.queues_changed = true;
+            return Ok(Vec::new());
+        }
         let queue_prefix = format!("{}:queue:", self.prefix);
         Ok(popped
             .map(|(key, ids)| {

@@ -121,7 +121,7 @@ impl Worker {
         let mut refreshed = tokio::time::Instant::now();
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            if refreshed.elapsed() >= QUEUE_REFRESH {
+            if consumer.take_queues_changed() || refreshed.elapsed() >= QUEUE_REFRESH {
                 queues = worker.queue_names().await;
                 limited = worker.limited_queues().await;
                 refreshed = tokio::time::Instant::now();
@@ -225,9 +225,20 @@ impl Worker {
         let (limited_runs, free_runs): (Vec<Delivery>, Vec<Delivery>) =
             deliveries.into_iter().partition(|d| limited.contains_key(&d.queue));
         let mut claimed = Vec::new();
+        let mut limited_runs = limited_runs;
         if !free_runs.is_empty() {
-            let ids: Vec<String> = free_runs.into_iter().map(|d| d.run_id).collect();
+            let ids: Vec<String> = free_runs.iter().map(|d| d.run_id.clone()).collect();
             claimed = self.store.claim_runs(&ids, self.config.lease, &self.config.worker_id).await?;
+            if claimed.len() < ids.len() {
+                // Our view of limits lags; the store refuses runs of queues
+                // that have gained a limit since. Claim those one by one.
+                let unclaimed: Vec<String> = ids
+                    .into_iter()
+                    .filter(|id| !claimed.iter().any(|run| &run.id == id))
+                    .collect();
+                let now_limited = self.store.limited_among(&unclaimed).await?;
+                limited_runs.extend(free_runs.into_iter().filter(|d| now_limited.contains(&d.run_id)));
+            }
         }
         for delivery in limited_runs {
             if let Some(run) = self

@@ -55,6 +55,13 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            // Connection exceptions (08…) and operator intervention (57P…:
+            // shutdown, restart, terminated backend) mean "not now".
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+            {
+                StoreError::Unavailable(error)
+            }
             other => StoreError::Database(other),
         }
     }

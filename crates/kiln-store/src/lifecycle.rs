@@ -72,9 +72,14 @@ const CLAIMABLE: &str = "runs.status = 'QUEUED' AND runs.dispatch_at IS NULL AND
 
 impl Store {
     /// Claims runs of queues without a concurrency limit, all in one
-    /// statement. Ids that are not claimable are left out of the answer.
+    /// statement. Ids that are not claimable, or whose queue has a limit
+    /// (see [`Store::claim_limited_run`]), are left out of the answer.
     pub async fn claim_runs(&self, ids: &[String], lease: Duration, worker: &str) -> Result<Vec<ClaimedRun>, StoreError> {
-        let sql = format!("UPDATE runs SET {CLAIM_SET} WHERE runs.id = ANY($1) AND {CLAIMABLE} {CLAIM_RETURNING}");
+        let sql = format!(
+            "UPDATE runs SET {CLAIM_SET} WHERE runs.id = ANY($1) AND {CLAIMABLE}
+               AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL)
+             {CLAIM_RETURNING}"
+        );
         Ok(sqlx::query_as::<_, ClaimedRun>(AssertSqlSafe(sql))
             .bind(ids)
             .bind(ms(lease))
@@ -115,6 +120,17 @@ impl Store {
         }
         tx.commit().await?;
         Ok(claimed)
+    }
+
+    /// Which of `ids` are claimable runs of a queue with a limit.
+    pub async fn limited_among(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT runs.id FROM runs JOIN queues q ON q.name = runs.queue
+             WHERE runs.id = ANY($1) AND q.concurrency_limit IS NOT NULL AND {CLAIMABLE}"
+        )))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Extends the leases of runs this worker still executes; answers the

@@ -131,9 +131,11 @@ impl HttpSender {
         })
     }
 
-    /// Checks what the resolver cannot see: the scheme, the host name
-    /// against the allow-list, and literal IP addresses.
-    fn check_untrusted(&self, url: &Url) -> Result<(), TaskError> {
+    /// Checks the scheme, the host name against the allow-list, and the
+    /// addresses it stands for, so a forbidden target fails the run at
+    /// once instead of being retried. The resolver checks again when the
+    /// request connects, in case the name resolves differently then.
+    async fn check_untrusted(&self, url: &Url) -> Result<(), TaskError> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(TaskError::fatal("InvalidUrl", format!("scheme {:?} is not http or https", url.scheme())));
         }
@@ -142,10 +144,19 @@ impl HttpSender {
             return Err(TaskError::fatal("ForbiddenHost", format!("host {host:?} is not in KILN_HTTP_ALLOWED_HOSTS")));
         }
         let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
-        if let Ok(ip) = literal {
-            if !self.policy.address_allowed(ip) {
-                return Err(TaskError::fatal("ForbiddenHost", format!("address {ip} is private or internal")));
-            }
+        let addresses: Vec<IpAddr> = match literal {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((host, url.port_or_known_default().unwrap_or(443)))
+                .await
+                .map_err(|e| TaskError::retryable("DnsError", format!("cannot resolve {host}: {e}")))?
+                .map(|addr| addr.ip())
+                .collect(),
+        };
+        if !addresses.iter().any(|ip| self.policy.address_allowed(*ip)) {
+            return Err(TaskError::fatal(
+                "ForbiddenHost",
+                format!("{host} is a private or internal address (set KILN_HTTP_ALLOW_PRIVATE to allow)"),
+            ));
         }
         Ok(())
     }
@@ -153,7 +164,7 @@ impl HttpSender {
     async fn send(&self, ctx: &TaskContext, request: Request, trusted: bool) -> Result<Value, TaskError> {
         let url = Url::parse(&request.url).map_err(|e| TaskError::fatal("InvalidUrl", format!("{}: {e}", request.url)))?;
         if !trusted {
-            self.check_untrusted(&url)?;
+            self.check_untrusted(&url).await?;
         }
         let method = Method::from_bytes(request.method.as_deref().unwrap_or("POST").to_ascii_uppercase().as_bytes())
             .map_err(|_| TaskError::fatal("InvalidPayload", "method is not an HTTP method"))?;

@@ -1,0 +1,84 @@
+//! The command line: keys, migrations, and configuration errors that name
+//! their variable.
+
+use std::process::Command;
+
+use crate::helpers::{SERVER_SECRET, fresh_database, kiln_bin, redis_url};
+
+#[tokio::test]
+async fn keys_create_prints_a_trigger_style_key_and_stores_it_encrypted() {
+    let database_url = fresh_database().await;
+    let mut keys = Vec::new();
+    for env in ["dev", "prod"] {
+        let output = Command::new(kiln_bin())
+            .args(["keys", "create", "--env", env])
+            .env("DATABASE_URL", &database_url)
+            .env("KILN_SECRET", SERVER_SECRET)
+            .output()
+            .expect("run kiln");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let key = stdout.lines().last().unwrap_or_default().to_owned();
+        let prefix = format!("tr_{env}_");
+        let body = key.strip_prefix(&prefix).unwrap_or_else(|| panic!("{key:?} should start with {prefix}"));
+        assert_eq!(body.len(), 24);
+        assert!(body.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(!String::from_utf8_lossy(&output.stderr).contains(&key), "the key must not be logged");
+        keys.push(key);
+    }
+    assert_ne!(keys[0], keys[1]);
+    let db = sqlx::PgPool::connect(&database_url).await.expect("connect");
+    let rows: Vec<(String, Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT environment, encrypted_key, lookup_hash FROM api_keys ORDER BY created_at").fetch_all(&db).await.expect("rows");
+    assert_eq!(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["dev", "prod"]);
+    for ((_, sealed, hash), key) in rows.iter().zip(&keys) {
+        let needle = key.as_bytes();
+        assert!(!sealed.windows(needle.len()).any(|w| w == needle), "the key is stored in the clear");
+        assert!(!hash.windows(needle.len()).any(|w| w == needle));
+        assert!(sealed.len() > needle.len(), "ciphertext carries an authentication tag");
+    }
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema() {
+    let database_url = fresh_database().await;
+    let output = Command::new(kiln_bin()).arg("migrate").env("DATABASE_URL", &database_url).output().expect("run kiln");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let db = sqlx::PgPool::connect(&database_url).await.expect("connect");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN ('runs', 'api_keys', 'queues') ORDER BY 1",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("tables");
+    assert_eq!(tables, ["api_keys", "queues", "runs"]);
+}
+
+#[tokio::test]
+async fn configuration_errors_name_the_variable() {
+    let database_url = fresh_database().await;
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("DATABASE_URL", "")], "DATABASE_URL"),
+        (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+        (&[("KILN_SECRET", "short")], "KILN_SECRET"),
+        (&[("KILN_ADDR", "not an address")], "KILN_ADDR"),
+        (&[("REDIS_URL", "http://redis")], "REDIS_URL"),
+        (&[("KILN_HEARTBEAT", "1m")], "KILN_HEARTBEAT"),
+    ];
+    for (overrides, variable) in cases {
+        let mut command = Command::new(kiln_bin());
+        command
+            .arg("serve")
+            .env("DATABASE_URL", &database_url)
+            .env("REDIS_URL", redis_url())
+            .env("KILN_SECRET", SERVER_SECRET)
+            .env("KILN_ADDR", "127.0.0.1:0");
+        for (name, value) in overrides {
+            command.env(name, value);
+        }
+        let output = command.output().expect("run kiln");
+        assert!(!output.status.success(), "{variable}: kiln should refuse to start");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "the error should name {variable}: {stderr}");
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: each starts the real `kiln` binary against the real
+//! Postgres and Redis (see `helpers`), and drives it over HTTP as a client
+//! would, or through the official `@trigger.dev/sdk` (`sdk`).
+
+// Helpers are shared across test modules; `pub` marks what they offer.
+#![allow(unreachable_pub)]
+
+mod cli;
+mod errors;
+mod helpers;
+mod http_task;
+mod lifecycle;
+mod sdk;

@@ -1,0 +1,70 @@
+// Drives kiln with the official @trigger.dev/sdk, exactly as an app would:
+// only TRIGGER_API_URL and TRIGGER_SECRET_KEY point it at kiln. Each step
+// prints "ok <step>"; any failed assertion exits non-zero.
+import assert from "node:assert/strict";
+import { configure, runs, tasks } from "@trigger.dev/sdk";
+
+configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGGER_SECRET_KEY });
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until(runId, done, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const run = await runs.retrieve(runId);
+    if (done(run)) return run;
+    if (Date.now() > deadline) throw new Error(`run ${runId} stuck in ${run.status}`);
+    await sleep(50);
+  }
+}
+
+// Objects travel as superjson; a Date inside becomes its ISO string.
+const when = new Date("2026-01-02T03:04:05.000Z");
+const handle = await tasks.trigger("kiln.noop", { hello: "sdk", when, list: [1, 2, 3] }, { tags: ["sdk-tag"] });
+assert.match(handle.id, /^run_/);
+assert.ok(handle.publicAccessToken, "the trigger answer carries a public access token");
+console.log("ok trigger");
+
+const completed = await until(handle.id, (run) => run.isCompleted);
+assert.equal(completed.status, "COMPLETED");
+assert.deepEqual(completed.output, { hello: "sdk", when: when.toISOString(), list: [1, 2, 3] });
+assert.equal(completed.attemptCount, 1);
+assert.deepEqual(completed.tags, ["sdk-tag"]);
+assert.ok(completed.createdAt instanceof Date);
+console.log("ok retrieve");
+
+const polled = await runs.poll(handle.id, { pollIntervalMs: 100 });
+assert.equal(polled.status, "COMPLETED");
+console.log("ok poll");
+
+const delayed = await tasks.trigger("kiln.noop", { later: true }, { delay: "1h" });
+assert.equal((await runs.retrieve(delayed.id)).status, "DELAYED");
+await runs.cancel(delayed.id);
+const canceled = await runs.retrieve(delayed.id);
+assert.equal(canceled.status, "CANCELED");
+assert.equal(canceled.isCancelled, true);
+console.log("ok cancel");
+
+const replayed = await runs.replay(handle.id);
+assert.notEqual(replayed.id, handle.id);
+const replayRun = await until(replayed.id, (run) => run.isCompleted);
+assert.deepEqual(replayRun.output, completed.output);
+console.log("ok replay");
+
+const first = await tasks.trigger("kiln.noop", { n: 1 }, { idempotencyKey: "sdk-idem-1" });
+const second = await tasks.trigger("kiln.noop", { n: 2 }, { idempotencyKey: "sdk-idem-1" });
+assert.equal(second.id, first.id);
+console.log("ok idempotency");
+
+const listed = [];
+for await (const run of runs.list({ tag: "sdk-tag", status: ["COMPLETED"] })) {
+  listed.push(run.id);
+}
+assert.ok(listed.includes(handle.id), `list by tag found ${listed}`);
+assert.ok(listed.includes(replayed.id), "a replay keeps its tags");
+console.log("ok list");
+
+const text = await tasks.trigger("kiln.noop", "plain text payload");
+const textRun = await until(text.id, (run) => run.isCompleted);
+assert.equal(textRun.output, "plain text payload");
+console.log("ok text payload");
