@@ -1,0 +1,44 @@
+# Shared by scripts/test and scripts/dev: finds, installs (Debian, as root)
+# and starts the services kiln needs. Source it; it defines functions only.
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
+
+can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+apt_updated=
+apt_install() {
+  can_install || die "missing $*; install the Debian packages: $* (or run as root on Debian)"
+  if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgres() {
+  if [ -n "${KILN_TEST_PG_ADMIN_URL:-}" ]; then return; fi
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return; fi
+  say "starting PostgreSQL"
+  if ! command -v pg_ctlcluster >/dev/null; then
+    apt_install postgresql postgresql-client
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -1)
+  [ -n "$version" ] || die "no PostgreSQL cluster under /etc/postgresql"
+  local hba="/etc/postgresql/$version/main/pg_hba.conf"
+  # The tests connect as postgres over TCP without a password.
+  if ! grep -Eq '^host\s+all\s+all\s+127\.0\.0\.1/32\s+trust' "$hba"; then
+    sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && return; sleep 0.2; done
+  die "PostgreSQL did not start on 127.0.0.1:5432"
+}
+
+ensure_redis() {
+  if [ -n "${KILN_TEST_REDIS_URL:-}" ]; then return; fi
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return; fi
+  say "starting Redis"
+  command -v redis-server >/dev/null || apt_install redis-server
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return; sleep 0.2; done
+  die "Redis did not start on 127.0.0.1:6379"
+}
+
