@@ -34,6 +34,22 @@ async fn a_noop_run_completes_with_its_payload_as_output() {
 }
 
 #[tokio::test]
+async fn an_idle_worker_starts_a_new_run_at_once() {
+    let kiln = Kiln::dev().await;
+    let warm = kiln.trigger("kiln.noop", noop_body(json!({}))).await;
+    kiln.wait_for_status(&warm, "COMPLETED", Duration::from_secs(10)).await;
+    // Let the worker go idle for longer than one blocking pop (1 s), so the
+    // next run has to wake it rather than find it polling.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let id = kiln.trigger("kiln.noop", noop_body(json!({}))).await;
+    let run = kiln.wait_for_status(&id, "COMPLETED", Duration::from_secs(10)).await;
+    let waited = date(&run, "startedAt") - date(&run, "createdAt");
+    // A polling worker would wait for its next tick (seconds); a woken one
+    // starts within a few milliseconds. The bound leaves room for a busy CI.
+    assert!(waited < chrono::Duration::milliseconds(500), "an idle worker took {waited} to start a run");
+}
+
+#[tokio::test]
 async fn a_thousand_runs_triggered_over_http_all_complete() {
     let mut kiln = Kiln::dev().await;
     let kiln_ref = &kiln;

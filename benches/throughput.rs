@@ -1,0 +1,249 @@
+//! Throughput and latency of kiln end to end, beside BullMQ on the same
+//! Redis, in one run. `scripts/bench` builds kiln in release and runs this.
+//!
+//! For 1 and 2 worker processes it starts the release `kiln serve` and
+//! `kiln worker`s on a fresh database, triggers `kiln.noop` runs over HTTP
+//! from many concurrent clients, waits until Postgres shows every run
+//! COMPLETED, and reads the latencies from the runs' own timestamps
+//! (created → started → completed). A second phase triggers at half the
+//! measured rate to show trigger→start latency under moderate load. Then
+//! it runs BullMQ's bench (`benches/bullmq`) and prints the table.
+//!
+//! Settings: BENCH_RUNS (20000), BENCH_CLIENTS (64), BENCH_HALF_LOAD_SECS
+//! (5), KILN_BIN (target/release/kiln), BENCH_PG_ADMIN_URL, REDIS_URL.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Row {
+    name: String,
+    runs: u64,
+    per_sec: f64,
+    triggered_per_sec: f64,
+    start: [f64; 3],
+    done: [f64; 3],
+}
+
+#[tokio::main]
+async fn main() -> BenchResult<()> {
+    let runs: usize = setting("BENCH_RUNS", "20000").parse()?;
+    let clients: usize = setting("BENCH_CLIENTS", "64").parse()?;
+    let half_load_secs: u64 = setting("BENCH_HALF_LOAD_SECS", "5").parse()?;
+    let mut rows = Vec::new();
+    let mut half_load = Vec::new();
+    for workers in [1, 2] {
+        let (row, half) = bench_kiln(workers, runs, clients, half_load_secs).await?;
+        rows.push(row);
+        half_load.push(half);
+    }
+    let bullmq = bench_bullmq(runs, clients)?;
+    rows.push(bullmq.clone());
+
+    println!();
+    println!("{} no-op runs each, {clients} concurrent clients, on {} cores", runs, std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!();
+    println!("| system | completed/s | triggered/s | trigger→start p50 / p99 / max (ms) | trigger→completed p50 / p99 / max (ms) |");
+    println!("|---|---:|---:|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} |",
+            row.name, row.per_sec, row.triggered_per_sec, row.start[0], row.start[1], row.start[2], row.done[0], row.done[1], row.done[2]
+        );
+    }
+    println!();
+    for (row, half) in rows.iter().zip(&half_load) {
+        println!("| {} at half load ({:.0} runs/s offered) | trigger→start p50 / p99 / max: {:.1} / {:.1} / {:.1} ms |", row.name, half.per_sec, half.start[0], half.start[1], half.start[2]);
+    }
+    println!();
+    for row in &rows[..2] {
+        println!("ratio {} / BullMQ (completed/s): {:.2}", row.name, row.per_sec / bullmq.per_sec);
+    }
+    Ok(())
+}
+
+async fn fresh_database() -> BenchResult<String> {
+    let admin = setting("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let name = format!("kiln_bench_{}", std::process::id() as u64 * 1000 + (Instant::now().elapsed().subsec_nanos() as u64 % 1000));
+    let mut conn = PgConnection::connect(&admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
+    Ok(format!("{base}/{name}"))
+}
+
+fn kiln_command(args: &[&str], env: &[(String, String)]) -> Command {
+    let mut command = Command::new(setting("KILN_BIN", "target/release/kiln"));
+    command.args(args).envs(env.iter().map(|(k, v)| (k, v))).env("RUST_LOG", "warn");
+    command
+}
+
+async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs: u64) -> BenchResult<(Row, Row)> {
+    let database_url = fresh_database().await?;
+    let env = vec![
+        ("DATABASE_URL".to_owned(), database_url.clone()),
+        ("REDIS_URL".to_owned(), setting("REDIS_URL", "redis://127.0.0.1:6379")),
+        ("KILN_REDIS_PREFIX".to_owned(), format!("kiln_bench_{}_{workers}", std::process::id())),
+        ("KILN_SECRET".to_owned(), "bench-server-secret-0123456789abcdef".to_owned()),
+        ("KILN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+    ];
+    let created = kiln_command(&["keys", "create", "--env", "prod"], &env).output()?;
+    if !created.status.success() {
+        return Err(format!("kiln keys create: {}", String::from_utf8_lossy(&created.stderr)).into());
+    }
+    let key = String::from_utf8_lossy(&created.stdout).lines().last().unwrap_or_default().trim().to_owned();
+
+    let mut processes = Processes(Vec::new());
+    let mut api = kiln_command(&["serve"], &env).stdout(Stdio::piped()).spawn()?;
+    let stdout = api.stdout.take().ok_or("no stdout")?;
+    processes.0.push(api);
+    let base_url = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("kiln listening on ").map(str::to_owned))
+        .ok_or("kiln serve did not start")?;
+    for _ in 0..workers {
+        processes.0.push(kiln_command(&["worker"], &env).spawn()?);
+    }
+    let pool = PgPool::connect(&database_url).await?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let trigger_url = format!("{base_url}/api/v1/tasks/kiln.noop/trigger");
+
+    // Warm up connections, caches and the workers' queue lists.
+    fire(&http, &trigger_url, &key, 500, clients, None).await?;
+    wait_completed(&pool, 500).await?;
+    sqlx::query("DELETE FROM runs").execute(&pool).await?;
+
+    let started = Instant::now();
+    fire(&http, &trigger_url, &key, runs, clients, None).await?;
+    let triggered_in = started.elapsed().as_secs_f64();
+    wait_completed(&pool, runs as i64).await?;
+    let mut row = measure(&pool, &format!("kiln, {workers} worker process{}", if workers > 1 { "es" } else { "" })).await?;
+    row.triggered_per_sec = runs as f64 / triggered_in;
+
+    // Half load: a steady offered rate, to read latency when not saturated.
+    sqlx::query("DELETE FROM runs").execute(&pool).await?;
+    let rate = row.per_sec / 2.0;
+    let count = (rate * half_load_secs as f64) as usize;
+    fire(&http, &trigger_url, &key, count, clients, Some(rate)).await?;
+    wait_completed(&pool, count as i64).await?;
+    let mut half = measure(&pool, "half").await?;
+    half.per_sec = rate;
+    pool.close().await;
+    Ok((row, half))
+}
+
+/// Sends `count` triggers from `clients` concurrent clients, optionally
+/// paced to `rate` per second overall.
+async fn fire(http: &reqwest::Client, url: &str, key: &str, count: usize, clients: usize, rate: Option<f64>) -> BenchResult<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, key, next) = (http.clone(), url.to_owned(), key.to_owned(), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, reqwest::Error>(());
+                }
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let response = http.post(&url).bearer_auth(&key).json(&json!({ "payload": { "i": i } })).send().await?;
+                if !response.status().is_success() {
+                    eprintln!("trigger answered {}", response.status());
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+async fn wait_completed(pool: &PgPool, count: i64) -> BenchResult<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'COMPLETED'").fetch_one(pool).await?;
+        if done >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {done} of {count} runs completed").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn measure(pool: &PgPool, name: &str) -> BenchResult<Row> {
+    let (runs, span_ms, s50, s99, smax, d50, d99, dmax): (i64, f64, f64, f64, f64, f64, f64, f64) = sqlx::query_as(
+        "SELECT count(*),
+            EXTRACT(EPOCH FROM max(completed_at) - min(created_at)) * 1000,
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - created_at) * 1000),
+            percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - created_at) * 1000),
+            max(EXTRACT(EPOCH FROM started_at - created_at) * 1000)::float8,
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM completed_at - created_at) * 1000),
+            percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM completed_at - created_at) * 1000),
+            max(EXTRACT(EPOCH FROM completed_at - created_at) * 1000)::float8
+         FROM runs WHERE status = 'COMPLETED'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Row {
+        name: name.to_owned(),
+        runs: runs as u64,
+        per_sec: runs as f64 / (span_ms / 1000.0),
+        triggered_per_sec: 0.0,
+        start: [s50, s99, smax],
+        done: [d50, d99, dmax],
+    })
+}
+
+fn bench_bullmq(runs: usize, clients: usize) -> BenchResult<Row> {
+    let output = Command::new("node")
+        .arg("bench.mjs")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/bullmq"))
+        .env("BENCH_RUNS", runs.to_string())
+        .env("BENCH_CLIENTS", clients.to_string())
+        .output()?;
+    if !output.status.success() {
+        return Err(format!("BullMQ bench failed: {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
+    let line = String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned();
+    let result: Value = serde_json::from_str(&line)?;
+    let f = |k: &str| result[k].as_f64().unwrap_or(f64::NAN);
+    Ok(Row {
+        name: "BullMQ 5.81 (concurrency 50)".into(),
+        runs: runs as u64,
+        per_sec: f("processedPerSec"),
+        triggered_per_sec: f("addedPerSec"),
+        start: [f("startP50"), f("startP99"), f("startMax")],
+        done: [f("doneP50"), f("doneP99"), f("doneMax")],
+    })
+}
