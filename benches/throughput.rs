@@ -66,12 +66,12 @@ async fn main() -> BenchResult<()> {
     println!();
     println!("{} no-op runs each, {clients} concurrent clients, on {} cores", runs, std::thread::available_parallelism().map_or(0, |n| n.get()));
     println!();
-    println!("| system | completed/s | triggered/s | trigger→start p50 / p99 / max (ms) | trigger→completed p50 / p99 / max (ms) |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| system | runs | completed/s | triggered/s | trigger→start p50 / p99 / max (ms) | trigger→completed p50 / p99 / max (ms) |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for row in &rows {
         println!(
-            "| {} | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} |",
-            row.name, row.per_sec, row.triggered_per_sec, row.start[0], row.start[1], row.start[2], row.done[0], row.done[1], row.done[2]
+            "| {} | {} | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} |",
+            row.name, row.runs, row.per_sec, row.triggered_per_sec, row.start[0], row.start[1], row.start[2], row.done[0], row.done[1], row.done[2]
         );
     }
     println!();
@@ -204,12 +204,12 @@ async fn wait_completed(pool: &PgPool, count: i64) -> BenchResult<()> {
 async fn measure(pool: &PgPool, name: &str) -> BenchResult<Row> {
     let (runs, span_ms, s50, s99, smax, d50, d99, dmax): (i64, f64, f64, f64, f64, f64, f64, f64) = sqlx::query_as(
         "SELECT count(*),
-            EXTRACT(EPOCH FROM max(completed_at) - min(created_at)) * 1000,
-            percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - created_at) * 1000),
-            percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - created_at) * 1000),
+            (EXTRACT(EPOCH FROM max(completed_at) - min(created_at)) * 1000)::float8,
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY (EXTRACT(EPOCH FROM started_at - created_at) * 1000)::float8),
+            percentile_cont(0.99) WITHIN GROUP (ORDER BY (EXTRACT(EPOCH FROM started_at - created_at) * 1000)::float8),
             max(EXTRACT(EPOCH FROM started_at - created_at) * 1000)::float8,
-            percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM completed_at - created_at) * 1000),
-            percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM completed_at - created_at) * 1000),
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY (EXTRACT(EPOCH FROM completed_at - created_at) * 1000)::float8),
+            percentile_cont(0.99) WITHIN GROUP (ORDER BY (EXTRACT(EPOCH FROM completed_at - created_at) * 1000)::float8),
             max(EXTRACT(EPOCH FROM completed_at - created_at) * 1000)::float8
          FROM runs WHERE status = 'COMPLETED'",
     )

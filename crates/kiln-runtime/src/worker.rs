@@ -252,13 +252,16 @@ impl Worker {
         Ok(claimed)
     }
 
-    async fn execute(self: Arc<Self>, run: ClaimedRun, _slot: OwnedSemaphorePermit, hard_stop: CancellationToken) {
+    async fn execute(self: Arc<Self>, run: ClaimedRun, slot: OwnedSemaphorePermit, hard_stop: CancellationToken) {
         let span = tracing::info_span!("run", run_id = %run.id, task = %run.task_identifier, attempt = run.attempt_count);
         async move {
             let cancel = hard_stop.child_token();
             lock(&self.running).insert(run.id.clone(), Running { cancel: cancel.clone() });
             let result = self.attempt(&run, cancel.clone()).await;
             lock(&self.running).remove(&run.id);
+            // The handler is done: its slot can take the next run while the
+            // outcome waits for its batch to be written.
+            drop(slot);
 
             let result = match result {
                 Some(result) => result,
