@@ -38,6 +38,59 @@ impl Drop for Processes {
     }
 }
 
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name, which is in parentheses.
+    let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else { return 0.0 };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ")".
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Every process whose command name is `name`.
+fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
+        .collect()
+}
+
+/// Where the CPU went during a measured phase, per component.
+struct CpuMeter {
+    groups: Vec<(String, Vec<u32>, f64)>,
+}
+
+impl CpuMeter {
+    fn start(groups: Vec<(String, Vec<u32>)>) -> Self {
+        Self {
+            groups: groups
+                .into_iter()
+                .map(|(name, pids)| {
+                    let used = pids.iter().map(|p| cpu_seconds(*p)).sum();
+                    (name, pids, used)
+                })
+                .collect(),
+        }
+    }
+
+    /// CPU seconds per group since `start`, and the share of the total.
+    fn report(&self) -> String {
+        let used: Vec<(String, f64)> = self
+            .groups
+            .iter()
+            .map(|(name, pids, before)| (name.clone(), pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - before))
+            .collect();
+        let total: f64 = used.iter().map(|(_, s)| s).sum();
+        used.iter()
+            .map(|(name, s)| format!("{name} {s:.1} s ({:.0}%)", 100.0 * s / total.max(f64::EPSILON)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Row {
     name: String,
@@ -46,6 +99,7 @@ struct Row {
     triggered_per_sec: f64,
     start: [f64; 3],
     done: [f64; 3],
+    cpu: String,
 }
 
 #[tokio::main]
@@ -79,6 +133,11 @@ async fn main() -> BenchResult<()> {
         println!("| {} at half load ({:.0} runs/s offered) | trigger→start p50 / p99 / max: {:.1} / {:.1} / {:.1} ms |", row.name, half.per_sec, half.start[0], half.start[1], half.start[2]);
     }
     println!();
+    println!("CPU used while measuring (2 cores = 2 s per second):");
+    for row in &rows[..2] {
+        println!("- {}: {}", row.name, row.cpu);
+    }
+    println!();
     for row in &rows[..2] {
         println!("ratio {} / BullMQ (completed/s): {:.2}", row.name, row.per_sec / bullmq.per_sec);
     }
@@ -93,6 +152,14 @@ async fn fresh_database() -> BenchResult<String> {
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
     Ok(format!("{base}/{name}"))
+}
+
+async fn drop_database(url: &str) -> BenchResult<()> {
+    let admin = setting("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let name = url.rsplit('/').next().unwrap_or_default();
+    let mut conn = PgConnection::connect(&admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
+    Ok(())
 }
 
 fn kiln_command(args: &[&str], env: &[(String, String)]) -> Command {
@@ -118,6 +185,7 @@ async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs:
 
     let mut processes = Processes(Vec::new());
     let mut api = kiln_command(&["serve"], &env).stdout(Stdio::piped()).spawn()?;
+    let api_pid = api.id();
     let stdout = api.stdout.take().ok_or("no stdout")?;
     processes.0.push(api);
     let base_url = BufReader::new(stdout)
@@ -137,12 +205,21 @@ async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs:
     wait_completed(&pool, 500).await?;
     sqlx::query("DELETE FROM runs").execute(&pool).await?;
 
+    let worker_pids: Vec<u32> = processes.0[1..].iter().map(Child::id).collect();
+    let meter = CpuMeter::start(vec![
+        ("kiln api".into(), vec![api_pid]),
+        ("kiln workers".into(), worker_pids),
+        ("postgres".into(), pids_named("postgres")),
+        ("redis".into(), pids_named("redis-server")),
+        ("load generator".into(), vec![std::process::id()]),
+    ]);
     let started = Instant::now();
     fire(&http, &trigger_url, &key, runs, clients, None).await?;
     let triggered_in = started.elapsed().as_secs_f64();
     wait_completed(&pool, runs as i64).await?;
     let mut row = measure(&pool, &format!("kiln, {workers} worker process{}", if workers > 1 { "es" } else { "" })).await?;
     row.triggered_per_sec = runs as f64 / triggered_in;
+    row.cpu = meter.report();
 
     // Half load: a steady offered rate, to read latency when not saturated.
     sqlx::query("DELETE FROM runs").execute(&pool).await?;
@@ -153,6 +230,8 @@ async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs:
     let mut half = measure(&pool, "half").await?;
     half.per_sec = rate;
     pool.close().await;
+    drop(processes);
+    drop_database(&database_url).await?;
     Ok((row, half))
 }
 
@@ -222,6 +301,7 @@ async fn measure(pool: &PgPool, name: &str) -> BenchResult<Row> {
         triggered_per_sec: 0.0,
         start: [s50, s99, smax],
         done: [d50, d99, dmax],
+        cpu: String::new(),
     })
 }
 
@@ -245,5 +325,6 @@ fn bench_bullmq(runs: usize, clients: usize) -> BenchResult<Row> {
         triggered_per_sec: f("addedPerSec"),
         start: [f("startP50"), f("startP99"), f("startMax")],
         done: [f("doneP50"), f("doneP99"), f("doneMax")],
+        cpu: String::new(),
     })
 }
