@@ -48,9 +48,13 @@ CREATE TABLE runs (
     -- An unstarted run past this instant ends EXPIRED.
     expires_at                 timestamptz,
     delay_until                timestamptz,
-    -- When the scheduler must push the run to Redis: the end of a delay or
-    -- of a retry back-off. NULL once pushed (or when nothing is pending).
+    -- When a DELAYED run, or a QUEUED run backing off, becomes ready: the
+    -- end of its delay or back-off. NULL when nothing is pending.
     dispatch_at                timestamptz,
+    -- When the run's id was last pushed to Redis. NULL for a ready run not
+    -- in Redis (its queue's window was full, the push failed, Redis lost
+    -- it): the scheduler pushes those as the window drains.
+    enqueued_at                timestamptz,
     -- The executing worker's lease; a run whose lease lapses was lost with
     -- its worker and is run again (or ends CRASHED).
     lease_expires_at           timestamptz,
@@ -83,3 +87,6 @@ CREATE INDEX runs_leases ON runs (lease_expires_at) WHERE status = 'EXECUTING';
 -- wait for a slot in their queue.
 CREATE INDEX runs_executing_by_queue ON runs (queue, concurrency_key) WHERE status = 'EXECUTING';
 CREATE INDEX runs_parked ON runs (queue, concurrency_key, id) WHERE parked;
+-- The backlog: queued runs by queue, those not in Redis first (NULLs), and
+-- those pushed long ago (lost from Redis?) by time.
+CREATE INDEX runs_backlog ON runs (queue, enqueued_at, id) WHERE status = 'QUEUED';

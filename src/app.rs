@@ -86,7 +86,9 @@ pub async fn run(roles: Roles, database: DatabaseConfig, config: RuntimeConfig, 
     };
     let registry = Arc::new(build_registry(&config, &tasks)?);
     let store = connect_store(&database)?;
-    let queue = Queue::connect_lazy(&config.redis_url, &config.redis_prefix).context("REDIS_URL")?;
+    let queue = Queue::connect_lazy(&config.redis_url, &config.redis_prefix)
+        .context("REDIS_URL")?
+        .with_window(config.queue_window);
 
     if roles.api {
         store.migrate().await.context("cannot apply migrations (is Postgres up? see DATABASE_URL)")?;
@@ -108,6 +110,7 @@ pub async fn run(roles: Roles, database: DatabaseConfig, config: RuntimeConfig, 
             queue.clone(),
             SchedulerConfig {
                 tick: config.scheduler_tick,
+                requeue_after: config.requeue_after,
                 ..SchedulerConfig::default()
             },
         );

@@ -95,6 +95,8 @@ pub struct RuntimeConfig {
     pub heartbeat: Duration,
     pub shutdown_grace: Duration,
     pub scheduler_tick: Duration,
+    pub queue_window: usize,
+    pub requeue_after: Duration,
     pub retry: RetryPolicy,
     pub tasks_file: Option<PathBuf>,
     pub http_signing_secret: Option<String>,
@@ -131,6 +133,14 @@ impl RuntimeConfig {
         if scheduler_tick.is_zero() {
             return Err(error("KILN_SCHEDULER_TICK", "must be non-zero"));
         }
+        let queue_window = parsed("KILN_QUEUE_WINDOW", kiln_queue::DEFAULT_WINDOW, "a number of run ids")?;
+        if !(1..=1_000_000).contains(&queue_window) {
+            return Err(error("KILN_QUEUE_WINDOW", "must be between 1 and 1000000"));
+        }
+        let requeue_after = duration("KILN_REQUEUE_AFTER", Duration::from_secs(30))?;
+        if requeue_after < Duration::from_secs(1) {
+            return Err(error("KILN_REQUEUE_AFTER", "must be at least 1s"));
+        }
         let defaults = RetryPolicy::default();
         let retry = RetryPolicy {
             min_delay: duration("KILN_RETRY_MIN_DELAY", defaults.min_delay)?,
@@ -155,6 +165,8 @@ impl RuntimeConfig {
             heartbeat,
             shutdown_grace: duration("KILN_SHUTDOWN_GRACE", Duration::from_secs(30))?,
             scheduler_tick,
+            queue_window,
+            requeue_after,
             retry,
             tasks_file: var("KILN_TASKS_FILE").map(PathBuf::from),
             http_signing_secret: var("KILN_HTTP_SIGNING_SECRET"),

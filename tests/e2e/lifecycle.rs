@@ -79,11 +79,13 @@ async fn a_thousand_runs_triggered_over_http_all_complete() {
         .await
         .expect("count");
     assert_eq!(wrong_output, 0);
-    // Redis keeps nothing for finished runs: only the set of queue names.
+    // Redis keeps nothing for finished runs: only the set of queue names and
+    // the epoch token.
     let client = redis::Client::open(crate::helpers::redis_url()).expect("redis url");
     let mut redis = client.get_multiplexed_async_connection().await.expect("redis");
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", kiln.redis_prefix)).query_async(&mut redis).await.expect("keys");
-    assert_eq!(keys, [format!("{}:queues", kiln.redis_prefix)]);
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", kiln.redis_prefix)).query_async(&mut redis).await.expect("keys");
+    keys.sort();
+    assert_eq!(keys, [format!("{}:epoch", kiln.redis_prefix), format!("{}:queues", kiln.redis_prefix)]);
 }
 
 #[tokio::test]

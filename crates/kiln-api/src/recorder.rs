@@ -30,7 +30,7 @@ impl RunRecorder {
             async move {
                 store.insert_runs(&runs).await?;
                 let ready: Vec<_> = runs.iter().filter_map(NewRun::ready).collect();
-                kiln_runtime::push_or_defer(&store, &queue, &ready).await;
+                kiln_runtime::push_ready(&store, &queue, &ready).await;
                 Ok::<_, StoreError>(vec![(); runs.len()])
             }
         });
@@ -52,7 +52,7 @@ impl RunRecorder {
             TriggerOutcome::Cached { id } => Ok((id, true)),
             TriggerOutcome::Created => {
                 if let Some(ready) = run.ready() {
-                    kiln_runtime::push_or_defer(&self.store, &self.queue, &[ready]).await;
+                    kiln_runtime::push_ready(&self.store, &self.queue, &[ready]).await;
                 }
                 Ok((run.id.into_string(), false))
             }

@@ -10,11 +10,17 @@
 //! Delivery is a blocking pop (`BLMPOP`), so an idle worker starts a new run
 //! within a round trip of its push, not on a polling tick.
 //!
+//! Each queue's list holds at most a *window* of ids: Postgres keeps the
+//! backlog, and the scheduler tops the list up as workers drain it. Redis
+//! memory stays bounded whatever the backlog.
+//!
 //! # Keys (all under the configured prefix)
 //!
 //! - `{prefix}:queue:{name}`: LIST of ready run ids, pushed right, popped left.
 //! - `{prefix}:queues`: SET of queue names that have ever had a run, so a
 //!   worker serving every queue knows what to watch.
+//! - `{prefix}:epoch`: a random token, set once. When it is gone or has
+//!   changed, Redis lost its data, and kiln pushes every queued run again.
 //! - `{prefix}:queues:new`: LIST of tokens pushed when a queue is first
 //!   seen; workers block on it beside their queues, so a run on a new queue
 //!   wakes a worker at once instead of on its next refresh.
@@ -22,7 +28,10 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client};
+use redis::{AsyncConnectionConfig, Client, Script};
+
+static PUSH_BOUNDED: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("../lua/push_bounded.lua")));
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -45,7 +54,11 @@ pub struct Queue {
     client: Client,
     conn: ConnectionManager,
     prefix: String,
+    window: usize,
 }
+
+/// Ids a queue's list holds at most, unless configured otherwise.
+pub const DEFAULT_WINDOW: usize = 5_000;
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,7 +83,18 @@ impl Queue {
             client,
             conn,
             prefix: prefix.to_owned(),
+            window: DEFAULT_WINDOW,
         })
+    }
+
+    /// Sets the most ids each queue's list holds.
+    pub fn with_window(mut self, window: usize) -> Self {
+        self.window = window.max(1);
+        self
+    }
+
+    pub fn window(&self) -> usize {
+        self.window
     }
 
     pub fn prefix(&self) -> &str {
@@ -89,20 +113,39 @@ impl Queue {
         format!("{prefix}:queues:new")
     }
 
-    /// Pushes run ids in one pipelined round trip.
-    pub async fn push<'a>(&self, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), QueueError> {
-        let mut pipe = redis::pipe();
-        let mut queues = std::collections::BTreeSet::new();
+    /// Pushes run ids (oldest first) in one pipelined round trip, each
+    /// queue's list up to the window. Answers the ids that found no room.
+    pub async fn push<'a>(&self, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Vec<String>, QueueError> {
+        let window = self.window;
+        let mut by_queue: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
         for (queue, run_id) in items {
-            pipe.rpush(self.queue_key(queue), run_id).ignore();
-            queues.insert(queue);
+            by_queue.entry(queue).or_default().push(run_id);
         }
-        if queues.is_empty() {
-            return Ok(());
+        if by_queue.is_empty() {
+            return Ok(Vec::new());
         }
-        pipe.sadd(self.queues_key(), queues.into_iter().collect::<Vec<_>>());
         let mut conn = self.conn.clone();
-        let (added,): (u64,) = pipe.query_async(&mut conn).await?;
+        let mut pipe = redis::pipe();
+        for (queue, ids) in &by_queue {
+            pipe.cmd("EVALSHA").arg(PUSH_BOUNDED.get_hash()).arg(1).arg(self.queue_key(queue)).arg(window).arg(ids);
+        }
+        pipe.sadd(self.queues_key(), by_queue.keys().collect::<Vec<_>>());
+        let mut answers: Vec<u64> = match pipe.query_async(&mut conn).await {
+            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // First use on this Redis (or after a restart): load the
+                // script and send again.
+                PUSH_BOUNDED.prepare_invoke().load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        let added = answers.pop().unwrap_or(0);
+        let refused = by_queue
+            .values()
+            .zip(&answers)
+            .flat_map(|(ids, pushed)| ids.iter().skip(usize::try_from(*pushed).unwrap_or(usize::MAX)))
+            .map(|id| (*id).to_owned())
+            .collect();
         if added > 0 {
             // Wake workers so they add the queue to those they watch; the
             // list stays short however many queues appear.
@@ -115,7 +158,25 @@ impl Queue {
                 .query_async::<()>(&mut conn)
                 .await?;
         }
-        Ok(())
+        Ok(refused)
+    }
+
+    /// This Redis's epoch token, set now if there is none. A different
+    /// answer than last time means Redis lost its data.
+    pub async fn epoch(&self, candidate: &str) -> Result<String, QueueError> {
+        let key = format!("{}:epoch", self.prefix);
+        let mut conn = self.conn.clone();
+        let (epoch,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(candidate)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(epoch)
     }
 
     /// Every queue name that has had a run.

@@ -21,18 +21,26 @@ pub use worker::{QueueSelection, Worker, WorkerConfig};
 use kiln_queue::Queue;
 use kiln_store::{ReadyRun, Store};
 
-/// Pushes ready runs to Redis; when Redis is unreachable, hands them back
-/// to the scheduler (in Postgres) so they are pushed once it is back.
-pub async fn push_or_defer(store: &Store, queue: &Queue, ready: &[ReadyRun]) {
+/// Pushes ready runs to Redis. Runs it cannot take (the queue's window is
+/// full, or Redis is down) are marked as not in Redis, and the scheduler
+/// pushes them later: an accepted run never depends on Redis being up, or
+/// roomy, at the moment it became ready.
+pub async fn push_ready(store: &Store, queue: &Queue, ready: &[ReadyRun]) {
     if ready.is_empty() {
         return;
     }
     let items = ready.iter().map(|r| (r.queue.as_str(), r.id.as_str()));
-    if let Err(error) = queue.push(items).await {
-        tracing::warn!(%error, count = ready.len(), "push to redis failed; the scheduler will retry");
-        let ids: Vec<String> = ready.iter().map(|r| r.id.clone()).collect();
-        if let Err(error) = store.defer_dispatch(&ids, std::time::Duration::from_secs(1)).await {
-            tracing::error!(%error, count = ids.len(), "could not defer dispatch; runs wait for recovery");
+    let left_over = match queue.push(items).await {
+        Ok(refused) => refused,
+        Err(error) => {
+            tracing::warn!(%error, count = ready.len(), "push to redis failed; the scheduler will push these runs");
+            ready.iter().map(|r| r.id.clone()).collect()
         }
+    };
+    if left_over.is_empty() {
+        return;
+    }
+    if let Err(error) = store.unmark_enqueued(&left_over).await {
+        tracing::error!(%error, count = left_over.len(), "could not mark runs for a later push; the stale sweep will find them");
     }
 }

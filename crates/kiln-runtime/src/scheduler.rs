@@ -2,11 +2,18 @@
 //! statements it issues skip rows another process holds, so several of them
 //! never dispatch a run twice. Each tick it:
 //!
-//! - pushes runs whose delay or retry back-off has passed (DELAYED → QUEUED);
+//! - notices a Redis that lost its data (its epoch token changed) and marks
+//!   every queued run for a new push;
+//! - makes runs whose delay or retry back-off has passed ready (DELAYED →
+//!   QUEUED);
 //! - ends unstarted runs past their ttl as EXPIRED;
 //! - recovers runs whose worker stopped renewing its lease (another attempt,
 //!   or CRASHED when none is left);
-//! - now and then, releases parked runs whose queue has a free slot.
+//! - tops up each queue's Redis list, up to its window, with ready runs
+//!   that are not in Redis (the backlog stays in Postgres);
+//! - now and then, releases parked runs whose queue has a free slot and
+//!   marks for a new push runs pushed long ago but never claimed (their id
+//!   was lost with a worker that popped it and died).
 
 use std::time::Duration;
 
@@ -14,13 +21,17 @@ use kiln_queue::Queue;
 use kiln_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::push_or_defer;
+use kiln_store::ReadyRun;
+
+use crate::push_ready;
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     pub tick: Duration,
     /// Rows each step handles per tick; the rest wait for the next tick.
     pub batch: i64,
+    /// A run pushed this long ago and still queued is pushed again.
+    pub requeue_after: std::time::Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -28,6 +39,7 @@ impl Default for SchedulerConfig {
         Self {
             tick: Duration::from_millis(100),
             batch: 2_000,
+            requeue_after: Duration::from_secs(30),
         }
     }
 }
@@ -36,15 +48,23 @@ pub struct Scheduler {
     store: Store,
     queue: Queue,
     config: SchedulerConfig,
+    /// The Redis epoch this scheduler last saw.
+    epoch: tokio::sync::Mutex<Option<String>>,
 }
 
-/// Parked runs are normally released by the run that frees the slot; this
-/// sweep is the safety net, so it runs less often.
-const UNPARK_EVERY_TICKS: u32 = 20;
+/// Parked runs are normally released by the run that frees the slot, and
+/// pushed ids are normally claimed; these sweeps are safety nets, so they
+/// run less often.
+const SWEEP_EVERY_TICKS: u32 = 20;
 
 impl Scheduler {
     pub fn new(store: Store, queue: Queue, config: SchedulerConfig) -> Self {
-        Self { store, queue, config }
+        Self {
+            store,
+            queue,
+            config,
+            epoch: tokio::sync::Mutex::new(None),
+        }
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -57,32 +77,75 @@ impl Scheduler {
                 () = shutdown.cancelled() => break,
             }
             ticks = ticks.wrapping_add(1);
-            if let Err(error) = self.tick(ticks % UNPARK_EVERY_TICKS == 0).await {
+            if let Err(error) = self.tick(ticks % SWEEP_EVERY_TICKS == 0).await {
                 tracing::warn!(%error, "scheduler tick failed");
             }
         }
     }
 
     /// One pass; public so tests can step the scheduler.
-    pub async fn tick(&self, sweep_parked: bool) -> Result<(), kiln_store::StoreError> {
-        if sweep_parked {
+    pub async fn tick(&self, sweep: bool) -> Result<(), kiln_store::StoreError> {
+        self.check_epoch().await?;
+        if sweep {
             let released = self.store.unpark_free_slots(self.config.batch).await?;
-            if released > 0 {
-                tracing::debug!(released, "released parked runs");
+            let stale = self.store.release_stale_enqueued(self.config.requeue_after, self.config.batch).await?;
+            if released + stale > 0 {
+                tracing::info!(released, stale, "swept parked and stale runs");
             }
         }
-        let due = self.store.dispatch_due(self.config.batch).await?;
-        push_or_defer(&self.store, &self.queue, &due).await;
-
+        self.store.dispatch_due(self.config.batch).await?;
         let expired = self.store.expire_due(self.config.batch).await?;
         if expired > 0 {
             tracing::info!(expired, "runs expired before starting");
         }
         let recovered = self.store.recover_lapsed_leases(self.config.batch).await?;
-        if !recovered.is_empty() {
-            tracing::warn!(count = recovered.len(), "recovered runs whose worker stopped heartbeating");
+        if recovered > 0 {
+            tracing::warn!(recovered, "queued again runs whose worker stopped renewing its lease");
         }
-        push_or_defer(&self.store, &self.queue, &recovered).await;
+        self.refill().await
+    }
+
+    /// Tops up each queue that has ready runs outside Redis.
+    async fn refill(&self) -> Result<(), kiln_store::StoreError> {
+        for name in self.store.queues_awaiting_push().await? {
+            let depth = match self.queue.depth(&name).await {
+                Ok(depth) => usize::try_from(depth).unwrap_or(usize::MAX),
+                Err(error) => {
+                    tracing::warn!(%error, "redis unavailable; runs wait in postgres");
+                    return Ok(());
+                }
+            };
+            let room = self.queue.window().saturating_sub(depth).min(usize::try_from(self.config.batch).unwrap_or(0));
+            if room == 0 {
+                continue;
+            }
+            let ids = self.store.take_for_push(&name, room as i64).await?;
+            let ready: Vec<ReadyRun> = ids.into_iter().map(|id| ReadyRun { id, queue: name.clone() }).collect();
+            push_ready(&self.store, &self.queue, &ready).await;
+        }
+        Ok(())
+    }
+
+    /// A changed (or vanished) epoch token means Redis lost every list.
+    async fn check_epoch(&self) -> Result<(), kiln_store::StoreError> {
+        let candidate = kiln_core::id::random_alphanumeric(16);
+        let current = match self.queue.epoch(&candidate).await {
+            Ok(epoch) => epoch,
+            // Redis is down; nothing to compare until it is back.
+            Err(_) => return Ok(()),
+        };
+        let mut seen = self.epoch.lock().await;
+        let lost = match seen.as_deref() {
+            Some(previous) => previous != current,
+            // First look: if this process set the token, Redis was empty,
+            // perhaps wiped while kiln was down.
+            None => current == candidate,
+        };
+        if lost {
+            let count = self.store.forget_all_enqueued().await?;
+            tracing::warn!(count, "redis lost its data; queued runs will be pushed again");
+        }
+        *seen = Some(current);
         Ok(())
     }
 }

@@ -140,10 +140,10 @@ impl Worker {
             while let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
                 permits.push(permit);
             }
-            let popped = tokio::select! {
-                popped = consumer.pop(&queues, permits.len(), POP_WAIT) => popped,
-                () = shutdown.cancelled() => break,
-            };
+            // Not raced against shutdown: a pop abandoned mid-flight would
+            // lose the ids Redis already handed over. It lasts POP_WAIT at
+            // most.
+            let popped = consumer.pop(&queues, permits.len(), POP_WAIT).await;
             let deliveries = match popped {
                 Ok(deliveries) => {
                     failures = 0;
@@ -165,8 +165,10 @@ impl Worker {
                     failures += 1;
                     tracing::warn!(%error, count = deliveries.len(), "cannot claim runs; putting them back");
                     let items = deliveries.iter().map(|d| (d.queue.as_str(), d.run_id.as_str()));
+                    // If this fails too, the scheduler's stale sweep pushes
+                    // them again once Postgres is back.
                     if let Err(error) = worker.queue.push(items).await {
-                        tracing::error!(%error, "could not put runs back; the reconciler will find them");
+                        tracing::error!(%error, "could not put runs back; the stale sweep will find them");
                     }
                     backoff(failures, &shutdown).await;
                     continue;
@@ -274,14 +276,35 @@ impl Worker {
                 },
             };
             let outcome = Outcome { id: run.id.clone(), attempt: run.attempt_count, result };
-            match self.outcomes.submit(outcome).await {
-                Ok(true) => tracing::debug!("attempt recorded"),
-                Ok(false) => tracing::info!("run changed while executing; outcome dropped"),
-                Err(error) => tracing::error!(%error, "could not record outcome; the lease will lapse and the run will be retried"),
-            }
+            self.record(outcome).await;
         }
         .instrument(span)
         .await
+    }
+
+    /// Records an outcome, retrying while Postgres is unavailable for as
+    /// long as the run's lease would have lasted; past that, the scheduler
+    /// runs the attempt again, so the outcome is dropped (at-least-once).
+    async fn record(&self, outcome: Outcome) {
+        let deadline = tokio::time::Instant::now() + self.config.lease;
+        let mut failures = 0u32;
+        loop {
+            match self.outcomes.submit(outcome.clone()).await {
+                Ok(true) => return tracing::debug!("attempt recorded"),
+                Ok(false) => return tracing::info!("run changed while executing; outcome dropped"),
+                Err(error) if error.is_unavailable() && tokio::time::Instant::now() < deadline => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(%error, "cannot record the outcome yet; retrying");
+                    }
+                    let wait = Duration::from_millis(100u64 << failures.min(5));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) => {
+                    return tracing::error!(%error, "could not record the outcome; the run will be attempted again");
+                }
+            }
+        }
     }
 
     /// Runs one attempt; `None` when it was stopped by `cancel`.

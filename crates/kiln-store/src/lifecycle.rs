@@ -168,7 +168,7 @@ impl Store {
                 AttemptResult::Completed { output } => (RunStatus::Completed, Some(output), None, None, false),
                 AttemptResult::Retry { error, retry_in } => (RunStatus::Queued, None, Some(error), Some(ms(*retry_in)), false),
                 AttemptResult::Ended { status, error } => (*status, None, Some(error), None, false),
-                AttemptResult::HandBack => (RunStatus::Queued, None, None, Some(0), true),
+                AttemptResult::HandBack => (RunStatus::Queued, None, None, None, true),
             };
             statuses.push(status.as_str());
             outputs.push(output);
@@ -181,6 +181,7 @@ impl Store {
                  error = COALESCE(u.error, runs.error),
                  attempt_count = CASE WHEN u.hand_back THEN runs.attempt_count - 1 ELSE runs.attempt_count END,
                  dispatch_at = now() + u.retry_in_ms * interval '1 millisecond',
+                 enqueued_at = NULL,
                  lease_expires_at = NULL, worker_id = NULL, updated_at = now(),
                  completed_at = CASE WHEN u.status = 'QUEUED' THEN NULL ELSE now() END
              FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[], $7::bool[])
@@ -220,7 +221,7 @@ impl Store {
                               AND p.concurrency_key IS NOT DISTINCT FROM freed.concurrency_key
                             ORDER BY p.id LIMIT 1 FOR UPDATE SKIP LOCKED) AS id
                     FROM freed)
-             UPDATE runs SET parked = false, dispatch_at = now(), updated_at = now()
+             UPDATE runs SET parked = false, enqueued_at = NULL, updated_at = now()
              FROM next WHERE runs.id = next.id",
         )
         .bind(&queues)
@@ -230,21 +231,87 @@ impl Store {
         Ok(())
     }
 
-    /// Moves runs whose delay or back-off has passed to the queue: DELAYED
-    /// becomes QUEUED. Answers what to push.
-    pub async fn dispatch_due(&self, limit: i64) -> Result<Vec<ReadyRun>, StoreError> {
-        Ok(sqlx::query_as::<_, ReadyRun>(
+    /// Makes runs whose delay or back-off has passed ready (DELAYED becomes
+    /// QUEUED); [`Store::take_for_push`] then hands them to Redis. Answers
+    /// how many.
+    pub async fn dispatch_due(&self, limit: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
             "WITH due AS (
                  SELECT id FROM runs WHERE dispatch_at <= now()
                  ORDER BY dispatch_at LIMIT $1 FOR UPDATE SKIP LOCKED)
              UPDATE runs SET status = CASE WHEN runs.status = 'DELAYED' THEN 'QUEUED' ELSE runs.status END,
-                 dispatch_at = NULL, updated_at = now()
-             FROM due WHERE runs.id = due.id AND runs.status IN ('DELAYED', 'QUEUED')
-             RETURNING runs.id, runs.queue",
+                 dispatch_at = NULL, enqueued_at = NULL, updated_at = now()
+             FROM due WHERE runs.id = due.id AND runs.status IN ('DELAYED', 'QUEUED')",
         )
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Queues with ready runs that are not in Redis.
+    pub async fn queues_awaiting_push(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT queue FROM runs
+             WHERE status = 'QUEUED' AND enqueued_at IS NULL AND dispatch_at IS NULL AND NOT parked",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Takes up to `limit` of a queue's ready runs that are not in Redis,
+    /// oldest first, and marks them pushed; the caller pushes them (and
+    /// marks back any it could not, with [`Store::unmark_enqueued`]).
+    pub async fn take_for_push(&self, queue: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "WITH next AS (
+                 SELECT id FROM runs
+                 WHERE status = 'QUEUED' AND queue = $1 AND enqueued_at IS NULL
+                   AND dispatch_at IS NULL AND NOT parked
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+             UPDATE runs SET enqueued_at = now() FROM next WHERE runs.id = next.id
+             RETURNING runs.id",
+        )
+        .bind(queue)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Marks runs as not in Redis after a push that did not take them.
+    pub async fn unmark_enqueued(&self, ids: &[String]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET enqueued_at = NULL WHERE id = ANY($1) AND status = 'QUEUED'")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Redis lost its data (restart without persistence, flush, failover):
+    /// every queued run must be pushed again. Answers how many.
+    pub async fn forget_all_enqueued(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE runs SET enqueued_at = NULL WHERE status = 'QUEUED' AND enqueued_at IS NOT NULL")
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Runs pushed longer than `older_than` ago and still not claimed: their
+    /// id may have been lost (popped by a worker that died before claiming
+    /// it). Pushing them again is safe: a duplicate id is refused at claim.
+    pub async fn release_stale_enqueued(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "WITH stale AS (
+                 SELECT id FROM runs
+                 WHERE status = 'QUEUED' AND enqueued_at < now() - $1 * interval '1 millisecond'
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)
+             UPDATE runs SET enqueued_at = NULL FROM stale WHERE runs.id = stale.id",
+        )
+        .bind(ms(older_than))
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Ends unstarted runs past their ttl as EXPIRED; answers how many.
@@ -268,8 +335,8 @@ impl Store {
 
     /// Finds executing runs whose worker stopped renewing the lease (killed,
     /// machine lost): queues them again as a new attempt, or ends them
-    /// CRASHED when no attempt is left. Answers what to push.
-    pub async fn recover_lapsed_leases(&self, limit: i64) -> Result<Vec<ReadyRun>, StoreError> {
+    /// CRASHED when no attempt is left. Answers how many were queued again.
+    pub async fn recover_lapsed_leases(&self, limit: i64) -> Result<u64, StoreError> {
         let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
             "WITH lapsed AS (
                  SELECT id FROM runs WHERE status = 'EXECUTING' AND lease_expires_at < now()
@@ -277,7 +344,7 @@ impl Store {
              UPDATE runs SET
                  status = CASE WHEN runs.attempt_count >= runs.max_attempts THEN 'CRASHED' ELSE 'QUEUED' END,
                  completed_at = CASE WHEN runs.attempt_count >= runs.max_attempts THEN now() ELSE NULL END,
-                 lease_expires_at = NULL, worker_id = NULL, updated_at = now(),
+                 lease_expires_at = NULL, worker_id = NULL, enqueued_at = NULL, updated_at = now(),
                  error = jsonb_build_object('name', 'WorkerLost', 'message',
                      'the worker stopped renewing its lease during attempt ' || runs.attempt_count)
              FROM lapsed WHERE runs.id = lapsed.id
@@ -288,11 +355,7 @@ impl Store {
         .await?;
         let released: Vec<Released> = rows.iter().map(|(_, q, _, k)| (q.clone(), k.clone())).collect();
         self.unpark_after_release(&released).await?;
-        Ok(rows
-            .into_iter()
-            .filter(|(_, _, status, _)| status == "QUEUED")
-            .map(|(id, queue, _, _)| ReadyRun { id, queue })
-            .collect())
+        Ok(rows.iter().filter(|(_, _, status, _)| status == "QUEUED").count() as u64)
     }
 
     /// Safety net for parked runs: releases parked runs of any (queue, key)
@@ -306,29 +369,12 @@ impl Store {
                           AND busy.concurrency_key IS NOT DISTINCT FROM p.concurrency_key)
                      < COALESCE(q.concurrency_limit, 2147483647)
                  ORDER BY p.id LIMIT $1 FOR UPDATE OF p SKIP LOCKED)
-             UPDATE runs SET parked = false, dispatch_at = now(), updated_at = now()
+             UPDATE runs SET parked = false, enqueued_at = NULL, updated_at = now()
              FROM candidates WHERE runs.id = candidates.id",
         )
         .bind(limit)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
-    }
-}
-
-impl Store {
-    /// Hands runs back to the scheduler to push after `after`: used when a
-    /// push to Redis failed after the run was recorded, so no accepted run
-    /// depends on Redis being up at the moment it was triggered.
-    pub async fn defer_dispatch(&self, ids: &[String], after: Duration) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE runs SET dispatch_at = now() + $2 * interval '1 millisecond'
-             WHERE id = ANY($1) AND status = 'QUEUED' AND dispatch_at IS NULL",
-        )
-        .bind(ids)
-        .bind(ms(after))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 }

@@ -161,12 +161,15 @@ impl Store {
         sqlx::query(
             "INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
                  payload, payload_type, metadata, tags, max_attempts, max_duration_ms, ttl_ms,
-                 expires_at, delay_until, dispatch_at, replayed_from, is_test, created_at, updated_at)
+                 expires_at, delay_until, dispatch_at, enqueued_at, replayed_from, is_test, created_at, updated_at)
              SELECT u.id, u.environment, u.task, u.queue, u.concurrency_key, u.status,
                  u.payload, u.payload_type, u.metadata,
                  ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.max_attempts, u.max_duration_ms,
-                 u.ttl_ms, u.expires_at, u.delay_until, u.delay_until, u.replayed_from, u.is_test,
-                 u.created_at, u.created_at
+                 u.ttl_ms, u.expires_at, u.delay_until, u.delay_until,
+                 -- Ready runs are pushed right after this insert; a run the
+                 -- push does not take is marked back (see `unmark_enqueued`).
+                 CASE WHEN u.status = 'QUEUED' THEN u.created_at END,
+                 u.replayed_from, u.is_test, u.created_at, u.created_at
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::jsonb[], $8::text[], $9::jsonb[], $10::jsonb[], $11::int4[], $12::int8[],
                  $13::int8[], $14::timestamptz[], $15::timestamptz[], $16::text[], $17::bool[],
@@ -242,9 +245,9 @@ impl Store {
                 "INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
                      payload, payload_type, metadata, tags, idempotency_key, idempotency_key_expires_at,
                      max_attempts, max_duration_ms, ttl_ms, expires_at, delay_until, dispatch_at,
-                     replayed_from, is_test, created_at, updated_at)
+                     enqueued_at, replayed_from, is_test, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $17, $18, $19, $20, $20)
+                     $17, $17, CASE WHEN $6 = 'QUEUED' THEN $20 END, $18, $19, $20, $20)
                  ON CONFLICT (environment, task_identifier, idempotency_key)
                      WHERE idempotency_key IS NOT NULL DO NOTHING",
             )
