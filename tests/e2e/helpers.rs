@@ -59,6 +59,8 @@ pub enum Mode {
 
 pub struct Kiln {
     pub base_url: String,
+    /// The environment the kiln processes were started with.
+    pub env: Vec<(String, String)>,
     pub key: String,
     pub database_url: String,
     pub redis_prefix: String,
@@ -78,6 +80,8 @@ impl Drop for Kiln {
 pub struct KilnBuilder {
     mode: Mode,
     env: Vec<(String, String)>,
+    redis_url: Option<String>,
+    postgres_port: Option<u16>,
 }
 
 impl KilnBuilder {
@@ -86,12 +90,29 @@ impl KilnBuilder {
         self
     }
 
+    /// Uses this Redis instead of the machine's.
+    pub fn redis(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.to_owned());
+        self
+    }
+
+    /// kiln's processes reach Postgres through this local port (a proxy
+    /// the test controls); the test itself connects directly.
+    pub fn postgres_port(mut self, port: u16) -> Self {
+        self.postgres_port = Some(port);
+        self
+    }
+
     pub async fn spawn(self) -> Kiln {
         let database_url = fresh_database().await;
         let redis_prefix = format!("kiln_t_{}", random_suffix());
+        let kiln_database_url = match self.postgres_port {
+            Some(port) => database_url.replace(":5432/", &format!(":{port}/")),
+            None => database_url.clone(),
+        };
         let base_env = vec![
             ("DATABASE_URL".to_owned(), database_url.clone()),
-            ("REDIS_URL".to_owned(), redis_url()),
+            ("REDIS_URL".to_owned(), self.redis_url.clone().unwrap_or_else(redis_url)),
             ("KILN_REDIS_PREFIX".to_owned(), redis_prefix.clone()),
             ("KILN_SECRET".to_owned(), SERVER_SECRET.to_owned()),
             ("KILN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
@@ -107,6 +128,10 @@ impl KilnBuilder {
             .expect("run kiln keys create");
         assert!(created.status.success(), "kiln keys create failed: {}", String::from_utf8_lossy(&created.stderr));
         let key = String::from_utf8_lossy(&created.stdout).lines().last().unwrap_or_default().trim().to_owned();
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .map(|(k, v)| if k == "DATABASE_URL" { (k, kiln_database_url.clone()) } else { (k, v) })
+            .collect();
 
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-logs");
         std::fs::create_dir_all(&log_dir).expect("create log dir");
@@ -136,6 +161,7 @@ impl KilnBuilder {
             .unwrap_or_else(|| panic!("kiln exited before listening; see {}", log_path.display()));
         Kiln {
             base_url,
+            env,
             key,
             database_url,
             redis_prefix,
@@ -149,7 +175,28 @@ impl KilnBuilder {
 
 impl Kiln {
     pub fn builder(mode: Mode) -> KilnBuilder {
-        KilnBuilder { mode, env: Vec::new() }
+        KilnBuilder {
+            mode,
+            env: Vec::new(),
+            redis_url: None,
+            postgres_port: None,
+        }
+    }
+
+    /// Starts a `kiln worker` process with this kiln's environment (and
+    /// `extra`); it is killed when dropped.
+    pub fn spawn_worker(&self, extra: &[(&str, &str)]) -> Process {
+        let log_path = self.log_path.with_extension(format!("worker-{}.log", random_suffix()));
+        let log = std::fs::File::create(&log_path).expect("create worker log");
+        let child = Command::new(kiln_bin())
+            .arg("worker")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kiln worker");
+        Process { child, log_path }
     }
 
     /// `kiln dev` with defaults.
@@ -219,4 +266,133 @@ impl Kiln {
 
 pub fn noop_body(payload: Value) -> Value {
     json!({ "payload": payload })
+}
+
+/// A child process killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub log_path: PathBuf,
+}
+
+impl Process {
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill -TERM");
+        assert!(status.success());
+    }
+
+    /// Sends SIGKILL, as the OOM killer or a lost machine would.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A Redis server of the test's own, so the test may flush or stop it.
+pub struct RedisServer {
+    pub url: String,
+    process: Process,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = free_port();
+        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("redis-{port}.log"));
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::fs::File::create(&log_path).expect("redis log"))
+            .spawn()
+            .expect("start redis-server (is it installed?)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let server = RedisServer { url, process: Process { child, log_path } };
+        let client = redis::Client::open(server.url.as_str()).expect("url");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.get_multiplexed_async_connection().await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = &server.process;
+        server
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str()).expect("url").get_multiplexed_async_connection().await.expect("redis")
+    }
+}
+
+/// A TCP proxy the test can cut, to take a service away from kiln (as a
+/// stopped server or a network partition would) without stopping the
+/// machine's own server, which other tests share.
+pub struct TcpProxy {
+    pub port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: &'static str) -> TcpProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (accept_open, accept_connections) = (open.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_open.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                accept_connections.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        TcpProxy { port, open, connections }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for connection in self.connections.lock().expect("lock").drain(..) {
+            connection.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Counts runs by status.
+pub async fn count_status(db: &PgPool, status: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = $1").bind(status).fetch_one(db).await.expect("count")
+}
+
+/// Waits until `count` runs have `status`.
+pub async fn wait_for_count(db: &PgPool, status: &str, count: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = count_status(db, status).await;
+        if now >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {now} of {count} runs reached {status} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

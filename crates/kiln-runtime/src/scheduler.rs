@@ -88,10 +88,10 @@ impl Scheduler {
         self.check_epoch().await?;
         if sweep {
             let released = self.store.unpark_free_slots(self.config.batch).await?;
-            let stale = self.store.release_stale_enqueued(self.config.requeue_after, self.config.batch).await?;
-            if released + stale > 0 {
-                tracing::info!(released, stale, "swept parked and stale runs");
+            if released > 0 {
+                tracing::info!(released, "released parked runs");
             }
+            self.release_stale_pushes().await?;
         }
         self.store.dispatch_due(self.config.batch).await?;
         let expired = self.store.expire_due(self.config.batch).await?;
@@ -103,6 +103,21 @@ impl Scheduler {
             tracing::warn!(recovered, "queued again runs whose worker stopped renewing its lease");
         }
         self.refill().await
+    }
+
+    /// Runs pushed long ago and never claimed, in a queue whose Redis list
+    /// is empty, were lost on the way: push them again.
+    async fn release_stale_pushes(&self) -> Result<(), kiln_store::StoreError> {
+        for name in self.store.queues_with_stale_pushes(self.config.requeue_after).await? {
+            if !matches!(self.queue.depth(&name).await, Ok(0)) {
+                continue;
+            }
+            let released = self.store.release_stale_pushes(&name, self.config.requeue_after, self.config.batch).await?;
+            if released > 0 {
+                tracing::warn!(queue = %name, released, "runs pushed long ago were never claimed; pushing them again");
+            }
+        }
+        Ok(())
     }
 
     /// Tops up each queue that has ready runs outside Redis.

@@ -296,17 +296,31 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Runs pushed longer than `older_than` ago and still not claimed: their
-    /// id may have been lost (popped by a worker that died before claiming
-    /// it). Pushing them again is safe: a duplicate id is refused at claim.
-    pub async fn release_stale_enqueued(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
+    /// Queues with runs pushed longer than `older_than` ago and still
+    /// queued. In a queue whose Redis list is empty, such runs' ids were
+    /// lost (popped by a worker that died before claiming them).
+    pub async fn queues_with_stale_pushes(&self, older_than: Duration) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT queue FROM runs
+             WHERE status = 'QUEUED' AND enqueued_at < now() - $1 * interval '1 millisecond'",
+        )
+        .bind(ms(older_than))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Marks a queue's runs pushed longer than `older_than` ago as not in
+    /// Redis, so they are pushed again. Safe: a duplicate id is refused at
+    /// claim. Call it only for a queue whose Redis list is empty.
+    pub async fn release_stale_pushes(&self, queue: &str, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "WITH stale AS (
                  SELECT id FROM runs
-                 WHERE status = 'QUEUED' AND enqueued_at < now() - $1 * interval '1 millisecond'
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 WHERE status = 'QUEUED' AND queue = $1 AND enqueued_at < now() - $2 * interval '1 millisecond'
+                 LIMIT $3 FOR UPDATE SKIP LOCKED)
              UPDATE runs SET enqueued_at = NULL FROM stale WHERE runs.id = stale.id",
         )
+        .bind(queue)
         .bind(ms(older_than))
         .bind(limit)
         .execute(&self.pool)

@@ -1,0 +1,206 @@
+//! Nothing is lost: worker crashes, Redis loss, Postgres outages, large
+//! backlogs and shutdowns, each with real kiln processes. Every accepted run
+//! reaches a final status.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::helpers::{Kiln, Mode, RedisServer, TcpProxy, count_status, wait_for_count};
+
+#[tokio::test]
+async fn a_killed_worker_loses_nothing() {
+    let mut kiln = Kiln::builder(Mode::Serve).env("KILN_LEASE", "2s").spawn().await;
+    let mut worker = kiln.spawn_worker(&[("KILN_WORKER_CONCURRENCY", "250")]);
+    let db = kiln.db().await;
+    for _ in 0..200 {
+        kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 3000 } })).await;
+    }
+    wait_for_count(&db, "EXECUTING", 200, Duration::from_secs(30)).await;
+    worker.kill_hard();
+    assert_eq!(count_status(&db, "EXECUTING").await, 200, "the runs of a dead worker look alive until their lease lapses");
+    let _replacement = kiln.spawn_worker(&[("KILN_WORKER_CONCURRENCY", "250")]);
+    wait_for_count(&db, "COMPLETED", 200, Duration::from_secs(60)).await;
+    let (runs, second_attempts): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE attempt_count = 2) FROM runs").fetch_one(&db).await.expect("counts");
+    assert_eq!(runs, 200);
+    // At-least-once: the interrupted attempt counts, and the run ran again.
+    assert_eq!(second_attempts, 200);
+}
+
+#[tokio::test]
+async fn a_run_that_keeps_killing_its_worker_ends_crashed() {
+    let mut kiln = Kiln::builder(Mode::Serve).env("KILN_LEASE", "1s").env("KILN_HEARTBEAT", "200ms").spawn().await;
+    let db = kiln.db().await;
+    let id = kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 60000 }, "options": { "maxAttempts": 2 } })).await;
+    for attempt in 1..=2 {
+        let mut worker = kiln.spawn_worker(&[]);
+        kiln.wait_for(&id, Duration::from_secs(20), |run| run["status"] == "EXECUTING" && run["attemptCount"] == attempt).await;
+        worker.kill_hard();
+    }
+    let run = kiln.wait_for_status(&id, "CRASHED", Duration::from_secs(20)).await;
+    assert_eq!(run["attemptCount"], 2);
+    assert_eq!(run["error"]["name"], "WorkerLost");
+    assert_eq!(count_status(&db, "CRASHED").await, 1);
+}
+
+#[tokio::test]
+async fn a_flushed_redis_loses_nothing() {
+    let redis = RedisServer::start().await;
+    let mut kiln = Kiln::builder(Mode::Serve).redis(&redis.url).spawn().await;
+    let db = kiln.db().await;
+    let kiln_ref = &kiln;
+    let ids: Vec<String> = futures::stream::iter(0..500)
+        .map(|i| async move { kiln_ref.trigger("kiln.noop", json!({ "payload": { "i": i } })).await })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut conn = redis.connection().await;
+    let queued: Vec<String> = redis::cmd("LRANGE").arg(format!("{}:queue:task/kiln.noop", kiln.redis_prefix)).arg(0).arg(-1).query_async(&mut conn).await.expect("lrange");
+    assert_eq!(queued.into_iter().collect::<HashSet<_>>(), ids.iter().cloned().collect::<HashSet<_>>(), "every run is in Redis before the flush");
+    redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.expect("flushall");
+    let _worker = kiln.spawn_worker(&[]);
+    wait_for_count(&db, "COMPLETED", 500, Duration::from_secs(60)).await;
+    let completed: Vec<String> = sqlx::query_scalar("SELECT id FROM runs WHERE status = 'COMPLETED'").fetch_all(&db).await.expect("ids");
+    let completed: HashSet<String> = completed.into_iter().collect();
+    assert_eq!(completed, ids.into_iter().collect::<HashSet<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
+    const RUNS: usize = 100_000;
+    let redis = RedisServer::start().await;
+    let mut kiln = Kiln::builder(Mode::Serve).redis(&redis.url).spawn().await;
+    let db = kiln.db().await;
+    let url = kiln.url("/api/v1/tasks/kiln.noop/trigger");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let (http, url, key, next) = (kiln.http.clone(), url.clone(), kiln.key.clone(), next.clone());
+        clients.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < RUNS {
+                let response = http.post(&url).bearer_auth(&key).json(&json!({ "payload": {} })).send().await.expect("trigger");
+                assert_eq!(response.status(), 200);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.expect("client");
+    }
+    assert_eq!(count_status(&db, "QUEUED").await, RUNS as i64);
+    let mut conn = redis.connection().await;
+    let list = format!("{}:queue:task/kiln.noop", kiln.redis_prefix);
+    let in_redis: u64 = redis::cmd("LLEN").arg(&list).query_async(&mut conn).await.expect("llen");
+    assert_eq!(in_redis, kiln_queue_window(), "Redis holds one window of the backlog; Postgres the rest");
+
+    let _workers = [kiln.spawn_worker(&[]), kiln.spawn_worker(&[])];
+    wait_for_count(&db, "COMPLETED", RUNS as i64, Duration::from_secs(240)).await;
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.expect("info");
+    let peak: u64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory_peak:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory_peak");
+    println!("redis peak memory with a {RUNS}-run backlog: {:.1} MiB", peak as f64 / 1048576.0);
+    assert!(peak < 16 * 1024 * 1024, "redis peaked at {peak} bytes");
+    let left: u64 = redis::cmd("LLEN").arg(&list).query_async(&mut conn).await.expect("llen");
+    assert_eq!(left, 0);
+}
+
+fn kiln_queue_window() -> u64 {
+    5_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_answers_503_and_loses_nothing() {
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let mut kiln = Kiln::builder(Mode::Dev).postgres_port(proxy.port).spawn().await;
+    let db = kiln.db().await;
+    let url = kiln.url("/api/v1/tasks/kiln.noop/trigger");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (http, url, key, stop) = (http.clone(), url.clone(), kiln.key.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let response = http.post(&url).bearer_auth(&key).json(&json!({ "payload": {} })).send().await.expect("kiln answers");
+                let status = response.status().as_u16();
+                let retry_after = response.headers().contains_key("retry-after");
+                let body: Value = response.json().await.expect("json body");
+                answers.push((status, retry_after, body));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answers
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.cut();
+    let outage = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    proxy.restore();
+    println!("postgres was unreachable for {:?}", outage.elapsed());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for client in clients {
+        for (status, retry_after, body) in client.await.expect("client") {
+            match status {
+                200 => accepted.push(body["id"].as_str().expect("id").to_owned()),
+                503 => {
+                    assert!(retry_after, "a 503 carries Retry-After");
+                    refused += 1;
+                }
+                other => panic!("a trigger was answered {other}: {body}"),
+            }
+        }
+    }
+    println!("accepted {}, refused with 503: {refused}", accepted.len());
+    assert!(refused > 0, "the outage was not noticed");
+    assert!(!accepted.is_empty());
+    let known: HashSet<String> = sqlx::query_scalar("SELECT id FROM runs").fetch_all(&db).await.expect("ids").into_iter().collect();
+    for id in &accepted {
+        assert!(known.contains(id), "run {id} was answered but is not in Postgres");
+    }
+    wait_for_count(&db, "COMPLETED", known.len() as i64, Duration::from_secs(60)).await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_or_hands_back_every_run() {
+    let mut kiln = Kiln::builder(Mode::Serve).spawn().await;
+    let db = kiln.db().await;
+    let mut worker = kiln.spawn_worker(&[("KILN_SHUTDOWN_GRACE", "1s")]);
+    let mut short = Vec::new();
+    let mut long = Vec::new();
+    for _ in 0..10 {
+        short.push(kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 300 } })).await);
+    }
+    for _ in 0..5 {
+        long.push(kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 4000 } })).await);
+    }
+    wait_for_count(&db, "EXECUTING", 15, Duration::from_secs(10)).await;
+    worker.terminate();
+    let stopping = Instant::now();
+    let status = tokio::task::spawn_blocking(move || worker.child.wait().map(|s| (s, worker))).await.expect("join").expect("wait");
+    assert!(status.0.success(), "the worker exits cleanly");
+    assert!(stopping.elapsed() < Duration::from_secs(4), "shutdown took {:?}", stopping.elapsed());
+    assert_eq!(count_status(&db, "EXECUTING").await, 0, "no run is left EXECUTING");
+    for id in &short {
+        assert_eq!(kiln.retrieve(id).await["status"], "COMPLETED", "a run that fits in the grace period finishes");
+    }
+    for id in &long {
+        let run = kiln.retrieve(id).await;
+        assert_eq!(run["status"], "QUEUED", "an unfinished run is handed back");
+        assert_eq!(run["attemptCount"], 0, "a handed-back attempt does not count");
+    }
+    let _next = kiln.spawn_worker(&[]);
+    for id in &long {
+        let run = kiln.wait_for_status(id, "COMPLETED", Duration::from_secs(20)).await;
+        assert_eq!(run["attemptCount"], 1);
+    }
+}
