@@ -78,7 +78,8 @@ async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
     let url = kiln.url("/api/v1/tasks/kiln.noop/trigger");
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
-    for _ in 0..32 {
+    // Many clients in flight, so triggers share large group commits.
+    for _ in 0..128 {
         let (http, url, key, next) = (kiln.http.clone(), url.clone(), kiln.key.clone(), next.clone());
         clients.push(tokio::spawn(async move {
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < RUNS {

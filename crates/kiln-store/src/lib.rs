@@ -74,9 +74,17 @@ impl StoreError {
 }
 
 /// A handle to the run history; cheap to clone.
+///
+/// Two pools: `pool` commits durably; `relaxed` commits without waiting
+/// for the WAL flush (`synchronous_commit = off`). The relaxed pool serves
+/// only writes whose loss in a Postgres crash kiln recovers from by itself:
+/// a claim (the lease lapses, or the stale sweep pushes the run again), a
+/// lease renewal, a mark that a run is or is not in Redis. New runs and
+/// finished attempts always go through the durable pool.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    relaxed: PgPool,
 }
 
 pub struct StoreOptions {
@@ -104,12 +112,12 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect);
-        Ok(Self { pool })
-    }
-
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+            .connect_lazy_with(connect.clone());
+        let relaxed = PgPoolOptions::new()
+            .max_connections(options.max_connections.div_ceil(2))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect.options([("synchronous_commit", "off")]));
+        Ok(Self { pool, relaxed })
     }
 
     pub fn pool(&self) -> &PgPool {
