@@ -72,8 +72,9 @@ async fn a_flushed_redis_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
     const RUNS: usize = 100_000;
+    const WINDOW: u64 = 2_000;
     let redis = RedisServer::start().await;
-    let mut kiln = Kiln::builder(Mode::Serve).redis(&redis.url).spawn().await;
+    let mut kiln = Kiln::builder(Mode::Serve).redis(&redis.url).env("KILN_QUEUE_WINDOW", WINDOW.to_string()).spawn().await;
     let db = kiln.db().await;
     let url = kiln.url("/api/v1/tasks/kiln.noop/trigger");
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -95,7 +96,7 @@ async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
     let mut conn = redis.connection().await;
     let list = format!("{}:queue:task/kiln.noop", kiln.redis_prefix);
     let in_redis: u64 = redis::cmd("LLEN").arg(&list).query_async(&mut conn).await.expect("llen");
-    assert_eq!(in_redis, kiln_queue_window(), "Redis holds one window of the backlog; Postgres the rest");
+    assert_eq!(in_redis, WINDOW, "Redis holds one window of the backlog; Postgres the rest");
 
     let _workers = [kiln.spawn_worker(&[]), kiln.spawn_worker(&[])];
     wait_for_count(&db, "COMPLETED", RUNS as i64, Duration::from_secs(240)).await;
@@ -109,10 +110,6 @@ async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
     assert!(peak < 16 * 1024 * 1024, "redis peaked at {peak} bytes");
     let left: u64 = redis::cmd("LLEN").arg(&list).query_async(&mut conn).await.expect("llen");
     assert_eq!(left, 0);
-}
-
-fn kiln_queue_window() -> u64 {
-    5_000
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,9 +183,10 @@ async fn sigterm_finishes_or_hands_back_every_run() {
     }
     wait_for_count(&db, "EXECUTING", 15, Duration::from_secs(10)).await;
     worker.terminate();
+    let log = worker.log_path.display().to_string();
     let stopping = Instant::now();
     let status = tokio::task::spawn_blocking(move || worker.child.wait().map(|s| (s, worker))).await.expect("join").expect("wait");
-    assert!(status.0.success(), "the worker exits cleanly");
+    assert!(status.0.success(), "the worker exits cleanly; see {log}");
     assert!(stopping.elapsed() < Duration::from_secs(4), "shutdown took {:?}", stopping.elapsed());
     assert_eq!(count_status(&db, "EXECUTING").await, 0, "no run is left EXECUTING");
     for id in &short {
