@@ -87,6 +87,10 @@ CREATE INDEX runs_leases ON runs (lease_expires_at) WHERE status = 'EXECUTING';
 -- wait for a slot in their queue.
 CREATE INDEX runs_executing_by_queue ON runs (queue, concurrency_key) WHERE status = 'EXECUTING';
 CREATE INDEX runs_parked ON runs (queue, concurrency_key, id) WHERE parked;
--- The backlog: queued runs by queue, those not in Redis first (NULLs), and
--- those pushed long ago (lost from Redis?) by time.
-CREATE INDEX runs_backlog ON runs (queue, enqueued_at, id) WHERE status = 'QUEUED';
+-- The backlog: ready runs not in Redis, oldest first per queue. Kept apart
+-- from the next index so that topping up a queue reads only these rows.
+CREATE INDEX runs_awaiting_push ON runs (queue, id)
+    WHERE status = 'QUEUED' AND enqueued_at IS NULL AND dispatch_at IS NULL AND NOT parked;
+-- Queued runs whose id was pushed, by time: those pushed long ago and never
+-- claimed were lost on the way.
+CREATE INDEX runs_pushed ON runs (queue, enqueued_at) WHERE status = 'QUEUED' AND enqueued_at IS NOT NULL;

@@ -266,8 +266,12 @@ impl Worker {
             drop(slot);
 
             let result = match result {
+                // Stopped by shutdown: whatever the handler answered while
+                // being stopped (often an error), the attempt did not run
+                // its course, so it goes back without counting.
+                Some(AttemptResult::Completed { output }) => AttemptResult::Completed { output },
+                Some(_) | None if hard_stop.is_cancelled() => AttemptResult::HandBack,
                 Some(result) => result,
-                None if hard_stop.is_cancelled() => AttemptResult::HandBack,
                 // Canceled (or taken over) elsewhere: the run already has
                 // its status; the write below is refused by its guard.
                 None => AttemptResult::Ended {

@@ -65,20 +65,34 @@ const CLAIM_SET: &str = "status = 'EXECUTING', attempt_count = runs.attempt_coun
 const CLAIM_RETURNING: &str = "RETURNING runs.id, runs.task_identifier, runs.queue, runs.concurrency_key,
     runs.payload, runs.attempt_count, runs.max_attempts, runs.max_duration_ms";
 
-/// The distinct queues of queued runs, found by skipping through the
-/// backlog index one queue at a time (a loose index scan): a backlog of
+/// The distinct queues of runs matching `predicate`, found by skipping
+/// through an index one queue at a time (a loose index scan): a backlog of
 /// 100,000 runs in a few queues costs a few index probes, not a scan.
-const QUEUED_QUEUES: &str = "WITH RECURSIVE q(queue) AS (
-        (SELECT queue FROM runs WHERE status = 'QUEUED' ORDER BY queue LIMIT 1)
-        UNION ALL
-        SELECT (SELECT r.queue FROM runs r WHERE r.status = 'QUEUED' AND r.queue > q.queue
-                ORDER BY r.queue LIMIT 1)
-        FROM q WHERE q.queue IS NOT NULL)";
+fn distinct_queues_where(predicate: &str) -> String {
+    format!(
+        "WITH RECURSIVE q(queue) AS (
+            (SELECT queue FROM runs r WHERE {predicate} ORDER BY queue LIMIT 1)
+            UNION ALL
+            SELECT (SELECT r.queue FROM runs r WHERE {predicate} AND r.queue > q.queue
+                    ORDER BY r.queue LIMIT 1)
+            FROM q WHERE q.queue IS NOT NULL)"
+    )
+}
 
-// Statements that take a list of ids join `UNNEST($1)` with the primary
-// key rather than test `id = ANY($1)`: with the latter, and statistics not
-// yet caught up with a fast-growing table, Postgres may AND a scan of a
-// whole partial index (every queued run) into the plan.
+/// Ready runs that are not in Redis: the predicate of the partial index
+/// `runs_awaiting_push`, so those look-ups read only the backlog.
+const AWAITING_PUSH: &str =
+    "r.status = 'QUEUED' AND r.enqueued_at IS NULL AND r.dispatch_at IS NULL AND NOT r.parked";
+
+/// Queued runs whose id was pushed: the predicate of `runs_pushed`.
+const PUSHED: &str = "r.status = 'QUEUED' AND r.enqueued_at IS NOT NULL";
+
+// Statements that take a list of ids test `id = ANY($1)`, which the
+// planner answers from the primary key whatever its statistics say. The
+// partial indexes over queued runs carry a condition on `enqueued_at`, so
+// a bare `status = 'QUEUED'` cannot drag a scan of a whole backlog index
+// into those plans; joining `UNNEST($1)` instead let the planner pick a
+// sequential scan of `runs` for every claim while statistics lagged.
 
 /// A claimable run: queued, not waiting for a back-off, not parked, and
 /// (before its first attempt) not past its ttl.
@@ -91,8 +105,7 @@ impl Store {
     /// (see [`Store::claim_limited_run`]), are left out of the answer.
     pub async fn claim_runs(&self, ids: &[String], lease: Duration, worker: &str) -> Result<Vec<ClaimedRun>, StoreError> {
         let sql = format!(
-            "UPDATE runs SET {CLAIM_SET} FROM UNNEST($1::text[]) AS ids(id)
-             WHERE runs.id = ids.id AND {CLAIMABLE}
+            "UPDATE runs SET {CLAIM_SET} WHERE runs.id = ANY($1) AND {CLAIMABLE}
                AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL)
              {CLAIM_RETURNING}"
         );
@@ -141,9 +154,8 @@ impl Store {
     /// Which of `ids` are claimable runs of a queue with a limit.
     pub async fn limited_among(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT runs.id FROM UNNEST($1::text[]) AS ids(id) JOIN runs ON runs.id = ids.id
-                 JOIN queues q ON q.name = runs.queue
-             WHERE q.concurrency_limit IS NOT NULL AND {CLAIMABLE}"
+            "SELECT runs.id FROM runs JOIN queues q ON q.name = runs.queue
+             WHERE runs.id = ANY($1) AND q.concurrency_limit IS NOT NULL AND {CLAIMABLE}"
         )))
         .bind(ids)
         .fetch_all(&self.pool)
@@ -156,8 +168,7 @@ impl Store {
     pub async fn renew_leases(&self, ids: &[String], lease: Duration, worker: &str) -> Result<Vec<String>, StoreError> {
         let renewed: Vec<(String,)> = sqlx::query_as(
             "UPDATE runs SET lease_expires_at = now() + $2 * interval '1 millisecond'
-             FROM UNNEST($1::text[]) AS ids(id)
-             WHERE runs.id = ids.id AND runs.status = 'EXECUTING' AND runs.worker_id = $3 RETURNING runs.id",
+             WHERE id = ANY($1) AND status = 'EXECUTING' AND worker_id = $3 RETURNING id",
         )
         .bind(ids)
         .bind(ms(lease))
@@ -269,11 +280,7 @@ impl Store {
 
     /// Queues with ready runs that are not in Redis.
     pub async fn queues_awaiting_push(&self) -> Result<Vec<String>, StoreError> {
-        let sql = format!(
-            "{QUEUED_QUEUES} SELECT queue FROM q WHERE queue IS NOT NULL AND EXISTS (
-                 SELECT 1 FROM runs r WHERE r.status = 'QUEUED' AND r.queue = q.queue
-                   AND r.enqueued_at IS NULL AND r.dispatch_at IS NULL AND NOT r.parked)"
-        );
+        let sql = format!("{} SELECT queue FROM q WHERE queue IS NOT NULL", distinct_queues_where(AWAITING_PUSH));
         Ok(sqlx::query_scalar(AssertSqlSafe(sql)).fetch_all(&self.pool).await?)
     }
 
@@ -281,15 +288,13 @@ impl Store {
     /// oldest first, and marks them pushed; the caller pushes them (and
     /// marks back any it could not, with [`Store::unmark_enqueued`]).
     pub async fn take_for_push(&self, queue: &str, limit: i64) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
             "WITH next AS (
-                 SELECT id FROM runs
-                 WHERE status = 'QUEUED' AND queue = $1 AND enqueued_at IS NULL
-                   AND dispatch_at IS NULL AND NOT parked
+                 SELECT id FROM runs r WHERE {AWAITING_PUSH} AND r.queue = $1
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
              UPDATE runs SET enqueued_at = now() FROM next WHERE runs.id = next.id
-             RETURNING runs.id",
-        )
+             RETURNING runs.id"
+        )))
         .bind(queue)
         .bind(limit)
         .fetch_all(&self.relaxed)
@@ -299,8 +304,7 @@ impl Store {
     /// Marks runs as not in Redis after a push that did not take them.
     pub async fn unmark_enqueued(&self, ids: &[String]) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE runs SET enqueued_at = NULL FROM UNNEST($1::text[]) AS ids(id)
-             WHERE runs.id = ids.id AND runs.status = 'QUEUED'",
+            "UPDATE runs SET enqueued_at = NULL WHERE id = ANY($1) AND status = 'QUEUED'",
         )
             .bind(ids)
             .execute(&self.relaxed)
@@ -322,9 +326,10 @@ impl Store {
     /// lost (popped by a worker that died before claiming them).
     pub async fn queues_with_stale_pushes(&self, older_than: Duration) -> Result<Vec<String>, StoreError> {
         let sql = format!(
-            "{QUEUED_QUEUES} SELECT queue FROM q WHERE queue IS NOT NULL AND EXISTS (
-                 SELECT 1 FROM runs r WHERE r.status = 'QUEUED' AND r.queue = q.queue
-                   AND r.enqueued_at < now() - $1 * interval '1 millisecond')"
+            "{} SELECT queue FROM q WHERE queue IS NOT NULL AND EXISTS (
+                 SELECT 1 FROM runs r WHERE {PUSHED} AND r.queue = q.queue
+                   AND r.enqueued_at < now() - $1 * interval '1 millisecond')",
+            distinct_queues_where(PUSHED)
         );
         Ok(sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(ms(older_than))
@@ -338,8 +343,9 @@ impl Store {
     pub async fn release_stale_pushes(&self, queue: &str, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "WITH stale AS (
-                 SELECT id FROM runs
-                 WHERE status = 'QUEUED' AND queue = $1 AND enqueued_at < now() - $2 * interval '1 millisecond'
+                 SELECT id FROM runs r
+                 WHERE r.status = 'QUEUED' AND r.enqueued_at IS NOT NULL AND r.queue = $1
+                   AND r.enqueued_at < now() - $2 * interval '1 millisecond'
                  LIMIT $3 FOR UPDATE SKIP LOCKED)
              UPDATE runs SET enqueued_at = NULL FROM stale WHERE runs.id = stale.id",
         )
