@@ -16,9 +16,13 @@ async fn a_killed_worker_loses_nothing() {
     let mut kiln = Kiln::builder(Mode::Serve).env("KILN_LEASE", "2s").spawn().await;
     let mut worker = kiln.spawn_worker(&[("KILN_WORKER_CONCURRENCY", "250")]);
     let db = kiln.db().await;
-    for _ in 0..200 {
-        kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 3000 } })).await;
-    }
+    // Long enough that all 200 are running at once even on a busy machine.
+    let kiln_ref = &kiln;
+    futures::stream::iter(0..200)
+        .map(|_| async move { kiln_ref.trigger("kiln.sleep", json!({ "payload": { "ms": 10000 } })).await })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
     wait_for_count(&db, "EXECUTING", 200, Duration::from_secs(30)).await;
     worker.kill_hard();
     assert_eq!(count_status(&db, "EXECUTING").await, 200, "the runs of a dead worker look alive until their lease lapses");

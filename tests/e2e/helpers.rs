@@ -117,6 +117,9 @@ impl KilnBuilder {
             ("KILN_SECRET".to_owned(), SERVER_SECRET.to_owned()),
             ("KILN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
             ("KILN_HEARTBEAT".to_owned(), "200ms".to_owned()),
+            // Tests run side by side, each with several kiln processes, and
+            // Postgres accepts 100 connections in all.
+            ("KILN_DB_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
             ("RUST_LOG".to_owned(), "info,kiln_runtime=debug,sqlx=warn".to_owned()),
         ];
         let env: Vec<(String, String)> = base_env.into_iter().chain(self.env).collect();
