@@ -73,6 +73,29 @@ async fn a_flushed_redis_loses_nothing() {
     assert_eq!(completed, ids.into_iter().collect::<HashSet<_>>());
 }
 
+#[tokio::test]
+async fn triggers_are_accepted_while_redis_is_down_and_run_when_it_is_back() {
+    let redis = RedisServer::start().await;
+    let port = redis.port();
+    let mut kiln = Kiln::builder(Mode::Dev).redis(&redis.url).spawn().await;
+    let db = kiln.db().await;
+    let before = kiln.trigger("kiln.noop", json!({ "payload": { "before": true } })).await;
+    kiln.wait_for_status(&before, "COMPLETED", Duration::from_secs(10)).await;
+    redis.stop();
+    let mut during = Vec::new();
+    for i in 0..20 {
+        during.push(kiln.trigger("kiln.noop", json!({ "payload": { "during": i } })).await);
+    }
+    for id in &during {
+        assert_eq!(kiln.retrieve(id).await["status"], "QUEUED", "accepted and recorded while Redis is down");
+    }
+    let _redis = RedisServer::start_on(port).await;
+    for id in &during {
+        kiln.wait_for_status(id, "COMPLETED", Duration::from_secs(30)).await;
+    }
+    assert_eq!(count_status(&db, "COMPLETED").await, 21);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
     const RUNS: usize = 100_000;

@@ -311,7 +311,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        let port = free_port();
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts a server on `port`: a restart of one that was stopped.
+    pub async fn start_on(port: u16) -> RedisServer {
         let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("redis-{port}.log"));
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -326,8 +330,16 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = &server.process;
         server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+    }
+
+    /// Stops the server at once, losing its data (it keeps none on disk).
+    pub fn stop(mut self) {
+        self.process.kill_hard();
     }
 
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
