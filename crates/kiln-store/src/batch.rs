@@ -67,7 +67,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                         Ok(results) => {
                             let message = format!("batch of {count} answered {} results", results.len());
                             for reply in replies {
-                                let _ = reply.send(Err(StoreError::Corrupt(message.clone())));
+                                let _ = reply.send(Err(StoreError::BatchFailed(message.clone())));
                             }
                         }
                         Err(error) => {
@@ -78,7 +78,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                                 let _ = reply.send(Err(if unavailable {
                                     StoreError::WriterStopped
                                 } else {
-                                    StoreError::Corrupt(shared.clone())
+                                    StoreError::BatchFailed(shared.clone())
                                 }));
                             }
                         }

@@ -42,6 +42,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a stored value is invalid: {0}")]
     Corrupt(String),
+    /// The batched statement this write was part of failed.
+    #[error("a batched write failed: {0}")]
+    BatchFailed(String),
     /// The batch writer's task has stopped (shutdown).
     #[error("the run writer has stopped")]
     WriterStopped,
