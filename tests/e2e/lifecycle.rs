@@ -332,8 +332,26 @@ async fn the_trigger_answer_carries_a_token_for_the_run() {
     let token = response.headers().get("x-trigger-jwt").and_then(|v| v.to_str().ok()).expect("x-trigger-jwt").to_owned();
     let answer: Value = response.json().await.expect("json");
     let claims = kiln_core_jwt::verify(&kiln.key, &token);
-    assert_eq!(claims["scopes"], json!([format!("read:runs:{}", answer["id"].as_str().unwrap_or_default())]));
+    let id = answer["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(claims["scopes"], json!([format!("read:runs:{id}")]));
     assert_eq!(claims["pub"], true);
+
+    // The token reads its run, and nothing else.
+    let get = |path: String, bearer: String| {
+        let kiln = &kiln;
+        async move { kiln.http.get(kiln.url(&path)).bearer_auth(bearer).send().await.expect("send").status().as_u16() }
+    };
+    assert_eq!(get(format!("/api/v3/runs/{id}"), token.clone()).await, 200);
+    let other = kiln.trigger("kiln.noop", noop_body(json!({}))).await;
+    assert_eq!(get(format!("/api/v3/runs/{other}"), token.clone()).await, 403);
+    assert_eq!(get("/api/v1/runs".into(), token.clone()).await, 403);
+    let trigger = kiln.http.post(kiln.url("/api/v1/tasks/kiln.noop/trigger")).bearer_auth(&token).json(&noop_body(json!({}))).send().await.expect("send");
+    assert_eq!(trigger.status(), 403);
+    // A token whose claims were changed no longer verifies.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let widened = json!({ "sub": claims["sub"], "pub": true, "scopes": ["read:all"], "exp": claims["exp"] });
+    parts[1] = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, widened.to_string());
+    assert_eq!(get(format!("/api/v3/runs/{other}"), parts.join(".")).await, 401);
 }
 
 /// HS256 verification written out here, independent of kiln's own code.

@@ -2,7 +2,7 @@
 // only TRIGGER_API_URL and TRIGGER_SECRET_KEY point it at kiln. Each step
 // prints "ok <step>"; any failed assertion exits non-zero.
 import assert from "node:assert/strict";
-import { configure, runs, tasks } from "@trigger.dev/sdk";
+import { auth, configure, runs, tasks } from "@trigger.dev/sdk";
 
 configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGGER_SECRET_KEY });
 
@@ -63,6 +63,21 @@ for await (const run of runs.list({ tag: "sdk-tag", status: ["COMPLETED"] })) {
 assert.ok(listed.includes(handle.id), `list by tag found ${listed}`);
 assert.ok(listed.includes(replayed.id), "a replay keeps its tags");
 console.log("ok list");
+
+// A public access token made by the SDK (signed locally with the secret
+// key) reads the runs its scopes name, and nothing else.
+const runToken = await auth.createPublicToken({ scopes: { read: { runs: [handle.id] } } });
+const tagToken = await auth.createPublicToken({ scopes: { read: { tags: ["sdk-tag"] } } });
+const untagged = await tasks.trigger("kiln.noop", { untagged: true });
+await auth.withAuth({ accessToken: runToken }, async () => {
+  assert.equal((await runs.retrieve(handle.id)).status, "COMPLETED");
+  await assert.rejects(runs.retrieve(untagged.id), (error) => error.status === 403);
+});
+await auth.withAuth({ accessToken: tagToken }, async () => {
+  assert.equal((await runs.retrieve(replayed.id)).id, replayed.id);
+  await assert.rejects(runs.retrieve(untagged.id), (error) => error.status === 403);
+});
+console.log("ok public token");
 
 const text = await tasks.trigger("kiln.noop", "plain text payload");
 const textRun = await until(text.id, (run) => run.isCompleted);

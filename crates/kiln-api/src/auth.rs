@@ -1,11 +1,13 @@
 //! Who is calling: a secret key, looked up by its keyed hash and cached in
 //! memory once found, so authentication costs no database round trip on
-//! the hot path. Keys are never logged.
+//! the hot path; or a public access token (a JWT signed with a secret key,
+//! by kiln or by the SDK's `auth.createPublicToken`), which may only read
+//! what its scopes name. Keys are never logged.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use kiln_core::auth::{Environment, KeyVault, SecretKey, sign_jwt};
+use kiln_core::auth::{Environment, JWT_AUDIENCE, JWT_ISSUER, KeyVault, SecretKey, sign_jwt, unverified_claims, verify_jwt};
 use kiln_store::Store;
 use serde_json::json;
 
@@ -17,6 +19,9 @@ pub struct Caller {
     pub key_id: String,
     pub environment: Environment,
     pub secret: SecretKey,
+    /// `None` for a secret key (anything goes); a public token's scopes
+    /// (`read:runs:<id>`, `read:tags:<tag>`, `read:runs`, `read:all`).
+    pub scopes: Option<Vec<String>>,
 }
 
 /// How long the public access token on a trigger answer lives, as on
@@ -33,10 +38,31 @@ impl Caller {
             "sub": self.key_id,
             "pub": true,
             "scopes": [format!("read:runs:{run_id}")],
+            "iss": JWT_ISSUER,
+            "aud": JWT_AUDIENCE,
             "iat": now,
             "exp": now + RUN_TOKEN_TTL_SECONDS,
         });
         sign_jwt(self.secret.expose().as_bytes(), &claims)
+    }
+
+    /// Endpoints that change things, or list everything, need a secret key.
+    pub fn require_secret_key(&self) -> Result<(), ApiError> {
+        match self.scopes {
+            None => Ok(()),
+            Some(_) => Err(ApiError::Forbidden("this endpoint needs a secret key, not a public access token".into())),
+        }
+    }
+
+    /// May this caller read a run with this id and these tags?
+    pub fn may_read_run(&self, run_id: &str, tags: &[String]) -> bool {
+        let Some(scopes) = &self.scopes else { return true };
+        scopes.iter().any(|scope| {
+            scope == "read:all"
+                || scope == "read:runs"
+                || scope.strip_prefix("read:runs:") == Some(run_id)
+                || scope.strip_prefix("read:tags:").is_some_and(|tag| tags.iter().any(|t| t == tag))
+        })
     }
 }
 
@@ -58,7 +84,10 @@ impl KeyCache {
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
         let invalid = || ApiError::Unauthorized("invalid secret key".into());
         if SecretKey::parse(token).is_none() {
-            return Err(invalid());
+            return match unverified_claims(token) {
+                Some(claims) => self.authenticate_public(token, &claims).await,
+                None => Err(invalid()),
+            };
         }
         let hash = self.vault.lookup_hash(token);
         if let Some(caller) = self.read().get(&hash) {
@@ -76,12 +105,37 @@ impl KeyCache {
             key_id: stored.id,
             environment: stored.environment,
             secret,
+            scopes: None,
         };
         self.known
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(hash, Arc::new(caller.clone()));
         Ok(caller)
+    }
+
+    /// A public access token: its `sub` names the key that signed it.
+    async fn authenticate_public(&self, token: &str, claims: &serde_json::Value) -> Result<Caller, ApiError> {
+        let invalid = |why: &str| ApiError::Unauthorized(format!("invalid public access token: {why}"));
+        let key_id = claims.get("sub").and_then(serde_json::Value::as_str).ok_or_else(|| invalid("no sub claim"))?;
+        let stored = self.store.find_key_by_id(key_id).await?.ok_or_else(|| invalid("unknown key"))?;
+        let secret = self
+            .vault
+            .decrypt(&stored.nonce, &stored.encrypted_key)
+            .map_err(|e| ApiError::Internal(format!("key {}: {e}", stored.id)))?;
+        let claims = verify_jwt(secret.expose().as_bytes(), token, chrono::Utc::now().timestamp())
+            .map_err(|e| invalid(&e.to_string()))?;
+        let scopes = claims
+            .get("scopes")
+            .and_then(serde_json::Value::as_array)
+            .map(|scopes| scopes.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        Ok(Caller {
+            key_id: stored.id,
+            environment: stored.environment,
+            secret,
+            scopes: Some(scopes),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<[u8; 32], Arc<Caller>>> {

@@ -15,6 +15,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -44,6 +46,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -61,7 +64,7 @@ impl IntoResponse for ApiError {
             }
             // The SDK retries some statuses for ~9 s; a 404 or 422 will not
             // change by retrying, so tell it to stop at once.
-            ApiError::NotFound(_) | ApiError::Unprocessable(_) | ApiError::BadRequest(_) | ApiError::PayloadTooLarge(_) => {
+            ApiError::NotFound(_) | ApiError::Forbidden(_) | ApiError::Unprocessable(_) | ApiError::BadRequest(_) | ApiError::PayloadTooLarge(_) => {
                 headers.insert("x-should-retry", HeaderValue::from_static("false"));
             }
             _ => {}

@@ -179,6 +179,19 @@ pub enum JwtError {
     BadSignature,
     #[error("the token has expired")]
     Expired,
+    #[error("the token was issued for another service")]
+    WrongAudience,
+}
+
+/// The issuer and audience Trigger.dev's SDK puts in the tokens it signs.
+pub const JWT_ISSUER: &str = "https://id.trigger.dev";
+pub const JWT_AUDIENCE: &str = "https://api.trigger.dev";
+
+/// A token's claims, read without checking its signature: only to learn
+/// which key to verify it with.
+pub fn unverified_claims(token: &str) -> Option<Value> {
+    let body = token.split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()
 }
 
 /// Signs `claims` as an HS256 JWT.
@@ -215,6 +228,15 @@ pub fn verify_jwt(secret: &[u8], token: &str, now_unix: i64) -> Result<Value, Jw
         if exp <= now_unix {
             return Err(JwtError::Expired);
         }
+    }
+    let claim_is = |name: &str, expected: &str| match claims.get(name) {
+        None => true,
+        Some(Value::String(value)) => value == expected,
+        Some(Value::Array(values)) => values.iter().any(|v| v.as_str() == Some(expected)),
+        Some(_) => false,
+    };
+    if !claim_is("iss", JWT_ISSUER) || !claim_is("aud", JWT_AUDIENCE) {
+        return Err(JwtError::WrongAudience);
     }
     Ok(claims)
 }

@@ -36,6 +36,17 @@ impl Store {
         Ok(())
     }
 
+    /// The live (not revoked) key with this id.
+    pub async fn find_key_by_id(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
+        let row: Option<(String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, environment, nonce, encrypted_key FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(stored_key).transpose()
+    }
+
     /// The live (not revoked) key with this look-up hash.
     pub async fn find_key(&self, lookup_hash: &[u8]) -> Result<Option<StoredKey>, StoreError> {
         let row: Option<(String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
@@ -45,16 +56,17 @@ impl Store {
         .bind(lookup_hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|(id, environment, nonce, encrypted_key)| {
-            let environment = Environment::parse(&environment)
-                .ok_or_else(|| StoreError::Corrupt(format!("key {id} has environment {environment:?}")))?;
-            Ok(StoredKey {
-                id,
-                environment,
-                nonce,
-                encrypted_key,
-            })
-        })
-        .transpose()
+        row.map(stored_key).transpose()
     }
+}
+
+fn stored_key((id, environment, nonce, encrypted_key): (String, String, Vec<u8>, Vec<u8>)) -> Result<StoredKey, StoreError> {
+    let environment = Environment::parse(&environment)
+        .ok_or_else(|| StoreError::Corrupt(format!("key {id} has environment {environment:?}")))?;
+    Ok(StoredKey {
+        id,
+        environment,
+        nonce,
+        encrypted_key,
+    })
 }

@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v2/runs/{run_id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{run_id}/replay", post(runs::replay))
+        .route("/api/v1/auth/jwt/claims", post(runs::jwt_claims))
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

@@ -31,10 +31,14 @@ async fn find_run(app: &AppState, caller: &Caller, run_id: &str) -> Result<RunRo
 
 pub async fn retrieve(State(app): State<AppState>, Path(run_id): Path<String>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let row = find_run(&app, &caller, &run_id).await?;
+    if !caller.may_read_run(&row.id, &row.tags) {
+        return Err(ApiError::Forbidden(format!("this public access token may not read run {run_id}")));
+    }
     Ok(Json(presenter::retrieved_run(&row)?))
 }
 
 pub async fn cancel(State(app): State<AppState>, Path(run_id): Path<String>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_secret_key()?;
     let not_found = || ApiError::NotFound(format!("run {run_id:?} not found"));
     if RunId::parse(&run_id).is_none() {
         return Err(not_found());
@@ -47,6 +51,7 @@ pub async fn cancel(State(app): State<AppState>, Path(run_id): Path<String>, cal
 /// A new run of the same task with the same payload, queue, tags and
 /// metadata; no delay, ttl or idempotency key.
 pub async fn replay(State(app): State<AppState>, Path(run_id): Path<String>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require_secret_key()?;
     let original = find_run(&app, &caller, &run_id).await?;
     if app.registry.get(&original.task_identifier).is_none() {
         return Err(ApiError::NotFound(format!(
@@ -148,6 +153,7 @@ fn parse_filter(query: &HashMap<String, String>) -> Result<ListFilter, ApiError>
 }
 
 pub async fn list(State(app): State<AppState>, caller: Caller, Query(query): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    caller.require_secret_key()?;
     let filter = parse_filter(&query)?;
     let mut rows = app.store.list_runs(caller.environment, &filter).await?;
     let more = rows.len() > filter.limit as usize;
@@ -177,4 +183,12 @@ pub async fn list(State(app): State<AppState>, caller: Caller, Query(query): Que
         }
     }
     Ok(Json(json!({ "data": data, "pagination": pagination })))
+}
+
+/// `POST /api/v1/auth/jwt/claims`: what the SDK puts in the public tokens it
+/// signs with the caller's secret key (`auth.createPublicToken`): `sub`
+/// names the key, so kiln knows which key verifies the token.
+pub async fn jwt_claims(caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_secret_key()?;
+    Ok(Json(json!({ "sub": caller.key_id, "pub": true })))
 }

@@ -136,6 +136,7 @@ pub async fn trigger(
     caller: Caller,
     JsonBody(body): JsonBody<TriggerBody>,
 ) -> Result<Response, ApiError> {
+    caller.require_secret_key()?;
     let task = app
         .registry
         .get(&task_id)
