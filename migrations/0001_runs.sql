@@ -76,7 +76,16 @@ CREATE UNIQUE INDEX runs_idempotency_key
 -- Listing walks the primary key newest first (ids are time-ordered) and
 -- filters by environment: a deployment has one or two, so a separate
 -- (environment, id) index would cost every write for little gain.
-CREATE INDEX runs_tags ON runs USING gin (tags);
+
+-- Tags, one row per run and tag, written once when the run is recorded. A
+-- tag filter reads this table; a GIN index on runs.tags would instead be
+-- updated by every new version of the row (claim, outcome, …).
+CREATE TABLE run_tags (
+    tag    text NOT NULL,
+    run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    PRIMARY KEY (tag, run_id)
+);
+CREATE INDEX run_tags_run ON run_tags (run_id);
 
 -- The scheduler's look-ups, each over a small partial index.
 CREATE INDEX runs_dispatch_due ON runs (dispatch_at) WHERE dispatch_at IS NOT NULL;

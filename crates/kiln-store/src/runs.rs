@@ -159,7 +159,8 @@ impl Store {
             created.push(run.created_at);
         }
         sqlx::query(
-            "INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
+            "WITH inserted AS (
+             INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
                  payload, payload_type, metadata, tags, max_attempts, max_duration_ms, ttl_ms,
                  expires_at, delay_until, dispatch_at, enqueued_at, replayed_from, is_test, created_at, updated_at)
              SELECT u.id, u.environment, u.task, u.queue, u.concurrency_key, u.status,
@@ -176,7 +177,9 @@ impl Store {
                  $18::timestamptz[])
                AS u(id, environment, task, queue, concurrency_key, status, payload, payload_type,
                  metadata, tags, max_attempts, max_duration_ms, ttl_ms, expires_at, delay_until,
-                 replayed_from, is_test, created_at)",
+                 replayed_from, is_test, created_at)
+             RETURNING id, tags)
+             INSERT INTO run_tags (tag, run_id) SELECT DISTINCT unnest(tags), id FROM inserted",
         )
         .bind(&ids)
         .bind(&environments)
@@ -274,6 +277,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 1 {
+                sqlx::query("INSERT INTO run_tags (tag, run_id) SELECT DISTINCT unnest($1::text[]), $2")
+                    .bind(&run.spec.tags)
+                    .bind(run.id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 return Ok(TriggerOutcome::Created);
             }
@@ -308,7 +316,10 @@ impl Store {
             query.push(" AND task_identifier = ANY(").push_bind(filter.task_identifiers.clone()).push(")");
         }
         if !filter.tags.is_empty() {
-            query.push(" AND tags && ").push_bind(filter.tags.clone());
+            query
+                .push(" AND id IN (SELECT run_id FROM run_tags WHERE tag = ANY(")
+                .push_bind(filter.tags.clone())
+                .push("))");
         }
         if !filter.queues.is_empty() {
             query.push(" AND queue = ANY(").push_bind(filter.queues.clone()).push(")");
