@@ -39,20 +39,39 @@ async fn tally(scenario: &'static str, db: &PgPool, triggered: i64) -> Tally {
     .fetch_one(db)
     .await
     .expect("tally");
-    Tally { scenario, triggered, completed, lost: unfinished + (triggered - completed - unfinished).max(0), more_than_once }
+    Tally {
+        scenario,
+        triggered,
+        completed,
+        lost: unfinished + (triggered - completed - unfinished).max(0),
+        more_than_once,
+    }
 }
 
 async fn trigger_many(kiln: &Kiln, count: usize, body: serde_json::Value, clients: usize) -> i64 {
     let next = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicUsize::new(0));
-    let url = kiln.url("/api/v1/tasks/kiln.sleep/trigger").replace("kiln.sleep", body["task"].as_str().unwrap_or("kiln.noop"));
+    let url = kiln
+        .url("/api/v1/tasks/kiln.sleep/trigger")
+        .replace("kiln.sleep", body["task"].as_str().unwrap_or("kiln.noop"));
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (http, url, key, next, accepted, payload) =
-            (kiln.http.clone(), url.clone(), kiln.key.clone(), next.clone(), accepted.clone(), body["payload"].clone());
+        let (http, url, key, next, accepted, payload) = (
+            kiln.http.clone(),
+            url.clone(),
+            kiln.key.clone(),
+            next.clone(),
+            accepted.clone(),
+            body["payload"].clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < count {
-                let response = http.post(&url).bearer_auth(&key).json(&json!({ "payload": payload })).send().await;
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "payload": payload }))
+                    .send()
+                    .await;
                 if response.is_ok_and(|r| r.status().is_success()) {
                     accepted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -69,7 +88,13 @@ async fn killed_worker() -> Tally {
     let mut kiln = Kiln::builder(Mode::Serve).env("KILN_LEASE", "2s").spawn().await;
     let mut worker = kiln.spawn_worker(&[("KILN_WORKER_CONCURRENCY", "250")]);
     let db = kiln.db().await;
-    let triggered = trigger_many(&kiln, 200, json!({ "task": "kiln.sleep", "payload": { "ms": 3000 } }), 16).await;
+    let triggered = trigger_many(
+        &kiln,
+        200,
+        json!({ "task": "kiln.sleep", "payload": { "ms": 3000 } }),
+        16,
+    )
+    .await;
     wait_for_count(&db, "EXECUTING", triggered, Duration::from_secs(60)).await;
     worker.kill_hard();
     let _next = kiln.spawn_worker(&[("KILN_WORKER_CONCURRENCY", "250")]);
@@ -83,14 +108,20 @@ async fn flushed_redis() -> Tally {
     let db = kiln.db().await;
     let triggered = trigger_many(&kiln, 500, json!({ "task": "kiln.noop", "payload": {} }), 16).await;
     let mut conn = redis.connection().await;
-    redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.expect("flushall");
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("flushall");
     let _worker = kiln.spawn_worker(&[]);
     wait_for_count(&db, "COMPLETED", triggered, Duration::from_secs(120)).await;
     tally("FLUSHALL with 500 runs queued", &db, triggered).await
 }
 
 async fn backlog() -> Tally {
-    let runs: usize = std::env::var("FAULTS_BACKLOG").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let runs: usize = std::env::var("FAULTS_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let redis = RedisServer::start().await;
     let mut kiln = Kiln::builder(Mode::Serve).redis(&redis.url).spawn().await;
     let db = kiln.db().await;
@@ -108,13 +139,24 @@ async fn postgres_outage() -> Tally {
     let accepted = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..8 {
-        let (http, url, key, stop, accepted) = (kiln.http.clone(), kiln.url("/api/v1/tasks/kiln.noop/trigger"), kiln.key.clone(), stop.clone(), accepted.clone());
+        let (http, url, key, stop, accepted) = (
+            kiln.http.clone(),
+            kiln.url("/api/v1/tasks/kiln.noop/trigger"),
+            kiln.key.clone(),
+            stop.clone(),
+            accepted.clone(),
+        );
         clients.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                if let Ok(response) = http.post(&url).bearer_auth(&key).json(&json!({ "payload": {} })).send().await {
-                    if response.status().is_success() {
-                        accepted.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Ok(response) = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "payload": {} }))
+                    .send()
+                    .await
+                    && response.status().is_success()
+                {
+                    accepted.fetch_add(1, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -130,7 +172,10 @@ async fn postgres_outage() -> Tally {
         let _ = client.await;
     }
     let triggered = accepted.load(Ordering::Relaxed) as i64;
-    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM runs").fetch_one(&db).await.expect("count");
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
+        .fetch_one(&db)
+        .await
+        .expect("count");
     wait_for_count(&db, "COMPLETED", recorded, Duration::from_secs(120)).await;
     tally("Postgres unreachable for 10 s under triggers", &db, triggered).await
 }
@@ -152,11 +197,20 @@ async fn sigterm() -> Tally {
 
 #[tokio::main]
 async fn main() {
-    let tallies = vec![killed_worker().await, flushed_redis().await, postgres_outage().await, sigterm().await, backlog().await];
+    let tallies = vec![
+        killed_worker().await,
+        flushed_redis().await,
+        postgres_outage().await,
+        sigterm().await,
+        backlog().await,
+    ];
     println!();
     println!("| scenario | triggered (accepted) | completed | lost | executed more than once |");
     println!("|---|---:|---:|---:|---:|");
     for t in &tallies {
-        println!("| {} | {} | {} | {} | {} |", t.scenario, t.triggered, t.completed, t.lost, t.more_than_once);
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            t.scenario, t.triggered, t.completed, t.lost, t.more_than_once
+        );
     }
 }

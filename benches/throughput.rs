@@ -40,9 +40,13 @@ impl Drop for Processes {
 
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
     // Fields after the command name, which is in parentheses.
-    let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else { return 0.0 };
+    let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after ")".
@@ -51,7 +55,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Every process whose command name is `name`.
 fn pids_named(name: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
@@ -118,19 +124,37 @@ async fn main() -> BenchResult<()> {
     rows.push(bullmq.clone());
 
     println!();
-    println!("{} no-op runs each, {clients} concurrent clients, on {} cores", runs, std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "{} no-op runs each, {clients} concurrent clients, on {} cores",
+        runs,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!();
-    println!("| system | runs | completed/s | triggered/s | trigger→start p50 / p99 / max (ms) | trigger→completed p50 / p99 / max (ms) |");
+    println!(
+        "| system | runs | completed/s | triggered/s | trigger→start p50 / p99 / max (ms) | trigger→completed p50 / p99 / max (ms) |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     for row in &rows {
         println!(
             "| {} | {} | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} |",
-            row.name, row.runs, row.per_sec, row.triggered_per_sec, row.start[0], row.start[1], row.start[2], row.done[0], row.done[1], row.done[2]
+            row.name,
+            row.runs,
+            row.per_sec,
+            row.triggered_per_sec,
+            row.start[0],
+            row.start[1],
+            row.start[2],
+            row.done[0],
+            row.done[1],
+            row.done[2]
         );
     }
     println!();
     for (row, half) in rows.iter().zip(&half_load) {
-        println!("| {} at half load ({:.0} runs/s offered) | trigger→start p50 / p99 / max: {:.1} / {:.1} / {:.1} ms |", row.name, half.per_sec, half.start[0], half.start[1], half.start[2]);
+        println!(
+            "| {} at half load ({:.0} runs/s offered) | trigger→start p50 / p99 / max: {:.1} / {:.1} / {:.1} ms |",
+            row.name, half.per_sec, half.start[0], half.start[1], half.start[2]
+        );
     }
     println!();
     println!("CPU used while measuring (2 cores = 2 s per second):");
@@ -139,17 +163,30 @@ async fn main() -> BenchResult<()> {
     }
     println!();
     for row in &rows[..2] {
-        println!("ratio {} / BullMQ (completed/s): {:.2}", row.name, row.per_sec / bullmq.per_sec);
+        println!(
+            "ratio {} / BullMQ (completed/s): {:.2}",
+            row.name,
+            row.per_sec / bullmq.per_sec
+        );
     }
     Ok(())
 }
 
 async fn fresh_database() -> BenchResult<String> {
     let admin = setting("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
-    let name = format!("kiln_bench_{}", std::process::id() as u64 * 1000 + (Instant::now().elapsed().subsec_nanos() as u64 % 1000));
+    let name = format!(
+        "kiln_bench_{}",
+        std::process::id() as u64 * 1000 + (Instant::now().elapsed().subsec_nanos() as u64 % 1000)
+    );
     let mut conn = PgConnection::connect(&admin).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
     Ok(format!("{base}/{name}"))
 }
@@ -158,13 +195,20 @@ async fn drop_database(url: &str) -> BenchResult<()> {
     let admin = setting("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
     let name = url.rsplit('/').next().unwrap_or_default();
     let mut conn = PgConnection::connect(&admin).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await?;
     Ok(())
 }
 
 fn kiln_command(args: &[&str], env: &[(String, String)]) -> Command {
     let mut command = Command::new(setting("KILN_BIN", "target/release/kiln"));
-    command.args(args).envs(env.iter().map(|(k, v)| (k, v))).env("RUST_LOG", "warn");
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn");
     command
 }
 
@@ -173,15 +217,26 @@ async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs:
     let env = vec![
         ("DATABASE_URL".to_owned(), database_url.clone()),
         ("REDIS_URL".to_owned(), setting("REDIS_URL", "redis://127.0.0.1:6379")),
-        ("KILN_REDIS_PREFIX".to_owned(), format!("kiln_bench_{}_{workers}", std::process::id())),
-        ("KILN_SECRET".to_owned(), "bench-server-secret-0123456789abcdef".to_owned()),
+        (
+            "KILN_REDIS_PREFIX".to_owned(),
+            format!("kiln_bench_{}_{workers}", std::process::id()),
+        ),
+        (
+            "KILN_SECRET".to_owned(),
+            "bench-server-secret-0123456789abcdef".to_owned(),
+        ),
         ("KILN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
     ];
     let created = kiln_command(&["keys", "create", "--env", "prod"], &env).output()?;
     if !created.status.success() {
         return Err(format!("kiln keys create: {}", String::from_utf8_lossy(&created.stderr)).into());
     }
-    let key = String::from_utf8_lossy(&created.stdout).lines().last().unwrap_or_default().trim().to_owned();
+    let key = String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
 
     let mut processes = Processes(Vec::new());
     let mut api = kiln_command(&["serve"], &env).stdout(Stdio::piped()).spawn()?;
@@ -217,7 +272,11 @@ async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs:
     fire(&http, &trigger_url, &key, runs, clients, None).await?;
     let triggered_in = started.elapsed().as_secs_f64();
     wait_completed(&pool, runs as i64).await?;
-    let mut row = measure(&pool, &format!("kiln, {workers} worker process{}", if workers > 1 { "es" } else { "" })).await?;
+    let mut row = measure(
+        &pool,
+        &format!("kiln, {workers} worker process{}", if workers > 1 { "es" } else { "" }),
+    )
+    .await?;
     row.triggered_per_sec = runs as f64 / triggered_in;
     row.cpu = meter.report();
 
@@ -237,7 +296,14 @@ async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs:
 
 /// Sends `count` triggers from `clients` concurrent clients, optionally
 /// paced to `rate` per second overall.
-async fn fire(http: &reqwest::Client, url: &str, key: &str, count: usize, clients: usize, rate: Option<f64>) -> BenchResult<()> {
+async fn fire(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    count: usize,
+    clients: usize,
+    rate: Option<f64>,
+) -> BenchResult<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -253,7 +319,12 @@ async fn fire(http: &reqwest::Client, url: &str, key: &str, count: usize, client
                     let due = started + Duration::from_secs_f64(i as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let response = http.post(&url).bearer_auth(&key).json(&json!({ "payload": { "i": i } })).send().await?;
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "payload": { "i": i } }))
+                    .send()
+                    .await?;
                 if !response.status().is_success() {
                     eprintln!("trigger answered {}", response.status());
                 }
@@ -269,7 +340,9 @@ async fn fire(http: &reqwest::Client, url: &str, key: &str, count: usize, client
 async fn wait_completed(pool: &PgPool, count: i64) -> BenchResult<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'COMPLETED'").fetch_one(pool).await?;
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'COMPLETED'")
+            .fetch_one(pool)
+            .await?;
         if done >= count {
             return Ok(());
         }
@@ -315,7 +388,11 @@ fn bench_bullmq(runs: usize, clients: usize) -> BenchResult<Row> {
     if !output.status.success() {
         return Err(format!("BullMQ bench failed: {}", String::from_utf8_lossy(&output.stderr)).into());
     }
-    let line = String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_owned();
+    let line = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
     let result: Value = serde_json::from_str(&line)?;
     let f = |k: &str| result[k].as_f64().unwrap_or(f64::NAN);
     Ok(Row {

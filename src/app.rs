@@ -45,7 +45,11 @@ pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile) -> anyhow::Resu
     registry.register("kiln.noop", Arc::new(Noop), TaskDefaults::for_task("kiln.noop"));
     registry.register("kiln.sleep", Arc::new(Sleep), TaskDefaults::for_task("kiln.sleep"));
     registry.register("kiln.fail", Arc::new(Fail), TaskDefaults::for_task("kiln.fail"));
-    registry.register("kiln.http", Arc::new(HttpTask { sender: sender.clone() }), TaskDefaults::for_task("kiln.http"));
+    registry.register(
+        "kiln.http",
+        Arc::new(HttpTask { sender: sender.clone() }),
+        TaskDefaults::for_task("kiln.http"),
+    );
     for task in &tasks.tasks {
         let mut defaults = TaskDefaults::for_task(&task.id);
         if let Some(queue) = &task.queue {
@@ -75,11 +79,21 @@ fn worker_id() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "kiln".into());
-    format!("{host}-{}-{}", std::process::id(), kiln_core::id::random_alphanumeric(6))
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        kiln_core::id::random_alphanumeric(6)
+    )
 }
 
 /// Runs `roles` until SIGTERM or SIGINT, then shuts down gracefully.
-pub async fn run(roles: Roles, database: DatabaseConfig, config: RuntimeConfig, queues_flag: Option<Vec<String>>, concurrency_flag: Option<usize>) -> anyhow::Result<()> {
+pub async fn run(
+    roles: Roles,
+    database: DatabaseConfig,
+    config: RuntimeConfig,
+    queues_flag: Option<Vec<String>>,
+    concurrency_flag: Option<usize>,
+) -> anyhow::Result<()> {
     let tasks = match &config.tasks_file {
         Some(path) => TasksFile::load(path)?,
         None => TasksFile::default(),
@@ -91,7 +105,10 @@ pub async fn run(roles: Roles, database: DatabaseConfig, config: RuntimeConfig, 
         .with_window(config.queue_window);
 
     if roles.api {
-        store.migrate().await.context("cannot apply migrations (is Postgres up? see DATABASE_URL)")?;
+        store
+            .migrate()
+            .await
+            .context("cannot apply migrations (is Postgres up? see DATABASE_URL)")?;
     }
     for (name, queue_config) in &tasks.queues {
         store
@@ -124,7 +141,11 @@ pub async fn run(roles: Roles, database: DatabaseConfig, config: RuntimeConfig, 
         let mut worker_config = WorkerConfig::new(worker_id());
         worker_config.concurrency = concurrency_flag.unwrap_or(config.worker_concurrency);
         let queues = queues_flag.unwrap_or_else(|| config.worker_queues.clone());
-        worker_config.queues = if queues.is_empty() { QueueSelection::All } else { QueueSelection::Only(queues) };
+        worker_config.queues = if queues.is_empty() {
+            QueueSelection::All
+        } else {
+            QueueSelection::Only(queues)
+        };
         worker_config.lease = config.lease;
         worker_config.heartbeat = config.heartbeat;
         worker_config.shutdown_grace = config.shutdown_grace;
@@ -138,9 +159,15 @@ pub async fn run(roles: Roles, database: DatabaseConfig, config: RuntimeConfig, 
     }
     if roles.api {
         let vault = KeyVault::new(&crate::config::server_secret()?);
-        let state = AppState::new(store.clone(), queue.clone(), Arc::clone(&registry), vault, Limits {
-            max_body_bytes: config.max_payload_bytes,
-        });
+        let state = AppState::new(
+            store.clone(),
+            queue.clone(),
+            Arc::clone(&registry),
+            vault,
+            Limits {
+                max_body_bytes: config.max_payload_bytes,
+            },
+        );
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("KILN_ADDR: cannot listen on {}", config.addr))?;

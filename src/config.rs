@@ -25,7 +25,10 @@ fn error(variable: &'static str, message: impl Into<String>) -> ConfigError {
 
 /// Reads a variable; empty counts as unset.
 fn var(name: &'static str) -> Option<String> {
-    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 fn required(name: &'static str, hint: &str) -> Result<String, ConfigError> {
@@ -35,7 +38,9 @@ fn required(name: &'static str, hint: &str) -> Result<String, ConfigError> {
 fn parsed<T: std::str::FromStr>(name: &'static str, default: T, expected: &str) -> Result<T, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(text) => text.parse().map_err(|_| error(name, format!("{text:?} is not {expected}"))),
+        Some(text) => text
+            .parse()
+            .map_err(|_| error(name, format!("{text:?} is not {expected}"))),
     }
 }
 
@@ -48,7 +53,13 @@ fn duration(name: &'static str, default: Duration) -> Result<Duration, ConfigErr
 
 fn list(name: &'static str) -> Vec<String> {
     var(name)
-        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -75,7 +86,10 @@ impl DatabaseConfig {
 
 /// The server secret that encrypts keys at rest.
 pub fn server_secret() -> Result<String, ConfigError> {
-    let secret = required("KILN_SECRET", "a random string of at least 32 characters; `openssl rand -hex 32` makes one")?;
+    let secret = required(
+        "KILN_SECRET",
+        "a random string of at least 32 characters; `openssl rand -hex 32` makes one",
+    )?;
     if secret.len() < 32 {
         return Err(error("KILN_SECRET", "must be at least 32 characters"));
     }
@@ -115,7 +129,11 @@ impl RuntimeConfig {
         if redis_prefix.contains(char::is_whitespace) {
             return Err(error("KILN_REDIS_PREFIX", "must not contain spaces"));
         }
-        let addr = parsed("KILN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)), "a listen address like 127.0.0.1:8080")?;
+        let addr = parsed(
+            "KILN_ADDR",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            "a listen address like 127.0.0.1:8080",
+        )?;
         let max_payload_bytes = parsed("KILN_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024usize, "a number of bytes")?;
         if max_payload_bytes < 1024 {
             return Err(error("KILN_MAX_PAYLOAD_BYTES", "must be at least 1024"));
@@ -127,7 +145,10 @@ impl RuntimeConfig {
         let lease = duration("KILN_LEASE", Duration::from_secs(30))?;
         let heartbeat = duration("KILN_HEARTBEAT", Duration::from_secs(2))?;
         if heartbeat.is_zero() || heartbeat * 2 > lease {
-            return Err(error("KILN_HEARTBEAT", format!("must be non-zero and at most half of KILN_LEASE ({lease:?})")));
+            return Err(error(
+                "KILN_HEARTBEAT",
+                format!("must be non-zero and at most half of KILN_LEASE ({lease:?})"),
+            ));
         }
         let scheduler_tick = duration("KILN_SCHEDULER_TICK", Duration::from_millis(100))?;
         if scheduler_tick.is_zero() {

@@ -119,20 +119,55 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Keys { command: KeysCommand::Create { env } } => create_key(&database, env).await,
+        Command::Keys {
+            command: KeysCommand::Create { env },
+        } => create_key(&database, env).await,
         Command::Serve => {
             let config = RuntimeConfig::from_env()?;
             config::server_secret()?;
-            app::run(Roles { api: true, worker: false, scheduler: true }, database, config, None, None).await
+            app::run(
+                Roles {
+                    api: true,
+                    worker: false,
+                    scheduler: true,
+                },
+                database,
+                config,
+                None,
+                None,
+            )
+            .await
         }
         Command::Worker { queues, concurrency } => {
             let config = RuntimeConfig::from_env()?;
-            app::run(Roles { api: false, worker: true, scheduler: true }, database, config, queues, concurrency).await
+            app::run(
+                Roles {
+                    api: false,
+                    worker: true,
+                    scheduler: true,
+                },
+                database,
+                config,
+                queues,
+                concurrency,
+            )
+            .await
         }
         Command::Dev { concurrency } => {
             let config = RuntimeConfig::from_env()?;
             config::server_secret()?;
-            app::run(Roles { api: true, worker: true, scheduler: true }, database, config, None, concurrency).await
+            app::run(
+                Roles {
+                    api: true,
+                    worker: true,
+                    scheduler: true,
+                },
+                database,
+                config,
+                None,
+                concurrency,
+            )
+            .await
         }
     }
 }
@@ -151,7 +186,10 @@ async fn create_key(database: &DatabaseConfig, env: KeyEnv) -> anyhow::Result<()
     store
         .insert_key(&id, environment, &vault.lookup_hash(key.expose()), &nonce, &sealed)
         .await?;
-    println!("created {} key {id}; set it as TRIGGER_SECRET_KEY:", environment.as_str());
+    println!(
+        "created {} key {id}; set it as TRIGGER_SECRET_KEY:",
+        environment.as_str()
+    );
     println!("{}", key.expose());
     Ok(())
 }

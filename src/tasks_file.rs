@@ -68,8 +68,12 @@ pub enum TasksFileError {
 impl TasksFile {
     pub fn load(path: &Path) -> Result<Self, TasksFileError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TasksFileError::Read { path: shown.clone(), source })?;
-        Self::parse(&text, |name| std::env::var(name).ok()).map_err(|message| TasksFileError::Invalid { path: shown, message })
+        let text = std::fs::read_to_string(path).map_err(|source| TasksFileError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text, |name| std::env::var(name).ok())
+            .map_err(|message| TasksFileError::Invalid { path: shown, message })
     }
 
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
@@ -85,7 +89,10 @@ impl TasksFile {
             for value in task.headers.values_mut() {
                 *value = interpolate(value, &env).map_err(|e| format!("task {}: header: {e}", task.id))?;
             }
-            if task.max_attempts.is_some_and(|n| !(1..=kiln_core::retry::MAX_ATTEMPTS_LIMIT).contains(&n)) {
+            if task
+                .max_attempts
+                .is_some_and(|n| !(1..=kiln_core::retry::MAX_ATTEMPTS_LIMIT).contains(&n))
+            {
                 return Err(format!("task {}: max_attempts must be between 1 and 100", task.id));
             }
             if let Some(text) = &task.max_duration {
@@ -134,8 +141,14 @@ mod tests {
         };
         let file = TasksFile::parse(text, env);
         let file = file.as_ref().ok();
-        assert_eq!(file.map(|f| f.tasks[0].url.as_str()), Some("http://app:3000/api/jobs/send"));
-        assert_eq!(file.map(|f| f.tasks[0].headers["authorization"].as_str()), Some("Bearer k"));
+        assert_eq!(
+            file.map(|f| f.tasks[0].url.as_str()),
+            Some("http://app:3000/api/jobs/send")
+        );
+        assert_eq!(
+            file.map(|f| f.tasks[0].headers["authorization"].as_str()),
+            Some("Bearer k")
+        );
         assert_eq!(file.and_then(|f| f.queues["mail"].concurrency_limit), Some(2));
     }
 

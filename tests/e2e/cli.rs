@@ -20,20 +20,31 @@ async fn keys_create_prints_a_trigger_style_key_and_stores_it_encrypted() {
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let key = stdout.lines().last().unwrap_or_default().to_owned();
         let prefix = format!("tr_{env}_");
-        let body = key.strip_prefix(&prefix).unwrap_or_else(|| panic!("{key:?} should start with {prefix}"));
+        let body = key
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{key:?} should start with {prefix}"));
         assert_eq!(body.len(), 24);
         assert!(body.bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert!(!String::from_utf8_lossy(&output.stderr).contains(&key), "the key must not be logged");
+        assert!(
+            !String::from_utf8_lossy(&output.stderr).contains(&key),
+            "the key must not be logged"
+        );
         keys.push(key);
     }
     assert_ne!(keys[0], keys[1]);
     let db = sqlx::PgPool::connect(&database_url).await.expect("connect");
     let rows: Vec<(String, Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT environment, encrypted_key, lookup_hash FROM api_keys ORDER BY created_at").fetch_all(&db).await.expect("rows");
+        sqlx::query_as("SELECT environment, encrypted_key, lookup_hash FROM api_keys ORDER BY created_at")
+            .fetch_all(&db)
+            .await
+            .expect("rows");
     assert_eq!(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["dev", "prod"]);
     for ((_, sealed, hash), key) in rows.iter().zip(&keys) {
         let needle = key.as_bytes();
-        assert!(!sealed.windows(needle.len()).any(|w| w == needle), "the key is stored in the clear");
+        assert!(
+            !sealed.windows(needle.len()).any(|w| w == needle),
+            "the key is stored in the clear"
+        );
         assert!(!hash.windows(needle.len()).any(|w| w == needle));
         assert!(sealed.len() > needle.len(), "ciphertext carries an authentication tag");
     }
@@ -42,7 +53,11 @@ async fn keys_create_prints_a_trigger_style_key_and_stores_it_encrypted() {
 #[tokio::test]
 async fn migrate_creates_the_schema() {
     let database_url = fresh_database().await;
-    let output = Command::new(kiln_bin()).arg("migrate").env("DATABASE_URL", &database_url).output().expect("run kiln");
+    let output = Command::new(kiln_bin())
+        .arg("migrate")
+        .env("DATABASE_URL", &database_url)
+        .output()
+        .expect("run kiln");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let db = sqlx::PgPool::connect(&database_url).await.expect("connect");
     let tables: Vec<String> = sqlx::query_scalar(

@@ -7,43 +7,97 @@ use crate::helpers::{Kiln, Mode};
 
 async fn expect_error(response: reqwest::Response, status: u16, mentions: &str) -> Value {
     assert_eq!(response.status().as_u16(), status);
-    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    assert!(content_type.starts_with("application/json"), "content-type {content_type}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type {content_type}"
+    );
     let body: Value = response.json().await.expect("json error body");
     let message = body["error"].as_str().unwrap_or_default();
-    assert!(message.to_lowercase().contains(&mentions.to_lowercase()), "error {message:?} should mention {mentions:?}");
+    assert!(
+        message.to_lowercase().contains(&mentions.to_lowercase()),
+        "error {message:?} should mention {mentions:?}"
+    );
     body
 }
 
 #[tokio::test]
 async fn bad_requests_are_answered_with_json_and_record_nothing() {
-    let mut kiln = Kiln::builder(Mode::Serve).env("KILN_MAX_PAYLOAD_BYTES", "4096").spawn().await;
+    let mut kiln = Kiln::builder(Mode::Serve)
+        .env("KILN_MAX_PAYLOAD_BYTES", "4096")
+        .spawn()
+        .await;
     let trigger_url = kiln.url("/api/v1/tasks/kiln.noop/trigger");
     let http = kiln.http.clone();
 
     // 400: malformed JSON, and not retried by the SDK.
-    let response = http.post(&trigger_url).bearer_auth(&kiln.key).body("{\"payload\": ").send().await.expect("send");
-    assert_eq!(response.headers().get("x-should-retry").and_then(|v| v.to_str().ok()), Some("false"));
+    let response = http
+        .post(&trigger_url)
+        .bearer_auth(&kiln.key)
+        .body("{\"payload\": ")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        response.headers().get("x-should-retry").and_then(|v| v.to_str().ok()),
+        Some("false")
+    );
     expect_error(response, 400, "malformed JSON").await;
-    let response = http.post(&trigger_url).bearer_auth(&kiln.key).send().await.expect("send");
+    let response = http
+        .post(&trigger_url)
+        .bearer_auth(&kiln.key)
+        .send()
+        .await
+        .expect("send");
     expect_error(response, 400, "empty").await;
-    let response = kiln.post("/api/v1/tasks/kiln.noop/trigger", &json!({ "payload": "{not json", "options": { "payloadType": "application/super+json" } })).await;
+    let response = kiln
+        .post(
+            "/api/v1/tasks/kiln.noop/trigger",
+            &json!({ "payload": "{not json", "options": { "payloadType": "application/super+json" } }),
+        )
+        .await;
     expect_error(response, 400, "superjson").await;
 
     // 401: no key, a malformed key, a well-formed key kiln never issued.
-    let response = http.post(&trigger_url).json(&json!({ "payload": {} })).send().await.expect("send");
+    let response = http
+        .post(&trigger_url)
+        .json(&json!({ "payload": {} }))
+        .send()
+        .await
+        .expect("send");
     expect_error(response, 401, "Authorization").await;
     for key in ["nope", "tr_dev_AAAAAAAAAAAAAAAAAAAAAAAA"] {
-        let response = http.post(&trigger_url).bearer_auth(key).json(&json!({ "payload": {} })).send().await.expect("send");
+        let response = http
+            .post(&trigger_url)
+            .bearer_auth(key)
+            .json(&json!({ "payload": {} }))
+            .send()
+            .await
+            .expect("send");
         expect_error(response, 401, "invalid secret key").await;
     }
 
     // 404: unknown task, unknown run, unknown route.
-    let response = kiln.post("/api/v1/tasks/no-such-task/trigger", &json!({ "payload": {} })).await;
+    let response = kiln
+        .post("/api/v1/tasks/no-such-task/trigger", &json!({ "payload": {} }))
+        .await;
     expect_error(response, 404, "no-such-task").await;
     for path in ["/api/v3/runs/run_doesnotexist", "/api/v3/runs/not-a-run-id"] {
-        let response = http.get(kiln.url(path)).bearer_auth(&kiln.key).send().await.expect("send");
-        assert_eq!(response.headers().get("x-should-retry").and_then(|v| v.to_str().ok()), Some("false"));
+        let response = http
+            .get(kiln.url(path))
+            .bearer_auth(&kiln.key)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            response.headers().get("x-should-retry").and_then(|v| v.to_str().ok()),
+            Some("false")
+        );
         expect_error(response, 404, "not found").await;
     }
     let response = kiln.post("/api/v2/runs/run_doesnotexist/cancel", &json!({})).await;
@@ -54,7 +108,12 @@ async fn bad_requests_are_answered_with_json_and_record_nothing() {
     expect_error(response, 404, "no route").await;
 
     // 413: over KILN_MAX_PAYLOAD_BYTES.
-    let response = kiln.post("/api/v1/tasks/kiln.noop/trigger", &json!({ "payload": { "blob": "x".repeat(5000) } })).await;
+    let response = kiln
+        .post(
+            "/api/v1/tasks/kiln.noop/trigger",
+            &json!({ "payload": { "blob": "x".repeat(5000) } }),
+        )
+        .await;
     expect_error(response, 413, "limit").await;
 
     // 422: options that are well-formed JSON but invalid.
@@ -63,27 +122,51 @@ async fn bad_requests_are_answered_with_json_and_record_nothing() {
         (json!({ "maxAttempts": "three" }), "invalid"),
         (json!({ "delay": "soon" }), "delay"),
         (json!({ "ttl": -5 }), "ttl"),
-        (json!({ "tags": (0..11).map(|i| format!("t{i}")).collect::<Vec<_>>() }), "tags"),
+        (
+            json!({ "tags": (0..11).map(|i| format!("t{i}")).collect::<Vec<_>>() }),
+            "tags",
+        ),
         (json!({ "metadata": [1, 2] }), "metadata"),
         (json!({ "idempotencyKeyTTL": "forever" }), "idempotencyKeyTTL"),
         (json!({ "queue": { "name": "" } }), "queue"),
         (json!({ "payloadType": "application/x-unknown" }), "unsupported"),
     ];
     for (options, mentions) in invalid {
-        let response = kiln.post("/api/v1/tasks/kiln.noop/trigger", &json!({ "payload": {}, "options": options })).await;
+        let response = kiln
+            .post(
+                "/api/v1/tasks/kiln.noop/trigger",
+                &json!({ "payload": {}, "options": options }),
+            )
+            .await;
         expect_error(response, 422, mentions).await;
     }
 
     // 400 on list filters kiln cannot parse.
-    let response = http.get(kiln.url("/api/v1/runs?filter%5Bstatus%5D=SLEEPING")).bearer_auth(&kiln.key).send().await.expect("send");
+    let response = http
+        .get(kiln.url("/api/v1/runs?filter%5Bstatus%5D=SLEEPING"))
+        .bearer_auth(&kiln.key)
+        .send()
+        .await
+        .expect("send");
     expect_error(response, 400, "SLEEPING").await;
-    let response = http.get(kiln.url("/api/v1/runs?page%5Bsize%5D=1000")).bearer_auth(&kiln.key).send().await.expect("send");
+    let response = http
+        .get(kiln.url("/api/v1/runs?page%5Bsize%5D=1000"))
+        .bearer_auth(&kiln.key)
+        .send()
+        .await
+        .expect("send");
     expect_error(response, 400, "page[size]").await;
 
     let db = kiln.db().await;
-    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs").fetch_one(&db).await.expect("count");
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
+        .fetch_one(&db)
+        .await
+        .expect("count");
     assert_eq!(runs, 0, "a refused request must not leave a run behind");
-    let queues: i64 = sqlx::query_scalar("SELECT count(*) FROM queues").fetch_one(&db).await.expect("count");
+    let queues: i64 = sqlx::query_scalar("SELECT count(*) FROM queues")
+        .fetch_one(&db)
+        .await
+        .expect("count");
     assert_eq!(queues, 0);
 }
 
@@ -92,7 +175,15 @@ async fn health_and_readiness() {
     let kiln = Kiln::builder(Mode::Serve).spawn().await;
     let health = kiln.http.get(kiln.url("/healthz")).send().await.expect("send");
     assert_eq!(health.status(), 200);
-    let ready: Value = kiln.http.get(kiln.url("/readyz")).send().await.expect("send").json().await.expect("json");
+    let ready: Value = kiln
+        .http
+        .get(kiln.url("/readyz"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["postgres"]["ok"], true);
     assert_eq!(ready["redis"]["ok"], true);

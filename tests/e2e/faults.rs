@@ -19,17 +19,28 @@ async fn a_killed_worker_loses_nothing() {
     // Long enough that all 200 are running at once even on a busy machine.
     let kiln_ref = &kiln;
     futures::stream::iter(0..200)
-        .map(|_| async move { kiln_ref.trigger("kiln.sleep", json!({ "payload": { "ms": 10000 } })).await })
+        .map(|_| async move {
+            kiln_ref
+                .trigger("kiln.sleep", json!({ "payload": { "ms": 10000 } }))
+                .await
+        })
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
     wait_for_count(&db, "EXECUTING", 200, Duration::from_secs(30)).await;
     worker.kill_hard();
-    assert_eq!(count_status(&db, "EXECUTING").await, 200, "the runs of a dead worker look alive until their lease lapses");
+    assert_eq!(
+        count_status(&db, "EXECUTING").await,
+        200,
+        "the runs of a dead worker look alive until their lease lapses"
+    );
     let _replacement = kiln.spawn_worker(&[("KILN_WORKER_CONCURRENCY", "250")]);
     wait_for_count(&db, "COMPLETED", 200, Duration::from_secs(60)).await;
     let (runs, second_attempts): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE attempt_count = 2) FROM runs").fetch_one(&db).await.expect("counts");
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE attempt_count = 2) FROM runs")
+            .fetch_one(&db)
+            .await
+            .expect("counts");
     assert_eq!(runs, 200);
     // At-least-once: the interrupted attempt counts, and the run ran again.
     assert_eq!(second_attempts, 200);
@@ -37,12 +48,24 @@ async fn a_killed_worker_loses_nothing() {
 
 #[tokio::test]
 async fn a_run_that_keeps_killing_its_worker_ends_crashed() {
-    let mut kiln = Kiln::builder(Mode::Serve).env("KILN_LEASE", "1s").env("KILN_HEARTBEAT", "200ms").spawn().await;
+    let mut kiln = Kiln::builder(Mode::Serve)
+        .env("KILN_LEASE", "1s")
+        .env("KILN_HEARTBEAT", "200ms")
+        .spawn()
+        .await;
     let db = kiln.db().await;
-    let id = kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 60000 }, "options": { "maxAttempts": 2 } })).await;
+    let id = kiln
+        .trigger(
+            "kiln.sleep",
+            json!({ "payload": { "ms": 60000 }, "options": { "maxAttempts": 2 } }),
+        )
+        .await;
     for attempt in 1..=2 {
         let mut worker = kiln.spawn_worker(&[]);
-        kiln.wait_for(&id, Duration::from_secs(20), |run| run["status"] == "EXECUTING" && run["attemptCount"] == attempt).await;
+        kiln.wait_for(&id, Duration::from_secs(20), |run| {
+            run["status"] == "EXECUTING" && run["attemptCount"] == attempt
+        })
+        .await;
         worker.kill_hard();
     }
     let run = kiln.wait_for_status(&id, "CRASHED", Duration::from_secs(20)).await;
@@ -63,12 +86,28 @@ async fn a_flushed_redis_loses_nothing() {
         .collect()
         .await;
     let mut conn = redis.connection().await;
-    let queued: Vec<String> = redis::cmd("LRANGE").arg(format!("{}:queue:task/kiln.noop", kiln.redis_prefix)).arg(0).arg(-1).query_async(&mut conn).await.expect("lrange");
-    assert_eq!(queued.into_iter().collect::<HashSet<_>>(), ids.iter().cloned().collect::<HashSet<_>>(), "every run is in Redis before the flush");
-    redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.expect("flushall");
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{}:queue:task/kiln.noop", kiln.redis_prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("lrange");
+    assert_eq!(
+        queued.into_iter().collect::<HashSet<_>>(),
+        ids.iter().cloned().collect::<HashSet<_>>(),
+        "every run is in Redis before the flush"
+    );
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("flushall");
     let _worker = kiln.spawn_worker(&[]);
     wait_for_count(&db, "COMPLETED", 500, Duration::from_secs(60)).await;
-    let completed: Vec<String> = sqlx::query_scalar("SELECT id FROM runs WHERE status = 'COMPLETED'").fetch_all(&db).await.expect("ids");
+    let completed: Vec<String> = sqlx::query_scalar("SELECT id FROM runs WHERE status = 'COMPLETED'")
+        .fetch_all(&db)
+        .await
+        .expect("ids");
     let completed: HashSet<String> = completed.into_iter().collect();
     assert_eq!(completed, ids.into_iter().collect::<HashSet<_>>());
 }
@@ -79,15 +118,22 @@ async fn triggers_are_accepted_while_redis_is_down_and_run_when_it_is_back() {
     let port = redis.port();
     let mut kiln = Kiln::builder(Mode::Dev).redis(&redis.url).spawn().await;
     let db = kiln.db().await;
-    let before = kiln.trigger("kiln.noop", json!({ "payload": { "before": true } })).await;
-    kiln.wait_for_status(&before, "COMPLETED", Duration::from_secs(10)).await;
+    let before = kiln
+        .trigger("kiln.noop", json!({ "payload": { "before": true } }))
+        .await;
+    kiln.wait_for_status(&before, "COMPLETED", Duration::from_secs(10))
+        .await;
     redis.stop();
     let mut during = Vec::new();
     for i in 0..20 {
         during.push(kiln.trigger("kiln.noop", json!({ "payload": { "during": i } })).await);
     }
     for id in &during {
-        assert_eq!(kiln.retrieve(id).await["status"], "QUEUED", "accepted and recorded while Redis is down");
+        assert_eq!(
+            kiln.retrieve(id).await["status"],
+            "QUEUED",
+            "accepted and recorded while Redis is down"
+        );
     }
     let _redis = RedisServer::start_on(port).await;
     for id in &during {
@@ -101,7 +147,11 @@ async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
     const RUNS: usize = 100_000;
     const WINDOW: u64 = 2_000;
     let redis = RedisServer::start().await;
-    let mut kiln = Kiln::builder(Mode::Serve).redis(&redis.url).env("KILN_QUEUE_WINDOW", WINDOW.to_string()).spawn().await;
+    let mut kiln = Kiln::builder(Mode::Serve)
+        .redis(&redis.url)
+        .env("KILN_QUEUE_WINDOW", WINDOW.to_string())
+        .spawn()
+        .await;
     let db = kiln.db().await;
     let url = kiln.url("/api/v1/tasks/kiln.noop/trigger");
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -111,7 +161,13 @@ async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
         let (http, url, key, next) = (kiln.http.clone(), url.clone(), kiln.key.clone(), next.clone());
         clients.push(tokio::spawn(async move {
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < RUNS {
-                let response = http.post(&url).bearer_auth(&key).json(&json!({ "payload": {} })).send().await.expect("trigger");
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "payload": {} }))
+                    .send()
+                    .await
+                    .expect("trigger");
                 assert_eq!(response.status(), 200);
             }
         }));
@@ -122,20 +178,38 @@ async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
     assert_eq!(count_status(&db, "QUEUED").await, RUNS as i64);
     let mut conn = redis.connection().await;
     let list = format!("{}:queue:task/kiln.noop", kiln.redis_prefix);
-    let in_redis: u64 = redis::cmd("LLEN").arg(&list).query_async(&mut conn).await.expect("llen");
-    assert_eq!(in_redis, WINDOW, "Redis holds one window of the backlog; Postgres the rest");
+    let in_redis: u64 = redis::cmd("LLEN")
+        .arg(&list)
+        .query_async(&mut conn)
+        .await
+        .expect("llen");
+    assert_eq!(
+        in_redis, WINDOW,
+        "Redis holds one window of the backlog; Postgres the rest"
+    );
 
     let _workers = [kiln.spawn_worker(&[]), kiln.spawn_worker(&[])];
     wait_for_count(&db, "COMPLETED", RUNS as i64, Duration::from_secs(240)).await;
-    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.expect("info");
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
     let peak: u64 = info
         .lines()
         .find_map(|line| line.strip_prefix("used_memory_peak:"))
         .and_then(|v| v.trim().parse().ok())
         .expect("used_memory_peak");
-    println!("redis peak memory with a {RUNS}-run backlog: {:.1} MiB", peak as f64 / 1048576.0);
+    println!(
+        "redis peak memory with a {RUNS}-run backlog: {:.1} MiB",
+        peak as f64 / 1048576.0
+    );
     assert!(peak < 16 * 1024 * 1024, "redis peaked at {peak} bytes");
-    let left: u64 = redis::cmd("LLEN").arg(&list).query_async(&mut conn).await.expect("llen");
+    let left: u64 = redis::cmd("LLEN")
+        .arg(&list)
+        .query_async(&mut conn)
+        .await
+        .expect("llen");
     assert_eq!(left, 0);
 }
 
@@ -145,7 +219,10 @@ async fn a_postgres_outage_answers_503_and_loses_nothing() {
     let mut kiln = Kiln::builder(Mode::Dev).postgres_port(proxy.port).spawn().await;
     let db = kiln.db().await;
     let url = kiln.url("/api/v1/tasks/kiln.noop/trigger");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
     for _ in 0..8 {
@@ -153,7 +230,13 @@ async fn a_postgres_outage_answers_503_and_loses_nothing() {
         clients.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let response = http.post(&url).bearer_auth(&key).json(&json!({ "payload": {} })).send().await.expect("kiln answers");
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "payload": {} }))
+                    .send()
+                    .await
+                    .expect("kiln answers");
                 let status = response.status().as_u16();
                 let retry_after = response.headers().contains_key("retry-after");
                 let body: Value = response.json().await.expect("json body");
@@ -188,7 +271,12 @@ async fn a_postgres_outage_answers_503_and_loses_nothing() {
     println!("accepted {}, refused with 503: {refused}", accepted.len());
     assert!(refused > 0, "the outage was not noticed");
     assert!(!accepted.is_empty());
-    let known: HashSet<String> = sqlx::query_scalar("SELECT id FROM runs").fetch_all(&db).await.expect("ids").into_iter().collect();
+    let known: HashSet<String> = sqlx::query_scalar("SELECT id FROM runs")
+        .fetch_all(&db)
+        .await
+        .expect("ids")
+        .into_iter()
+        .collect();
     for id in &accepted {
         assert!(known.contains(id), "run {id} was answered but is not in Postgres");
     }
@@ -212,12 +300,23 @@ async fn sigterm_finishes_or_hands_back_every_run() {
     worker.terminate();
     let log = worker.log_path.display().to_string();
     let stopping = Instant::now();
-    let status = tokio::task::spawn_blocking(move || worker.child.wait().map(|s| (s, worker))).await.expect("join").expect("wait");
+    let status = tokio::task::spawn_blocking(move || worker.child.wait().map(|s| (s, worker)))
+        .await
+        .expect("join")
+        .expect("wait");
     assert!(status.0.success(), "the worker exits cleanly; see {log}");
-    assert!(stopping.elapsed() < Duration::from_secs(4), "shutdown took {:?}", stopping.elapsed());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
     assert_eq!(count_status(&db, "EXECUTING").await, 0, "no run is left EXECUTING");
     for id in &short {
-        assert_eq!(kiln.retrieve(id).await["status"], "COMPLETED", "a run that fits in the grace period finishes");
+        assert_eq!(
+            kiln.retrieve(id).await["status"],
+            "COMPLETED",
+            "a run that fits in the grace period finishes"
+        );
     }
     for id in &long {
         let run = kiln.retrieve(id).await;

@@ -34,7 +34,9 @@ fn random_suffix() -> String {
 /// A new, empty database; its URL.
 pub async fn fresh_database() -> String {
     let name = format!("kiln_t_{}", random_suffix());
-    let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to Postgres as admin (is it running?)");
+    let mut admin = PgConnection::connect(&admin_url())
+        .await
+        .expect("connect to Postgres as admin (is it running?)");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
@@ -129,11 +131,26 @@ impl KilnBuilder {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run kiln keys create");
-        assert!(created.status.success(), "kiln keys create failed: {}", String::from_utf8_lossy(&created.stderr));
-        let key = String::from_utf8_lossy(&created.stdout).lines().last().unwrap_or_default().trim().to_owned();
+        assert!(
+            created.status.success(),
+            "kiln keys create failed: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let key = String::from_utf8_lossy(&created.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         let env: Vec<(String, String)> = env
             .into_iter()
-            .map(|(k, v)| if k == "DATABASE_URL" { (k, kiln_database_url.clone()) } else { (k, v) })
+            .map(|(k, v)| {
+                if k == "DATABASE_URL" {
+                    (k, kiln_database_url.clone())
+                } else {
+                    (k, v)
+                }
+            })
             .collect();
 
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-logs");
@@ -213,7 +230,11 @@ impl Kiln {
 
     pub async fn db(&mut self) -> PgPool {
         if self.pool.is_none() {
-            self.pool = Some(PgPool::connect(&self.database_url).await.expect("connect to test database"));
+            self.pool = Some(
+                PgPool::connect(&self.database_url)
+                    .await
+                    .expect("connect to test database"),
+            );
         }
         self.pool.clone().expect("pool")
     }
@@ -257,7 +278,11 @@ impl Kiln {
             if done(&run) {
                 return run;
             }
-            assert!(Instant::now() < deadline, "run {run_id} did not reach the expected state within {within:?}: {run}\nlog: {}", self.log_path.display());
+            assert!(
+                Instant::now() < deadline,
+                "run {run_id} did not reach the expected state within {within:?}: {run}\nlog: {}",
+                self.log_path.display()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -280,7 +305,10 @@ pub struct Process {
 impl Process {
     /// Sends SIGTERM (graceful shutdown).
     pub fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill -TERM");
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
         assert!(status.success());
     }
 
@@ -300,7 +328,10 @@ impl Drop for Process {
 
 /// A free port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A Redis server of the test's own, so the test may flush or stop it.
@@ -318,12 +349,24 @@ impl RedisServer {
     pub async fn start_on(port: u16) -> RedisServer {
         let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("redis-{port}.log"));
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(std::fs::File::create(&log_path).expect("redis log"))
             .spawn()
             .expect("start redis-server (is it installed?)");
         let url = format!("redis://127.0.0.1:{port}");
-        let server = RedisServer { url, process: Process { child, log_path } };
+        let server = RedisServer {
+            url,
+            process: Process { child, log_path },
+        };
         let client = redis::Client::open(server.url.as_str()).expect("url");
         let deadline = Instant::now() + Duration::from_secs(10);
         while client.get_multiplexed_async_connection().await.is_err() {
@@ -343,7 +386,11 @@ impl RedisServer {
     }
 
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url.as_str()).expect("url").get_multiplexed_async_connection().await.expect("redis")
+        redis::Client::open(self.url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis")
     }
 }
 
@@ -378,7 +425,11 @@ impl TcpProxy {
                 accept_connections.lock().expect("lock").push(task.abort_handle());
             }
         });
-        TcpProxy { port, open, connections }
+        TcpProxy {
+            port,
+            open,
+            connections,
+        }
     }
 
     /// Drops every connection and refuses new ones.
@@ -396,7 +447,11 @@ impl TcpProxy {
 
 /// Counts runs by status.
 pub async fn count_status(db: &PgPool, status: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = $1").bind(status).fetch_one(db).await.expect("count")
+    sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = $1")
+        .bind(status)
+        .fetch_one(db)
+        .await
+        .expect("count")
 }
 
 /// Waits until `count` runs have `status`.
@@ -407,7 +462,10 @@ pub async fn wait_for_count(db: &PgPool, status: &str, count: i64, within: Durat
         if now >= count {
             return;
         }
-        assert!(Instant::now() < deadline, "only {now} of {count} runs reached {status} within {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "only {now} of {count} runs reached {status} within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -32,14 +32,25 @@ struct Receiver {
 /// `answer`. Answers its base URL.
 async fn receiver(answer: StatusCode) -> (String, Arc<Mutex<Vec<Received>>>) {
     let received = Arc::new(Mutex::new(Vec::new()));
-    let state = Receiver { answer, received: Arc::clone(&received) };
-    let app = Router::new().route(
-        "/{*path}",
-        any(|State(state): State<Receiver>, headers: HeaderMap, body: Bytes| async move {
-            state.received.lock().expect("lock").push(Received { at: Instant::now(), headers, body });
-            (state.answer, axum::Json(json!({ "ok": state.answer.is_success() })))
-        }),
-    ).with_state(state);
+    let state = Receiver {
+        answer,
+        received: Arc::clone(&received),
+    };
+    let app = Router::new()
+        .route(
+            "/{*path}",
+            any(
+                |State(state): State<Receiver>, headers: HeaderMap, body: Bytes| async move {
+                    state.received.lock().expect("lock").push(Received {
+                        at: Instant::now(),
+                        headers,
+                        body,
+                    });
+                    (state.answer, axum::Json(json!({ "ok": state.answer.is_success() })))
+                },
+            ),
+        )
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -47,14 +58,22 @@ async fn receiver(answer: StatusCode) -> (String, Arc<Mutex<Vec<Received>>>) {
 }
 
 fn header<'a>(request: &'a Received, name: &str) -> &'a str {
-    request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    request
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 /// Checks `X-Kiln-Signature` as a receiving app would.
 fn signature_verifies(request: &Received) -> bool {
     let value = header(request, "x-kiln-signature");
-    let Some((t, v1)) = value.split_once(',') else { return false };
-    let (Some(timestamp), Some(signature)) = (t.strip_prefix("t="), v1.strip_prefix("v1=")) else { return false };
+    let Some((t, v1)) = value.split_once(',') else {
+        return false;
+    };
+    let (Some(timestamp), Some(signature)) = (t.strip_prefix("t="), v1.strip_prefix("v1=")) else {
+        return false;
+    };
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(SIGNING_SECRET.as_bytes()).expect("key");
     mac.update(timestamp.as_bytes());
     mac.update(b".");
@@ -81,8 +100,15 @@ async fn kiln_http_delivers_a_signed_body() {
     let requests = received.lock().expect("lock").clone();
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
-    assert_eq!(serde_json::from_slice::<Value>(&request.body).ok(), Some(json!({ "documentId": "d1" })));
-    assert!(signature_verifies(request), "signature {:?} does not verify", header(request, "x-kiln-signature"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&request.body).ok(),
+        Some(json!({ "documentId": "d1" }))
+    );
+    assert!(
+        signature_verifies(request),
+        "signature {:?} does not verify",
+        header(request, "x-kiln-signature")
+    );
     assert_eq!(header(request, "x-kiln-run-id"), id);
     assert_eq!(header(request, "x-kiln-attempt"), "1");
     assert_eq!(header(request, "x-app"), "supermark");
@@ -98,7 +124,12 @@ async fn kiln_http_delivers_a_signed_body() {
 async fn kiln_http_retries_non_2xx_with_back_off() {
     let (base, received) = receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
     let kiln = kiln_allowing_loopback().await;
-    let id = kiln.trigger("kiln.http", json!({ "payload": { "url": format!("{base}/fail") }, "options": { "maxAttempts": 3 } })).await;
+    let id = kiln
+        .trigger(
+            "kiln.http",
+            json!({ "payload": { "url": format!("{base}/fail") }, "options": { "maxAttempts": 3 } }),
+        )
+        .await;
     let run = kiln.wait_for_status(&id, "FAILED", Duration::from_secs(30)).await;
     assert_eq!(run["attemptCount"], 3);
     assert_eq!(run["error"]["name"], "HttpStatus");
@@ -108,8 +139,14 @@ async fn kiln_http_retries_non_2xx_with_back_off() {
     // Trigger's defaults with jitter: 1–2 s, then 2–4 s.
     let first_gap = requests[1].at - requests[0].at;
     let second_gap = requests[2].at - requests[1].at;
-    assert!(first_gap >= Duration::from_millis(1000) && first_gap < Duration::from_millis(2600), "first back-off {first_gap:?}");
-    assert!(second_gap >= Duration::from_millis(2000) && second_gap < Duration::from_millis(4600), "second back-off {second_gap:?}");
+    assert!(
+        first_gap >= Duration::from_millis(1000) && first_gap < Duration::from_millis(2600),
+        "first back-off {first_gap:?}"
+    );
+    assert!(
+        second_gap >= Duration::from_millis(2000) && second_gap < Duration::from_millis(4600),
+        "second back-off {second_gap:?}"
+    );
 }
 
 #[tokio::test]
@@ -117,13 +154,19 @@ async fn kiln_http_refuses_internal_addresses_unless_allowed() {
     let (base, received) = receiver(StatusCode::OK).await;
     let kiln = Kiln::dev().await;
     let localhost = base.replace("127.0.0.1", "localhost");
-    for url in [format!("{base}/x"), format!("{localhost}/x"), "http://169.254.169.254/latest/meta-data".into()] {
+    for url in [
+        format!("{base}/x"),
+        format!("{localhost}/x"),
+        "http://169.254.169.254/latest/meta-data".into(),
+    ] {
         let id = kiln.trigger("kiln.http", json!({ "payload": { "url": url } })).await;
         let run = kiln.wait_for_status(&id, "FAILED", Duration::from_secs(10)).await;
         assert_eq!(run["attemptCount"], 1, "{url}: a forbidden host is not retried");
         assert_eq!(run["error"]["name"], "ForbiddenHost", "{url}");
     }
-    let id = kiln.trigger("kiln.http", json!({ "payload": { "url": "file:///etc/passwd" } })).await;
+    let id = kiln
+        .trigger("kiln.http", json!({ "payload": { "url": "file:///etc/passwd" } }))
+        .await;
     let run = kiln.wait_for_status(&id, "FAILED", Duration::from_secs(10)).await;
     assert_eq!(run["error"]["name"], "InvalidUrl");
     assert!(received.lock().expect("lock").is_empty());
@@ -148,18 +191,25 @@ async fn a_configured_task_posts_its_payload_to_its_url() {
         .env("KILN_HTTP_SIGNING_SECRET", SIGNING_SECRET)
         .spawn()
         .await;
-    let id = kiln.trigger("send-notification", json!({ "payload": { "viewId": "v1" } })).await;
+    let id = kiln
+        .trigger("send-notification", json!({ "payload": { "viewId": "v1" } }))
+        .await;
     let run = kiln.wait_for_status(&id, "COMPLETED", Duration::from_secs(10)).await;
     assert_eq!(run["maxAttempts"], 2);
     assert_eq!(run["queue"], "task/send-notification");
     let requests = received.lock().expect("lock").clone();
     assert_eq!(requests.len(), 1);
     assert_eq!(header(&requests[0], "authorization"), "Bearer jobs-key-1");
-    assert_eq!(serde_json::from_slice::<Value>(&requests[0].body).ok(), Some(json!({ "viewId": "v1" })));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&requests[0].body).ok(),
+        Some(json!({ "viewId": "v1" }))
+    );
     assert!(signature_verifies(&requests[0]));
 }
 
 fn rand_name() -> String {
     use rand::Rng;
-    (0..10).map(|_| (b'a' + rand::rng().random_range(0..26)) as char).collect()
+    (0..10)
+        .map(|_| (b'a' + rand::rng().random_range(0..26)) as char)
+        .collect()
 }

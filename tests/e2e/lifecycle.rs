@@ -20,7 +20,9 @@ fn date(run: &Value, field: &str) -> DateTime<Utc> {
 #[tokio::test]
 async fn a_noop_run_completes_with_its_payload_as_output() {
     let kiln = Kiln::dev().await;
-    let id = kiln.trigger("kiln.noop", noop_body(json!({ "hello": "world", "n": [1, 2] }))).await;
+    let id = kiln
+        .trigger("kiln.noop", noop_body(json!({ "hello": "world", "n": [1, 2] })))
+        .await;
     assert!(id.starts_with("run_"));
     let run = kiln.wait_for_status(&id, "COMPLETED", Duration::from_secs(10)).await;
     assert_eq!(run["output"], json!({ "hello": "world", "n": [1, 2] }));
@@ -30,7 +32,10 @@ async fn a_noop_run_completes_with_its_payload_as_output() {
     assert_eq!(run["isSuccess"], true);
     assert_eq!(run["taskIdentifier"], "kiln.noop");
     // Optional fields are left out, never null.
-    assert!(run.as_object().is_some_and(|o| o.values().all(|v| !v.is_null())), "{run}");
+    assert!(
+        run.as_object().is_some_and(|o| o.values().all(|v| !v.is_null())),
+        "{run}"
+    );
 }
 
 #[tokio::test]
@@ -46,7 +51,10 @@ async fn an_idle_worker_starts_a_new_run_at_once() {
     let waited = date(&run, "startedAt") - date(&run, "createdAt");
     // A polling worker would wait for its next tick (seconds); a woken one
     // starts within a few milliseconds. The bound leaves room for a busy CI.
-    assert!(waited < chrono::Duration::milliseconds(500), "an idle worker took {waited} to start a run");
+    assert!(
+        waited < chrono::Duration::milliseconds(500),
+        "an idle worker took {waited} to start a run"
+    );
 }
 
 #[tokio::test]
@@ -71,27 +79,43 @@ async fn a_thousand_runs_triggered_over_http_all_complete() {
         if completed == 1000 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "only {completed} of 1000 completed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {completed} of 1000 completed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let wrong_output: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE output IS DISTINCT FROM payload OR attempt_count <> 1")
-        .fetch_one(&db)
-        .await
-        .expect("count");
+    let wrong_output: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE output IS DISTINCT FROM payload OR attempt_count <> 1")
+            .fetch_one(&db)
+            .await
+            .expect("count");
     assert_eq!(wrong_output, 0);
     // Redis keeps nothing for finished runs: only the set of queue names and
     // the epoch token.
     let client = redis::Client::open(crate::helpers::redis_url()).expect("redis url");
     let mut redis = client.get_multiplexed_async_connection().await.expect("redis");
-    let mut keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", kiln.redis_prefix)).query_async(&mut redis).await.expect("keys");
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", kiln.redis_prefix))
+        .query_async(&mut redis)
+        .await
+        .expect("keys");
     keys.sort();
-    assert_eq!(keys, [format!("{}:epoch", kiln.redis_prefix), format!("{}:queues", kiln.redis_prefix)]);
+    assert_eq!(
+        keys,
+        [
+            format!("{}:epoch", kiln.redis_prefix),
+            format!("{}:queues", kiln.redis_prefix)
+        ]
+    );
 }
 
 #[tokio::test]
 async fn a_failing_run_is_retried_with_back_off_then_fails() {
     let kiln = Kiln::dev().await;
-    let id = kiln.trigger("kiln.fail", json!({ "payload": {}, "options": { "maxAttempts": 3 } })).await;
+    let id = kiln
+        .trigger("kiln.fail", json!({ "payload": {}, "options": { "maxAttempts": 3 } }))
+        .await;
     let run = kiln.wait_for_status(&id, "FAILED", Duration::from_secs(30)).await;
     assert_eq!(run["attemptCount"], 3);
     assert_eq!(run["isFailed"], true);
@@ -101,7 +125,10 @@ async fn a_failing_run_is_retried_with_back_off_then_fails() {
     // Back-off of at least 1 s then 2 s (Trigger's defaults) separates the
     // three attempts.
     let elapsed = date(&run, "finishedAt") - date(&run, "startedAt");
-    assert!(elapsed >= chrono::Duration::milliseconds(3000), "three attempts took only {elapsed}");
+    assert!(
+        elapsed >= chrono::Duration::milliseconds(3000),
+        "three attempts took only {elapsed}"
+    );
 }
 
 #[tokio::test]
@@ -116,7 +143,9 @@ async fn a_non_retryable_error_fails_at_once() {
 #[tokio::test]
 async fn a_delayed_run_starts_no_earlier_than_its_delay() {
     let kiln = Kiln::dev().await;
-    let id = kiln.trigger("kiln.noop", json!({ "payload": {}, "options": { "delay": "2s" } })).await;
+    let id = kiln
+        .trigger("kiln.noop", json!({ "payload": {}, "options": { "delay": "2s" } }))
+        .await;
     let delayed = kiln.retrieve(&id).await;
     assert_eq!(delayed["status"], "DELAYED");
     assert_eq!(delayed["isQueued"], true);
@@ -124,7 +153,10 @@ async fn a_delayed_run_starts_no_earlier_than_its_delay() {
     let waited = date(&run, "startedAt") - date(&run, "createdAt");
     assert!(waited >= chrono::Duration::seconds(2), "started after {waited}");
     assert!(waited < chrono::Duration::seconds(4), "started late, after {waited}");
-    assert_eq!(date(&run, "delayedUntil"), date(&run, "createdAt") + chrono::Duration::seconds(2));
+    assert_eq!(
+        date(&run, "delayedUntil"),
+        date(&run, "createdAt") + chrono::Duration::seconds(2)
+    );
 }
 
 #[tokio::test]
@@ -134,11 +166,21 @@ async fn the_same_idempotency_key_gives_the_same_run() {
     let first = kiln.post("/api/v1/tasks/kiln.noop/trigger", &body).await;
     let first: Value = first.json().await.expect("json");
     assert!(first.get("isCached").is_none(), "{first}");
-    let second: Value = kiln.post("/api/v1/tasks/kiln.noop/trigger", &body).await.json().await.expect("json");
+    let second: Value = kiln
+        .post("/api/v1/tasks/kiln.noop/trigger", &body)
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(second["id"], first["id"]);
     assert_eq!(second["isCached"], true);
     // Another task with the same key is another run.
-    let other = kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 1 }, "options": { "idempotencyKey": "doc-1" } })).await;
+    let other = kiln
+        .trigger(
+            "kiln.sleep",
+            json!({ "payload": { "ms": 1 }, "options": { "idempotencyKey": "doc-1" } }),
+        )
+        .await;
     assert_ne!(Value::from(other), first["id"]);
 }
 
@@ -148,14 +190,24 @@ async fn an_idempotency_key_past_its_ttl_makes_a_new_run() {
     let body = json!({ "payload": {}, "options": { "idempotencyKey": "short", "idempotencyKeyTTL": "1s" } });
     let first = kiln.trigger("kiln.noop", body.clone()).await;
     kiln.wait_for_status(&first, "COMPLETED", Duration::from_secs(10)).await;
-    let again: Value = kiln.post("/api/v1/tasks/kiln.noop/trigger", &body).await.json().await.expect("json");
+    let again: Value = kiln
+        .post("/api/v1/tasks/kiln.noop/trigger", &body)
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(again["id"], Value::from(first.clone()));
     // Wait until the key's ttl has passed, measured from the run's creation.
     let created = date(&kiln.retrieve(&first).await, "createdAt");
     while Utc::now() < created + chrono::Duration::milliseconds(1100) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let fresh: Value = kiln.post("/api/v1/tasks/kiln.noop/trigger", &body).await.json().await.expect("json");
+    let fresh: Value = kiln
+        .post("/api/v1/tasks/kiln.noop/trigger", &body)
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_ne!(fresh["id"], Value::from(first));
     assert!(fresh.get("isCached").is_none());
 }
@@ -164,7 +216,9 @@ async fn an_idempotency_key_past_its_ttl_makes_a_new_run() {
 async fn a_run_not_started_within_its_ttl_expires() {
     // No worker runs: the run can only wait, then expire.
     let kiln = Kiln::builder(Mode::Serve).spawn().await;
-    let id = kiln.trigger("kiln.noop", json!({ "payload": {}, "options": { "ttl": "1s" } })).await;
+    let id = kiln
+        .trigger("kiln.noop", json!({ "payload": {}, "options": { "ttl": "1s" } }))
+        .await;
     assert_eq!(kiln.retrieve(&id).await["status"], "QUEUED");
     let run = kiln.wait_for_status(&id, "EXPIRED", Duration::from_secs(10)).await;
     assert_eq!(run["isCompleted"], true);
@@ -178,7 +232,12 @@ async fn a_run_not_started_within_its_ttl_expires() {
 #[tokio::test]
 async fn a_run_past_its_max_duration_times_out() {
     let kiln = Kiln::dev().await;
-    let id = kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 60000 }, "options": { "maxDuration": 1 } })).await;
+    let id = kiln
+        .trigger(
+            "kiln.sleep",
+            json!({ "payload": { "ms": 60000 }, "options": { "maxDuration": 1 } }),
+        )
+        .await;
     let run = kiln.wait_for_status(&id, "TIMED_OUT", Duration::from_secs(10)).await;
     assert_eq!(run["isCompleted"], true);
     assert_eq!(run["attemptCount"], 1);
@@ -188,8 +247,15 @@ async fn a_run_past_its_max_duration_times_out() {
 #[tokio::test]
 async fn a_canceled_delayed_run_never_starts() {
     let kiln = Kiln::dev().await;
-    let id = kiln.trigger("kiln.noop", json!({ "payload": {}, "options": { "delay": "1s" } })).await;
-    let answer: Value = kiln.post(&format!("/api/v2/runs/{id}/cancel"), &json!({})).await.json().await.expect("json");
+    let id = kiln
+        .trigger("kiln.noop", json!({ "payload": {}, "options": { "delay": "1s" } }))
+        .await;
+    let answer: Value = kiln
+        .post(&format!("/api/v2/runs/{id}/cancel"), &json!({}))
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(answer["id"], Value::from(id.clone()));
     let run = kiln.retrieve(&id).await;
     assert_eq!(run["status"], "CANCELED");
@@ -199,7 +265,8 @@ async fn a_canceled_delayed_run_never_starts() {
     // canceled run still has not started.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let sentinel = kiln.trigger("kiln.noop", noop_body(json!({}))).await;
-    kiln.wait_for_status(&sentinel, "COMPLETED", Duration::from_secs(10)).await;
+    kiln.wait_for_status(&sentinel, "COMPLETED", Duration::from_secs(10))
+        .await;
     let run = kiln.retrieve(&id).await;
     assert_eq!(run["status"], "CANCELED");
     assert_eq!(run["attemptCount"], 0);
@@ -226,7 +293,11 @@ async fn canceling_an_executing_run_stops_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (status, lease): (String, Option<DateTime<Utc>>) =
-        sqlx::query_as("SELECT status, lease_expires_at FROM runs WHERE id = $1").bind(&id).fetch_one(&db).await.expect("row");
+        sqlx::query_as("SELECT status, lease_expires_at FROM runs WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&db)
+            .await
+            .expect("row");
     assert_eq!(status, "CANCELED");
     assert!(lease.is_none());
 }
@@ -234,12 +305,24 @@ async fn canceling_an_executing_run_stops_it() {
 #[tokio::test]
 async fn replay_makes_a_new_run_with_the_same_payload() {
     let kiln = Kiln::dev().await;
-    let id = kiln.trigger("kiln.noop", json!({ "payload": { "x": 42 }, "options": { "tags": ["doc_1"] } })).await;
+    let id = kiln
+        .trigger(
+            "kiln.noop",
+            json!({ "payload": { "x": 42 }, "options": { "tags": ["doc_1"] } }),
+        )
+        .await;
     kiln.wait_for_status(&id, "COMPLETED", Duration::from_secs(10)).await;
-    let answer: Value = kiln.post(&format!("/api/v1/runs/{id}/replay"), &json!({})).await.json().await.expect("json");
+    let answer: Value = kiln
+        .post(&format!("/api/v1/runs/{id}/replay"), &json!({}))
+        .await
+        .json()
+        .await
+        .expect("json");
     let replay = answer["id"].as_str().expect("id").to_owned();
     assert_ne!(replay, id);
-    let run = kiln.wait_for_status(&replay, "COMPLETED", Duration::from_secs(10)).await;
+    let run = kiln
+        .wait_for_status(&replay, "COMPLETED", Duration::from_secs(10))
+        .await;
     assert_eq!(run["output"], json!({ "x": 42 }));
     assert_eq!(run["tags"], json!(["doc_1"]));
     assert_eq!(run["replayedFrom"], Value::from(id));
@@ -250,7 +333,8 @@ async fn a_queue_concurrency_limit_holds() {
     let mut kiln = Kiln::dev().await;
     let mut ids = Vec::new();
     for _ in 0..6 {
-        let body = json!({ "payload": { "ms": 300 }, "options": { "queue": { "name": "limited", "concurrencyLimit": 2 } } });
+        let body =
+            json!({ "payload": { "ms": 300 }, "options": { "queue": { "name": "limited", "concurrencyLimit": 2 } } });
         ids.push(kiln.trigger("kiln.sleep", body).await);
     }
     for id in &ids {
@@ -258,14 +342,20 @@ async fn a_queue_concurrency_limit_holds() {
     }
     let db = kiln.db().await;
     let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT started_at, completed_at FROM runs WHERE queue = 'limited'").fetch_all(&db).await.expect("rows");
+        sqlx::query_as("SELECT started_at, completed_at FROM runs WHERE queue = 'limited'")
+            .fetch_all(&db)
+            .await
+            .expect("rows");
     assert_eq!(spans.len(), 6);
     let most_at_once = spans
         .iter()
         .map(|(start, _)| spans.iter().filter(|(s, e)| s <= start && start < e).count())
         .max()
         .unwrap_or(0);
-    assert_eq!(most_at_once, 2, "runs of a queue limited to 2 overlapped {most_at_once} at a time");
+    assert_eq!(
+        most_at_once, 2,
+        "runs of a queue limited to 2 overlapped {most_at_once} at a time"
+    );
 }
 
 #[tokio::test]
@@ -281,14 +371,22 @@ async fn a_concurrency_key_gets_its_own_slots() {
     }
     let db = kiln.db().await;
     let spans: Vec<(String, DateTime<Utc>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT concurrency_key, started_at, completed_at FROM runs").fetch_all(&db).await.expect("rows");
+        sqlx::query_as("SELECT concurrency_key, started_at, completed_at FROM runs")
+            .fetch_all(&db)
+            .await
+            .expect("rows");
     let overlapping = |same_key: bool| {
         spans.iter().any(|(k1, s1, e1)| {
-            spans.iter().any(|(k2, s2, e2)| (s1, e1) != (s2, e2) && (k1 == k2) == same_key && s1 < e2 && s2 < e1)
+            spans
+                .iter()
+                .any(|(k2, s2, e2)| (s1, e1) != (s2, e2) && (k1 == k2) == same_key && s1 < e2 && s2 < e1)
         })
     };
     assert!(!overlapping(true), "two runs with one key ran at once: {spans:?}");
-    assert!(overlapping(false), "runs with different keys never ran together: {spans:?}");
+    assert!(
+        overlapping(false),
+        "runs with different keys never ran together: {spans:?}"
+    );
 }
 
 #[tokio::test]
@@ -296,7 +394,13 @@ async fn runs_list_filters_and_pages() {
     let kiln = Kiln::dev().await;
     let mut tagged = Vec::new();
     for i in 0..5 {
-        tagged.push(kiln.trigger("kiln.noop", json!({ "payload": { "i": i }, "options": { "tags": ["doc_7"] } })).await);
+        tagged.push(
+            kiln.trigger(
+                "kiln.noop",
+                json!({ "payload": { "i": i }, "options": { "tags": ["doc_7"] } }),
+            )
+            .await,
+        );
     }
     let untagged = kiln.trigger("kiln.noop", noop_body(json!({}))).await;
     for id in tagged.iter().chain([&untagged]) {
@@ -305,20 +409,36 @@ async fn runs_list_filters_and_pages() {
     let page = |query: String| {
         let kiln = &kiln;
         async move {
-            let response = kiln.http.get(kiln.url(&format!("/api/v1/runs?{query}"))).bearer_auth(&kiln.key).send().await.expect("list");
+            let response = kiln
+                .http
+                .get(kiln.url(&format!("/api/v1/runs?{query}")))
+                .bearer_auth(&kiln.key)
+                .send()
+                .await
+                .expect("list");
             assert_eq!(response.status(), 200);
             response.json::<Value>().await.expect("json")
         }
     };
     let first = page("filter%5Btag%5D=doc_7&filter%5Bstatus%5D=COMPLETED&page%5Bsize%5D=3".into()).await;
-    let ids: Vec<&str> = first["data"].as_array().expect("data").iter().filter_map(|r| r["id"].as_str()).collect();
+    let ids: Vec<&str> = first["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
     let mut newest_first = tagged.clone();
     newest_first.reverse();
     assert_eq!(ids, newest_first[..3].iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(first["data"][0]["env"]["name"], "Development");
     let next = first["pagination"]["next"].as_str().expect("next cursor");
     let second = page(format!("filter%5Btag%5D=doc_7&page%5Bsize%5D=3&page%5Bafter%5D={next}")).await;
-    let ids: Vec<&str> = second["data"].as_array().expect("data").iter().filter_map(|r| r["id"].as_str()).collect();
+    let ids: Vec<&str> = second["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
     assert_eq!(ids, newest_first[3..].iter().map(String::as_str).collect::<Vec<_>>());
     assert!(second["pagination"].get("next").is_none());
     let none = page("filter%5Bstatus%5D=FAILED".into()).await;
@@ -328,8 +448,15 @@ async fn runs_list_filters_and_pages() {
 #[tokio::test]
 async fn the_trigger_answer_carries_a_token_for_the_run() {
     let kiln = Kiln::dev().await;
-    let response = kiln.post("/api/v1/tasks/kiln.noop/trigger", &noop_body(json!({}))).await;
-    let token = response.headers().get("x-trigger-jwt").and_then(|v| v.to_str().ok()).expect("x-trigger-jwt").to_owned();
+    let response = kiln
+        .post("/api/v1/tasks/kiln.noop/trigger", &noop_body(json!({})))
+        .await;
+    let token = response
+        .headers()
+        .get("x-trigger-jwt")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-trigger-jwt")
+        .to_owned();
     let answer: Value = response.json().await.expect("json");
     let claims = kiln_core_jwt::verify(&kiln.key, &token);
     let id = answer["id"].as_str().unwrap_or_default().to_owned();
@@ -339,13 +466,29 @@ async fn the_trigger_answer_carries_a_token_for_the_run() {
     // The token reads its run, and nothing else.
     let get = |path: String, bearer: String| {
         let kiln = &kiln;
-        async move { kiln.http.get(kiln.url(&path)).bearer_auth(bearer).send().await.expect("send").status().as_u16() }
+        async move {
+            kiln.http
+                .get(kiln.url(&path))
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }
     };
     assert_eq!(get(format!("/api/v3/runs/{id}"), token.clone()).await, 200);
     let other = kiln.trigger("kiln.noop", noop_body(json!({}))).await;
     assert_eq!(get(format!("/api/v3/runs/{other}"), token.clone()).await, 403);
     assert_eq!(get("/api/v1/runs".into(), token.clone()).await, 403);
-    let trigger = kiln.http.post(kiln.url("/api/v1/tasks/kiln.noop/trigger")).bearer_auth(&token).json(&noop_body(json!({}))).send().await.expect("send");
+    let trigger = kiln
+        .http
+        .post(kiln.url("/api/v1/tasks/kiln.noop/trigger"))
+        .bearer_auth(&token)
+        .json(&noop_body(json!({})))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(trigger.status(), 403);
     // A token whose claims were changed no longer verifies.
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
@@ -367,7 +510,8 @@ mod kiln_core_jwt {
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("hmac key");
         mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
         let signature = URL_SAFE_NO_PAD.decode(parts[2]).expect("base64 signature");
-        mac.verify_slice(&signature).expect("the token verifies with the secret key");
+        mac.verify_slice(&signature)
+            .expect("the token verifies with the secret key");
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64 claims")).expect("claims json")
     }
 }

@@ -31,8 +31,25 @@ async fn the_trigger_sdk_works_against_kiln() {
     .expect("join");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the SDK script failed:\n{stdout}\n{stderr}\nkiln log: {}", kiln.log_path.display());
-    for step in ["trigger", "retrieve", "poll", "cancel", "replay", "idempotency", "list", "public token", "text payload"] {
-        assert!(stdout.contains(&format!("ok {step}")), "step {step} did not run:\n{stdout}");
+    assert!(
+        output.status.success(),
+        "the SDK script failed:\n{stdout}\n{stderr}\nkiln log: {}",
+        kiln.log_path.display()
+    );
+    for step in [
+        "trigger",
+        "retrieve",
+        "poll",
+        "cancel",
+        "replay",
+        "idempotency",
+        "list",
+        "public token",
+        "text payload",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok {step}")),
+            "step {step} did not run:\n{stdout}"
+        );
     }
 }

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use kiln_core::auth::{Environment, JWT_AUDIENCE, JWT_ISSUER, KeyVault, SecretKey, sign_jwt, unverified_claims, verify_jwt};
+use kiln_core::auth::{
+    Environment, JWT_AUDIENCE, JWT_ISSUER, KeyVault, SecretKey, sign_jwt, unverified_claims, verify_jwt,
+};
 use kiln_store::Store;
 use serde_json::json;
 
@@ -50,7 +52,9 @@ impl Caller {
     pub fn require_secret_key(&self) -> Result<(), ApiError> {
         match self.scopes {
             None => Ok(()),
-            Some(_) => Err(ApiError::Forbidden("this endpoint needs a secret key, not a public access token".into())),
+            Some(_) => Err(ApiError::Forbidden(
+                "this endpoint needs a secret key, not a public access token".into(),
+            )),
         }
     }
 
@@ -61,7 +65,9 @@ impl Caller {
             scope == "read:all"
                 || scope == "read:runs"
                 || scope.strip_prefix("read:runs:") == Some(run_id)
-                || scope.strip_prefix("read:tags:").is_some_and(|tag| tags.iter().any(|t| t == tag))
+                || scope
+                    .strip_prefix("read:tags:")
+                    .is_some_and(|tag| tags.iter().any(|t| t == tag))
         })
     }
 }
@@ -117,8 +123,15 @@ impl KeyCache {
     /// A public access token: its `sub` names the key that signed it.
     async fn authenticate_public(&self, token: &str, claims: &serde_json::Value) -> Result<Caller, ApiError> {
         let invalid = |why: &str| ApiError::Unauthorized(format!("invalid public access token: {why}"));
-        let key_id = claims.get("sub").and_then(serde_json::Value::as_str).ok_or_else(|| invalid("no sub claim"))?;
-        let stored = self.store.find_key_by_id(key_id).await?.ok_or_else(|| invalid("unknown key"))?;
+        let key_id = claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| invalid("no sub claim"))?;
+        let stored = self
+            .store
+            .find_key_by_id(key_id)
+            .await?
+            .ok_or_else(|| invalid("unknown key"))?;
         let secret = self
             .vault
             .decrypt(&stored.nonce, &stored.encrypted_key)

@@ -64,7 +64,11 @@ impl IntoResponse for ApiError {
             }
             // The SDK retries some statuses for ~9 s; a 404 or 422 will not
             // change by retrying, so tell it to stop at once.
-            ApiError::NotFound(_) | ApiError::Forbidden(_) | ApiError::Unprocessable(_) | ApiError::BadRequest(_) | ApiError::PayloadTooLarge(_) => {
+            ApiError::NotFound(_)
+            | ApiError::Forbidden(_)
+            | ApiError::Unprocessable(_)
+            | ApiError::BadRequest(_)
+            | ApiError::PayloadTooLarge(_) => {
                 headers.insert("x-should-retry", HeaderValue::from_static("false"));
             }
             _ => {}

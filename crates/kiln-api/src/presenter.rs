@@ -13,7 +13,11 @@ fn date(at: DateTime<Utc>) -> Value {
 }
 
 fn duration_text(ms: i64) -> String {
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 /// The fields every view of a run shares.
@@ -23,7 +27,10 @@ fn common(row: &RunRow) -> Result<Map<String, Value>, StoreError> {
     run.insert("id".into(), json!(row.id));
     run.insert("status".into(), json!(status.as_str()));
     run.insert("taskIdentifier".into(), json!(row.task_identifier));
-    run.insert("isQueued".into(), json!(matches!(status, RunStatus::Queued | RunStatus::Delayed)));
+    run.insert(
+        "isQueued".into(),
+        json!(matches!(status, RunStatus::Queued | RunStatus::Delayed)),
+    );
     run.insert("isExecuting".into(), json!(status == RunStatus::Executing));
     run.insert("isWaiting".into(), json!(false));
     // Every final status, EXPIRED and TIMED_OUT included, or `runs.poll`

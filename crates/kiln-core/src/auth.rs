@@ -207,8 +207,7 @@ pub fn sign_jwt(secret: &[u8], claims: &Value) -> String {
 /// `now_unix`; returns its claims.
 pub fn verify_jwt(secret: &[u8], token: &str, now_unix: i64) -> Result<Value, JwtError> {
     let mut parts = token.split('.');
-    let (Some(header), Some(body), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(body), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed);
     };
@@ -224,10 +223,10 @@ pub fn verify_jwt(secret: &[u8], token: &str, now_unix: i64) -> Result<Value, Jw
     mac.update(format!("{header}.{body}").as_bytes());
     mac.verify_slice(&signature).map_err(|_| JwtError::BadSignature)?;
     let claims = decode_json(body)?;
-    if let Some(exp) = claims.get("exp").and_then(Value::as_i64) {
-        if exp <= now_unix {
-            return Err(JwtError::Expired);
-        }
+    if let Some(exp) = claims.get("exp").and_then(Value::as_i64)
+        && exp <= now_unix
+    {
+        return Err(JwtError::Expired);
     }
     let claim_is = |name: &str, expected: &str| match claims.get(name) {
         None => true,

@@ -24,9 +24,7 @@ impl RunId {
     /// Accepts any id of the right shape; ids are opaque to callers.
     pub fn parse(raw: &str) -> Option<Self> {
         let suffix = raw.strip_prefix(Self::PREFIX)?;
-        let ok = !suffix.is_empty()
-            && suffix.len() <= 64
-            && suffix.bytes().all(|b| b.is_ascii_alphanumeric());
+        let ok = !suffix.is_empty() && suffix.len() <= 64 && suffix.bytes().all(|b| b.is_ascii_alphanumeric());
         ok.then(|| Self(raw.to_owned()))
     }
 

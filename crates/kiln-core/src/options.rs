@@ -100,11 +100,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> OptionsError {
 }
 
 impl TriggerOptions {
-    pub fn validate(
-        self,
-        now: DateTime<Utc>,
-        defaults: &TaskDefaults,
-    ) -> Result<RunSpec, OptionsError> {
+    pub fn validate(self, now: DateTime<Utc>, defaults: &TaskDefaults) -> Result<RunSpec, OptionsError> {
         let queue = match self.queue {
             Some(name) => {
                 let name = name.trim().to_owned();
@@ -139,9 +135,7 @@ impl TriggerOptions {
         let ttl = match self.ttl {
             None => None,
             Some(TimeSpec::Seconds(secs)) => Some(seconds("ttl", secs)?),
-            Some(TimeSpec::Text(text)) => {
-                Some(duration::parse(&text).map_err(|e| invalid("ttl", e.to_string()))?)
-            }
+            Some(TimeSpec::Text(text)) => Some(duration::parse(&text).map_err(|e| invalid("ttl", e.to_string()))?),
         };
         let max_attempts = match self.max_attempts {
             None => defaults.max_attempts,
@@ -168,10 +162,10 @@ impl TriggerOptions {
         }
         let mut tags = self.tags;
         tags.dedup();
-        if let Some(metadata) = &self.metadata {
-            if !metadata.is_object() {
-                return Err(invalid("metadata", "must be a JSON object"));
-            }
+        if let Some(metadata) = &self.metadata
+            && !metadata.is_object()
+        {
+            return Err(invalid("metadata", "must be a JSON object"));
         }
         Ok(RunSpec {
             queue,
@@ -215,9 +209,8 @@ pub fn parse_time_spec(spec: &TimeSpec, now: DateTime<Utc>) -> Result<DateTime<U
             if let Ok(date) = DateTime::parse_from_rfc3339(text.trim()) {
                 return Ok(date.with_timezone(&Utc));
             }
-            duration::parse(text).map_err(|_| {
-                format!("{text:?} is neither a duration (\"30s\", \"40d\") nor an ISO 8601 date")
-            })?
+            duration::parse(text)
+                .map_err(|_| format!("{text:?} is neither a duration (\"30s\", \"40d\") nor an ISO 8601 date"))?
         }
     };
     chrono::Duration::from_std(offset)
@@ -279,11 +272,26 @@ mod tests {
     fn invalid_options_name_their_field() {
         let now = Utc::now();
         let cases = [
-            TriggerOptions { max_attempts: Some(0), ..Default::default() },
-            TriggerOptions { delay: Some(TimeSpec::Text("soon".into())), ..Default::default() },
-            TriggerOptions { ttl: Some(TimeSpec::Seconds(-1.0)), ..Default::default() },
-            TriggerOptions { tags: vec!["x".repeat(129)], ..Default::default() },
-            TriggerOptions { metadata: Some(Value::from(3)), ..Default::default() },
+            TriggerOptions {
+                max_attempts: Some(0),
+                ..Default::default()
+            },
+            TriggerOptions {
+                delay: Some(TimeSpec::Text("soon".into())),
+                ..Default::default()
+            },
+            TriggerOptions {
+                ttl: Some(TimeSpec::Seconds(-1.0)),
+                ..Default::default()
+            },
+            TriggerOptions {
+                tags: vec!["x".repeat(129)],
+                ..Default::default()
+            },
+            TriggerOptions {
+                metadata: Some(Value::from(3)),
+                ..Default::default()
+            },
         ];
         let fields = ["maxAttempts", "delay", "ttl", "tags", "metadata"];
         for (options, field) in cases.into_iter().zip(fields) {

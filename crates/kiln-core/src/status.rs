@@ -59,10 +59,7 @@ impl RunStatus {
 
     /// A final status never changes again.
     pub fn is_final(self) -> bool {
-        !matches!(
-            self,
-            RunStatus::Delayed | RunStatus::Queued | RunStatus::Executing
-        )
+        !matches!(self, RunStatus::Delayed | RunStatus::Queued | RunStatus::Executing)
     }
 
     pub fn is_success(self) -> bool {

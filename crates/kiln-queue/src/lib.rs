@@ -115,7 +115,10 @@ impl Queue {
 
     /// Pushes run ids (oldest first) in one pipelined round trip, each
     /// queue's list up to the window. Answers the ids that found no room.
-    pub async fn push<'a>(&self, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Vec<String>, QueueError> {
+    pub async fn push<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Vec<String>, QueueError> {
         let window = self.window;
         let mut by_queue: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
         for (queue, run_id) in items {
@@ -127,7 +130,12 @@ impl Queue {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for (queue, ids) in &by_queue {
-            pipe.cmd("EVALSHA").arg(PUSH_BOUNDED.get_hash()).arg(1).arg(self.queue_key(queue)).arg(window).arg(ids);
+            pipe.cmd("EVALSHA")
+                .arg(PUSH_BOUNDED.get_hash())
+                .arg(1)
+                .arg(self.queue_key(queue))
+                .arg(window)
+                .arg(ids);
         }
         pipe.sadd(self.queues_key(), by_queue.keys().collect::<Vec<_>>());
         let mut answers: Vec<u64> = match pipe.query_async(&mut conn).await {
@@ -193,7 +201,10 @@ impl Queue {
     /// How many ids wait in a queue.
     pub async fn depth(&self, queue: &str) -> Result<u64, QueueError> {
         let mut conn = self.conn.clone();
-        Ok(redis::cmd("LLEN").arg(self.queue_key(queue)).query_async(&mut conn).await?)
+        Ok(redis::cmd("LLEN")
+            .arg(self.queue_key(queue))
+            .query_async(&mut conn)
+            .await?)
     }
 
     pub async fn ping(&self) -> Result<(), QueueError> {
@@ -245,7 +256,12 @@ impl Consumer {
         let start = self.rotation % queues.len();
         let notify = Queue::new_queue_key(&self.prefix);
         let keys: Vec<String> = std::iter::once(notify.clone())
-            .chain(queues[start..].iter().chain(&queues[..start]).map(|q| format!("{}:queue:{q}", self.prefix)))
+            .chain(
+                queues[start..]
+                    .iter()
+                    .chain(&queues[..start])
+                    .map(|q| format!("{}:queue:{q}", self.prefix)),
+            )
             .collect();
         let conn = match &mut self.conn {
             Some(conn) => conn,
@@ -254,7 +270,11 @@ impl Consumer {
                     .set_connection_timeout(Some(Duration::from_secs(2)))
                     // The pop blocks server-side for up to `wait`.
                     .set_response_timeout(None);
-                self.conn.insert(self.client.get_multiplexed_async_connection_with_config(&config).await?)
+                self.conn.insert(
+                    self.client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
             }
         };
         let popped: Result<Option<(String, Vec<String>)>, _> = redis::cmd("BLMPOP")

@@ -77,7 +77,7 @@ impl Scheduler {
                 () = shutdown.cancelled() => break,
             }
             ticks = ticks.wrapping_add(1);
-            if let Err(error) = self.tick(ticks % SWEEP_EVERY_TICKS == 0).await {
+            if let Err(error) = self.tick(ticks.is_multiple_of(SWEEP_EVERY_TICKS)).await {
                 tracing::warn!(%error, "scheduler tick failed");
             }
         }
@@ -112,7 +112,10 @@ impl Scheduler {
             if !matches!(self.queue.depth(&name).await, Ok(0)) {
                 continue;
             }
-            let released = self.store.release_stale_pushes(&name, self.config.requeue_after, self.config.batch).await?;
+            let released = self
+                .store
+                .release_stale_pushes(&name, self.config.requeue_after, self.config.batch)
+                .await?;
             if released > 0 {
                 tracing::warn!(queue = %name, released, "runs pushed long ago were never claimed; pushing them again");
             }
@@ -130,12 +133,22 @@ impl Scheduler {
                     return Ok(());
                 }
             };
-            let room = self.queue.window().saturating_sub(depth).min(usize::try_from(self.config.batch).unwrap_or(0));
+            let room = self
+                .queue
+                .window()
+                .saturating_sub(depth)
+                .min(usize::try_from(self.config.batch).unwrap_or(0));
             if room == 0 {
                 continue;
             }
             let ids = self.store.take_for_push(&name, room as i64).await?;
-            let ready: Vec<ReadyRun> = ids.into_iter().map(|id| ReadyRun { id, queue: name.clone() }).collect();
+            let ready: Vec<ReadyRun> = ids
+                .into_iter()
+                .map(|id| ReadyRun {
+                    id,
+                    queue: name.clone(),
+                })
+                .collect();
             push_ready(&self.store, &self.queue, &ready).await;
         }
         Ok(())

@@ -189,7 +189,10 @@ impl Worker {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(running = attempts.len(), "grace period over; handing back unfinished runs");
+            tracing::warn!(
+                running = attempts.len(),
+                "grace period over; handing back unfinished runs"
+            );
             hard_stop.cancel();
             while attempts.join_next().await.is_some() {}
         }
@@ -223,14 +226,21 @@ impl Worker {
         }
     }
 
-    async fn claim(&self, deliveries: Vec<Delivery>, limited: &HashMap<String, u32>) -> Result<Vec<ClaimedRun>, kiln_store::StoreError> {
+    async fn claim(
+        &self,
+        deliveries: Vec<Delivery>,
+        limited: &HashMap<String, u32>,
+    ) -> Result<Vec<ClaimedRun>, kiln_store::StoreError> {
         let (limited_runs, free_runs): (Vec<Delivery>, Vec<Delivery>) =
             deliveries.into_iter().partition(|d| limited.contains_key(&d.queue));
         let mut claimed = Vec::new();
         let mut limited_runs = limited_runs;
         if !free_runs.is_empty() {
             let ids: Vec<String> = free_runs.iter().map(|d| d.run_id.clone()).collect();
-            claimed = self.store.claim_runs(&ids, self.config.lease, &self.config.worker_id).await?;
+            claimed = self
+                .store
+                .claim_runs(&ids, self.config.lease, &self.config.worker_id)
+                .await?;
             if claimed.len() < ids.len() {
                 // Our view of limits lags; the store refuses runs of queues
                 // that have gained a limit since. Claim those one by one.
@@ -245,7 +255,12 @@ impl Worker {
         for delivery in limited_runs {
             if let Some(run) = self
                 .store
-                .claim_limited_run(&delivery.run_id, &delivery.queue, self.config.lease, &self.config.worker_id)
+                .claim_limited_run(
+                    &delivery.run_id,
+                    &delivery.queue,
+                    self.config.lease,
+                    &self.config.worker_id,
+                )
                 .await?
             {
                 claimed.push(run);
@@ -255,7 +270,8 @@ impl Worker {
     }
 
     async fn execute(self: Arc<Self>, run: ClaimedRun, slot: OwnedSemaphorePermit, hard_stop: CancellationToken) {
-        let span = tracing::info_span!("run", run_id = %run.id, task = %run.task_identifier, attempt = run.attempt_count);
+        let span =
+            tracing::info_span!("run", run_id = %run.id, task = %run.task_identifier, attempt = run.attempt_count);
         async move {
             let cancel = hard_stop.child_token();
             lock(&self.running).insert(run.id.clone(), Running { cancel: cancel.clone() });
@@ -279,7 +295,11 @@ impl Worker {
                     error: json!({ "name": "Canceled", "message": "the run was canceled" }),
                 },
             };
-            let outcome = Outcome { id: run.id.clone(), attempt: run.attempt_count, result };
+            let outcome = Outcome {
+                id: run.id.clone(),
+                attempt: run.attempt_count,
+                result,
+            };
             self.record(outcome).await;
         }
         .instrument(span)
@@ -371,7 +391,11 @@ impl Worker {
             Ok(Ok(output)) => AttemptResult::Completed { output },
             Ok(Err(error)) => self.failure(error, attempt, max_attempts),
             Err(join_error) => {
-                let message = if join_error.is_panic() { "the handler panicked" } else { "the handler was aborted" };
+                let message = if join_error.is_panic() {
+                    "the handler panicked"
+                } else {
+                    "the handler was aborted"
+                };
                 self.failure(TaskError::retryable("HandlerPanic", message), attempt, max_attempts)
             }
         })
@@ -384,8 +408,14 @@ impl Worker {
             .then(|| self.config.retry.delay_after(attempt, max_attempts))
             .flatten();
         match retry_in {
-            Some(retry_in) => AttemptResult::Retry { error: error.to_json(), retry_in },
-            None => AttemptResult::Ended { status: RunStatus::Failed, error: error.to_json() },
+            Some(retry_in) => AttemptResult::Retry {
+                error: error.to_json(),
+                retry_in,
+            },
+            None => AttemptResult::Ended {
+                status: RunStatus::Failed,
+                error: error.to_json(),
+            },
         }
     }
 
@@ -399,7 +429,11 @@ impl Worker {
             if ids.is_empty() {
                 continue;
             }
-            match self.store.renew_leases(&ids, self.config.lease, &self.config.worker_id).await {
+            match self
+                .store
+                .renew_leases(&ids, self.config.lease, &self.config.worker_id)
+                .await
+            {
                 Ok(gone) => {
                     let running = lock(&self.running);
                     for id in gone {

@@ -60,7 +60,9 @@ impl Store {
     }
 }
 
-fn stored_key((id, environment, nonce, encrypted_key): (String, String, Vec<u8>, Vec<u8>)) -> Result<StoredKey, StoreError> {
+fn stored_key(
+    (id, environment, nonce, encrypted_key): (String, String, Vec<u8>, Vec<u8>),
+) -> Result<StoredKey, StoreError> {
     let environment = Environment::parse(&environment)
         .ok_or_else(|| StoreError::Corrupt(format!("key {id} has environment {environment:?}")))?;
     Ok(StoredKey {

@@ -61,7 +61,9 @@ impl From<sqlx::Error> for StoreError {
             // Connection exceptions (08…) and operator intervention (57P…:
             // shutdown, restart, terminated backend) mean "not now".
             sqlx::Error::Database(ref db)
-                if db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+                if db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
             {
                 StoreError::Unavailable(error)
             }
@@ -110,7 +112,8 @@ impl Store {
     /// Connects lazily: the pool opens connections on first use, so kiln
     /// starts (and answers 503) while Postgres is down.
     pub fn connect_lazy(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
-        let connect: PgConnectOptions = url.parse::<PgConnectOptions>()?
+        let connect: PgConnectOptions = url
+            .parse::<PgConnectOptions>()?
             .log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)

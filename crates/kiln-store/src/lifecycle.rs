@@ -42,11 +42,19 @@ pub struct Outcome {
 
 #[derive(Debug, Clone)]
 pub enum AttemptResult {
-    Completed { output: Value },
+    Completed {
+        output: Value,
+    },
     /// Failed, with another attempt after `retry_in`.
-    Retry { error: Value, retry_in: Duration },
+    Retry {
+        error: Value,
+        retry_in: Duration,
+    },
     /// Ended for good with `status` (FAILED, TIMED_OUT, SYSTEM_FAILURE…).
-    Ended { status: RunStatus, error: Value },
+    Ended {
+        status: RunStatus,
+        error: Value,
+    },
     /// The worker is shutting down: the attempt did not count.
     HandBack,
 }
@@ -81,8 +89,7 @@ fn distinct_queues_where(predicate: &str) -> String {
 
 /// Ready runs that are not in Redis: the predicate of the partial index
 /// `runs_awaiting_push`, so those look-ups read only the backlog.
-const AWAITING_PUSH: &str =
-    "r.status = 'QUEUED' AND r.enqueued_at IS NULL AND r.dispatch_at IS NULL AND NOT r.parked";
+const AWAITING_PUSH: &str = "r.status = 'QUEUED' AND r.enqueued_at IS NULL AND r.dispatch_at IS NULL AND NOT r.parked";
 
 /// Queued runs whose id was pushed: the predicate of `runs_pushed`.
 const PUSHED: &str = "r.status = 'QUEUED' AND r.enqueued_at IS NOT NULL";
@@ -103,7 +110,12 @@ impl Store {
     /// Claims runs of queues without a concurrency limit, all in one
     /// statement. Ids that are not claimable, or whose queue has a limit
     /// (see [`Store::claim_limited_run`]), are left out of the answer.
-    pub async fn claim_runs(&self, ids: &[String], lease: Duration, worker: &str) -> Result<Vec<ClaimedRun>, StoreError> {
+    pub async fn claim_runs(
+        &self,
+        ids: &[String],
+        lease: Duration,
+        worker: &str,
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
         let sql = format!(
             "UPDATE runs SET {CLAIM_SET} WHERE runs.id = ANY($1) AND {CLAIMABLE}
                AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL)
@@ -121,7 +133,13 @@ impl Store {
     /// concurrency key) has a free slot; otherwise parks it until a slot
     /// frees. An advisory lock per queue makes count-then-claim atomic
     /// across kiln processes.
-    pub async fn claim_limited_run(&self, id: &str, queue: &str, lease: Duration, worker: &str) -> Result<Option<ClaimedRun>, StoreError> {
+    pub async fn claim_limited_run(
+        &self,
+        id: &str,
+        queue: &str,
+        lease: Duration,
+        worker: &str,
+    ) -> Result<Option<ClaimedRun>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('kiln.queue:' || $1))")
             .bind(queue)
@@ -142,10 +160,12 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if claimed.is_none() {
-            sqlx::query(AssertSqlSafe(format!("UPDATE runs SET parked = true WHERE runs.id = $1 AND {CLAIMABLE}")))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE runs SET parked = true WHERE runs.id = $1 AND {CLAIMABLE}"
+            )))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(claimed)
@@ -195,7 +215,9 @@ impl Store {
             attempts.push(outcome.attempt);
             let (status, output, error, retry, back) = match &outcome.result {
                 AttemptResult::Completed { output } => (RunStatus::Completed, Some(output), None, None, false),
-                AttemptResult::Retry { error, retry_in } => (RunStatus::Queued, None, Some(error), Some(ms(*retry_in)), false),
+                AttemptResult::Retry { error, retry_in } => {
+                    (RunStatus::Queued, None, Some(error), Some(ms(*retry_in)), false)
+                }
                 AttemptResult::Ended { status, error } => (*status, None, Some(error), None, false),
                 AttemptResult::HandBack => (RunStatus::Queued, None, None, None, true),
             };
@@ -280,7 +302,10 @@ impl Store {
 
     /// Queues with ready runs that are not in Redis.
     pub async fn queues_awaiting_push(&self) -> Result<Vec<String>, StoreError> {
-        let sql = format!("{} SELECT queue FROM q WHERE queue IS NOT NULL", distinct_queues_where(AWAITING_PUSH));
+        let sql = format!(
+            "{} SELECT queue FROM q WHERE queue IS NOT NULL",
+            distinct_queues_where(AWAITING_PUSH)
+        );
         Ok(sqlx::query_scalar(AssertSqlSafe(sql)).fetch_all(&self.pool).await?)
     }
 
@@ -303,9 +328,7 @@ impl Store {
 
     /// Marks runs as not in Redis after a push that did not take them.
     pub async fn unmark_enqueued(&self, ids: &[String]) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE runs SET enqueued_at = NULL WHERE id = ANY($1) AND status = 'QUEUED'",
-        )
+        sqlx::query("UPDATE runs SET enqueued_at = NULL WHERE id = ANY($1) AND status = 'QUEUED'")
             .bind(ids)
             .execute(&self.relaxed)
             .await?;
@@ -315,9 +338,10 @@ impl Store {
     /// Redis lost its data (restart without persistence, flush, failover):
     /// every queued run must be pushed again. Answers how many.
     pub async fn forget_all_enqueued(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE runs SET enqueued_at = NULL WHERE status = 'QUEUED' AND enqueued_at IS NOT NULL")
-            .execute(&self.relaxed)
-            .await?;
+        let done =
+            sqlx::query("UPDATE runs SET enqueued_at = NULL WHERE status = 'QUEUED' AND enqueued_at IS NOT NULL")
+                .execute(&self.relaxed)
+                .await?;
         Ok(done.rows_affected())
     }
 
@@ -332,9 +356,9 @@ impl Store {
             distinct_queues_where(PUSHED)
         );
         Ok(sqlx::query_scalar(AssertSqlSafe(sql))
-        .bind(ms(older_than))
-        .fetch_all(&self.pool)
-        .await?)
+            .bind(ms(older_than))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Marks a queue's runs pushed longer than `older_than` ago as not in

@@ -313,7 +313,10 @@ impl Store {
             query.push(" AND status = ANY(").push_bind(statuses).push(")");
         }
         if !filter.task_identifiers.is_empty() {
-            query.push(" AND task_identifier = ANY(").push_bind(filter.task_identifiers.clone()).push(")");
+            query
+                .push(" AND task_identifier = ANY(")
+                .push_bind(filter.task_identifiers.clone())
+                .push(")");
         }
         if !filter.tags.is_empty() {
             query
@@ -322,7 +325,10 @@ impl Store {
                 .push("))");
         }
         if !filter.queues.is_empty() {
-            query.push(" AND queue = ANY(").push_bind(filter.queues.clone()).push(")");
+            query
+                .push(" AND queue = ANY(")
+                .push_bind(filter.queues.clone())
+                .push(")");
         }
         if let Some(from) = filter.created_from {
             query.push(" AND created_at >= ").push_bind(from);
@@ -388,11 +394,13 @@ impl Store {
 
     /// Every queue that has a concurrency limit.
     pub async fn limited_queues(&self) -> Result<Vec<(String, u32)>, StoreError> {
-        let rows: Vec<(String, i32)> = sqlx::query_as(
-            "SELECT name, concurrency_limit FROM queues WHERE concurrency_limit IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|(name, limit)| (name, limit.max(0) as u32)).collect())
+        let rows: Vec<(String, i32)> =
+            sqlx::query_as("SELECT name, concurrency_limit FROM queues WHERE concurrency_limit IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, limit)| (name, limit.max(0) as u32))
+            .collect())
     }
 }

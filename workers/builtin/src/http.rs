@@ -105,7 +105,6 @@ impl Resolve for GuardedResolver {
     }
 }
 
-
 /// Shared by every HTTP task of a process.
 #[derive(Clone)]
 pub struct HttpSender {
@@ -116,7 +115,11 @@ pub struct HttpSender {
 }
 
 impl HttpSender {
-    pub fn new(policy: EgressPolicy, signing_secret: Option<String>, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        policy: EgressPolicy,
+        signing_secret: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let untrusted = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -137,11 +140,19 @@ impl HttpSender {
     /// request connects, in case the name resolves differently then.
     async fn check_untrusted(&self, url: &Url) -> Result<(), TaskError> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(TaskError::fatal("InvalidUrl", format!("scheme {:?} is not http or https", url.scheme())));
+            return Err(TaskError::fatal(
+                "InvalidUrl",
+                format!("scheme {:?} is not http or https", url.scheme()),
+            ));
         }
-        let host = url.host_str().ok_or_else(|| TaskError::fatal("InvalidUrl", "the url has no host"))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| TaskError::fatal("InvalidUrl", "the url has no host"))?;
         if !self.policy.host_allowed(host) {
-            return Err(TaskError::fatal("ForbiddenHost", format!("host {host:?} is not in KILN_HTTP_ALLOWED_HOSTS")));
+            return Err(TaskError::fatal(
+                "ForbiddenHost",
+                format!("host {host:?} is not in KILN_HTTP_ALLOWED_HOSTS"),
+            ));
         }
         let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
         let addresses: Vec<IpAddr> = match literal {
@@ -162,12 +173,20 @@ impl HttpSender {
     }
 
     async fn send(&self, ctx: &TaskContext, request: Request, trusted: bool) -> Result<Value, TaskError> {
-        let url = Url::parse(&request.url).map_err(|e| TaskError::fatal("InvalidUrl", format!("{}: {e}", request.url)))?;
+        let url =
+            Url::parse(&request.url).map_err(|e| TaskError::fatal("InvalidUrl", format!("{}: {e}", request.url)))?;
         if !trusted {
             self.check_untrusted(&url).await?;
         }
-        let method = Method::from_bytes(request.method.as_deref().unwrap_or("POST").to_ascii_uppercase().as_bytes())
-            .map_err(|_| TaskError::fatal("InvalidPayload", "method is not an HTTP method"))?;
+        let method = Method::from_bytes(
+            request
+                .method
+                .as_deref()
+                .unwrap_or("POST")
+                .to_ascii_uppercase()
+                .as_bytes(),
+        )
+        .map_err(|_| TaskError::fatal("InvalidPayload", "method is not an HTTP method"))?;
         let (body, content_type) = match &request.body {
             None | Some(Value::Null) => (Vec::new(), None),
             Some(Value::String(text)) => (text.clone().into_bytes(), Some("text/plain; charset=utf-8")),
@@ -201,7 +220,10 @@ impl HttpSender {
         if status.is_success() {
             Ok(json!({ "status": status.as_u16(), "body": body }))
         } else {
-            Err(TaskError::retryable("HttpStatus", format!("the server answered {status}")))
+            Err(TaskError::retryable(
+                "HttpStatus",
+                format!("the server answered {status}"),
+            ))
         }
     }
 }
@@ -244,7 +266,10 @@ fn unix_now() -> u64 {
 pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
     let mut signed = format!("{timestamp}.").into_bytes();
     signed.extend_from_slice(body);
-    format!("t={timestamp},v1={}", hex::encode(hmac_sha256(secret.as_bytes(), &signed)))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(hmac_sha256(secret.as_bytes(), &signed))
+    )
 }
 
 /// `kiln.http`'s payload.
@@ -268,7 +293,10 @@ impl TaskHandler for HttpTask {
         let sender = self.sender.clone();
         Box::pin(async move {
             let request: Request = serde_json::from_value(payload).map_err(|e| {
-                TaskError::fatal("InvalidPayload", format!("kiln.http needs {{url, method?, headers?, body?}}: {e}"))
+                TaskError::fatal(
+                    "InvalidPayload",
+                    format!("kiln.http needs {{url, method?, headers?, body?}}: {e}"),
+                )
             })?;
             sender.send(&ctx, request, false).await
         })
@@ -303,7 +331,18 @@ mod tests {
 
     #[test]
     fn internal_addresses_are_not_public() {
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.0.1", "169.254.169.254", "::1", "fd00::1", "0.0.0.0", "::ffff:127.0.0.1", "100.64.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "0.0.0.0",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+        ] {
             assert!(!is_public(ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))), "{ip}");
         }
         for ip in ["93.184.216.34", "2606:2800:220:1::1"] {

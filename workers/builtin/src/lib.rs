@@ -34,7 +34,9 @@ impl TaskHandler for Sleep {
                 .get("ms")
                 .and_then(Value::as_u64)
                 .filter(|ms| *ms <= MAX_SLEEP_MS)
-                .ok_or_else(|| TaskError::fatal("InvalidPayload", "kiln.sleep needs {\"ms\": N} with 0 ≤ N ≤ 86400000"))?;
+                .ok_or_else(|| {
+                    TaskError::fatal("InvalidPayload", "kiln.sleep needs {\"ms\": N} with 0 ≤ N ≤ 86400000")
+                })?;
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({ "sleptMs": ms })),
                 () = ctx.cancel.cancelled() => Err(TaskError::retryable("Canceled", "stopped while sleeping")),

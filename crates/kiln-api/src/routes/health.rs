@@ -25,6 +25,10 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         "postgres": describe(postgres.map_err(|e| e.to_string())),
         "redis": describe(redis.map_err(|e| e.to_string())),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }

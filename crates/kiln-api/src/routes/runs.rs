@@ -26,31 +26,51 @@ async fn find_run(app: &AppState, caller: &Caller, run_id: &str) -> Result<RunRo
     if RunId::parse(run_id).is_none() {
         return Err(not_found());
     }
-    app.store.get_run(caller.environment, run_id).await?.ok_or_else(not_found)
+    app.store
+        .get_run(caller.environment, run_id)
+        .await?
+        .ok_or_else(not_found)
 }
 
-pub async fn retrieve(State(app): State<AppState>, Path(run_id): Path<String>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn retrieve(
+    State(app): State<AppState>,
+    Path(run_id): Path<String>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let row = find_run(&app, &caller, &run_id).await?;
     if !caller.may_read_run(&row.id, &row.tags) {
-        return Err(ApiError::Forbidden(format!("this public access token may not read run {run_id}")));
+        return Err(ApiError::Forbidden(format!(
+            "this public access token may not read run {run_id}"
+        )));
     }
     Ok(Json(presenter::retrieved_run(&row)?))
 }
 
-pub async fn cancel(State(app): State<AppState>, Path(run_id): Path<String>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(
+    State(app): State<AppState>,
+    Path(run_id): Path<String>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
     let not_found = || ApiError::NotFound(format!("run {run_id:?} not found"));
     if RunId::parse(&run_id).is_none() {
         return Err(not_found());
     }
     // A run that already ended keeps its status; the answer is the same.
-    app.store.cancel_run(caller.environment, &run_id).await?.ok_or_else(not_found)?;
+    app.store
+        .cancel_run(caller.environment, &run_id)
+        .await?
+        .ok_or_else(not_found)?;
     Ok(Json(json!({ "id": run_id })))
 }
 
 /// A new run of the same task with the same payload, queue, tags and
 /// metadata; no delay, ttl or idempotency key.
-pub async fn replay(State(app): State<AppState>, Path(run_id): Path<String>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn replay(
+    State(app): State<AppState>,
+    Path(run_id): Path<String>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
     caller.require_secret_key()?;
     let original = find_run(&app, &caller, &run_id).await?;
     if app.registry.get(&original.task_identifier).is_none() {
@@ -89,18 +109,28 @@ pub async fn replay(State(app): State<AppState>, Path(run_id): Path<String>, cal
 }
 
 fn list_of(value: &str) -> Vec<String> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `filter[createdAt][from]`: milliseconds since the epoch (what the SDK
 /// sends) or an RFC 3339 date.
 fn instant(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(ms) = value.parse::<i64>() {
-        return DateTime::from_timestamp_millis(ms).ok_or_else(|| ApiError::BadRequest(format!("{field}: out of range")));
+        return DateTime::from_timestamp_millis(ms)
+            .ok_or_else(|| ApiError::BadRequest(format!("{field}: out of range")));
     }
     DateTime::parse_from_rfc3339(value)
         .map(|d| d.with_timezone(&Utc))
-        .map_err(|_| ApiError::BadRequest(format!("{field}: expected milliseconds since the epoch or an ISO 8601 date")))
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{field}: expected milliseconds since the epoch or an ISO 8601 date"
+            ))
+        })
 }
 
 fn parse_filter(query: &HashMap<String, String>) -> Result<ListFilter, ApiError> {
@@ -113,7 +143,10 @@ fn parse_filter(query: &HashMap<String, String>) -> Result<ListFilter, ApiError>
             "filter[status]" => {
                 filter.statuses = list_of(value)
                     .iter()
-                    .map(|s| s.parse::<RunStatus>().map_err(|e| ApiError::BadRequest(format!("filter[status]: {e}"))))
+                    .map(|s| {
+                        s.parse::<RunStatus>()
+                            .map_err(|e| ApiError::BadRequest(format!("filter[status]: {e}")))
+                    })
                     .collect::<Result<_, _>>()?;
             }
             "filter[taskIdentifier]" => filter.task_identifiers = list_of(value),
@@ -122,17 +155,27 @@ fn parse_filter(query: &HashMap<String, String>) -> Result<ListFilter, ApiError>
             "filter[createdAt][from]" => filter.created_from = Some(instant(key, value)?),
             "filter[createdAt][to]" => filter.created_to = Some(instant(key, value)?),
             "filter[createdAt][period]" => {
-                let period = kiln_core::duration::parse(value).map_err(|e| ApiError::BadRequest(format!("{key}: {e}")))?;
-                let period = chrono::Duration::from_std(period).map_err(|_| ApiError::BadRequest(format!("{key}: too long")))?;
+                let period =
+                    kiln_core::duration::parse(value).map_err(|e| ApiError::BadRequest(format!("{key}: {e}")))?;
+                let period =
+                    chrono::Duration::from_std(period).map_err(|_| ApiError::BadRequest(format!("{key}: too long")))?;
                 filter.created_from = Some(Utc::now() - period);
             }
             "filter[isTest]" => {
-                filter.is_test = Some(value.parse().map_err(|_| ApiError::BadRequest(format!("{key}: expected true or false")))?);
+                filter.is_test = Some(
+                    value
+                        .parse()
+                        .map_err(|_| ApiError::BadRequest(format!("{key}: expected true or false")))?,
+                );
             }
             "page[size]" => {
-                let size: u32 = value.parse().map_err(|_| ApiError::BadRequest(format!("{key}: expected a number")))?;
+                let size: u32 = value
+                    .parse()
+                    .map_err(|_| ApiError::BadRequest(format!("{key}: expected a number")))?;
                 if !(1..=MAX_PAGE_SIZE).contains(&size) {
-                    return Err(ApiError::BadRequest(format!("{key}: must be between 1 and {MAX_PAGE_SIZE}")));
+                    return Err(ApiError::BadRequest(format!(
+                        "{key}: must be between 1 and {MAX_PAGE_SIZE}"
+                    )));
                 }
                 filter.limit = size;
             }
@@ -147,12 +190,18 @@ fn parse_filter(query: &HashMap<String, String>) -> Result<ListFilter, ApiError>
         }
     }
     if filter.after.is_some() && filter.before.is_some() {
-        return Err(ApiError::BadRequest("page[after] and page[before] cannot be combined".into()));
+        return Err(ApiError::BadRequest(
+            "page[after] and page[before] cannot be combined".into(),
+        ));
     }
     Ok(filter)
 }
 
-pub async fn list(State(app): State<AppState>, caller: Caller, Query(query): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
     let filter = parse_filter(&query)?;
     let mut rows = app.store.list_runs(caller.environment, &filter).await?;
@@ -169,18 +218,20 @@ pub async fn list(State(app): State<AppState>, caller: Caller, Query(query): Que
         .iter()
         .map(|row| presenter::listed_run(row, caller.environment))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut pagination = serde_json::Map::new();
-    let (first, last) = (rows.first().map(|r| r.id.clone()), rows.last().map(|r| r.id.clone()));
     // Newest first: "next" goes to older runs, "previous" to newer ones.
-    if (more && !going_back) || (going_back && last.is_some()) {
-        if let Some(last) = last {
-            pagination.insert("next".into(), json!(last));
-        }
+    // Coming back from an older page, there is always an older page again.
+    let next = if more || going_back { rows.last() } else { None };
+    let previous = if filter.after.is_some() || (going_back && more) {
+        rows.first()
+    } else {
+        None
+    };
+    let mut pagination = serde_json::Map::new();
+    if let Some(run) = next {
+        pagination.insert("next".into(), json!(run.id));
     }
-    if (filter.after.is_some() || (going_back && more)) && first.is_some() {
-        if let Some(first) = first {
-            pagination.insert("previous".into(), json!(first));
-        }
+    if let Some(run) = previous {
+        pagination.insert("previous".into(), json!(run.id));
     }
     Ok(Json(json!({ "data": data, "pagination": pagination })))
 }

@@ -79,22 +79,31 @@ pub fn decode_packet(data: Option<Value>, data_type: Option<&str>, field: &str) 
         Some("application/json") => match data {
             Value::String(text) => serde_json::from_str(&text)
                 .map(|value| (value, "application/json".into()))
-                .map_err(|e| ApiError::BadRequest(format!("{field} is declared application/json but is not JSON: {e}"))),
+                .map_err(|e| {
+                    ApiError::BadRequest(format!("{field} is declared application/json but is not JSON: {e}"))
+                }),
             other => Ok((other, "application/json".into())),
         },
         Some("text/plain") => match data {
             text @ Value::String(_) => Ok((text, "text/plain".into())),
-            _ => Err(ApiError::Unprocessable(format!("{field} is declared text/plain but is not a string"))),
+            _ => Err(ApiError::Unprocessable(format!(
+                "{field} is declared text/plain but is not a string"
+            ))),
         },
         Some("application/super+json") => {
             let Value::String(text) = data else {
-                return Err(ApiError::Unprocessable(format!("{field} is declared application/super+json but is not a string")));
+                return Err(ApiError::Unprocessable(format!(
+                    "{field} is declared application/super+json but is not a string"
+                )));
             };
             let mut packet: Value = serde_json::from_str(&text)
                 .map_err(|e| ApiError::BadRequest(format!("{field} is not valid superjson: {e}")))?;
             // superjson's `meta` only restores JS types (Date, Map…); as
             // plain JSON, `json` already holds their serialized forms.
-            Ok((packet.get_mut("json").map(Value::take).unwrap_or(Value::Null), "application/json".into()))
+            Ok((
+                packet.get_mut("json").map(Value::take).unwrap_or(Value::Null),
+                "application/json".into(),
+            ))
         }
         Some("application/store") => Err(ApiError::Unprocessable(format!(
             "{field}: offloaded packets (application/store) are not supported by this kiln version; send payloads under the size limit inline"
@@ -137,10 +146,11 @@ pub async fn trigger(
     JsonBody(body): JsonBody<TriggerBody>,
 ) -> Result<Response, ApiError> {
     caller.require_secret_key()?;
-    let task = app
-        .registry
-        .get(&task_id)
-        .ok_or_else(|| ApiError::NotFound(format!("task {task_id:?} is not known to kiln (declare it in KILN_TASKS_FILE)")))?;
+    let task = app.registry.get(&task_id).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "task {task_id:?} is not known to kiln (declare it in KILN_TASKS_FILE)"
+        ))
+    })?;
     let mut options = body.options.unwrap_or_default();
     let payload_type = options.payload_type.take();
     let (payload, payload_type) = decode_packet(body.payload, payload_type.as_deref(), "payload")?;
@@ -160,7 +170,15 @@ pub async fn trigger(
         replayed_from: None,
     };
     let (id, cached) = app.recorder.record(run).await?;
-    Ok(with_run_token(&caller, &id, Json(if cached { json!({ "id": id, "isCached": true }) } else { json!({ "id": id }) })))
+    Ok(with_run_token(
+        &caller,
+        &id,
+        Json(if cached {
+            json!({ "id": id, "isCached": true })
+        } else {
+            json!({ "id": id })
+        }),
+    ))
 }
 
 /// Adds `x-trigger-jwt`, a token that may read the run, as Trigger does.
