@@ -515,3 +515,72 @@ mod kiln_core_jwt {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("base64 claims")).expect("claims json")
     }
 }
+
+#[tokio::test]
+async fn a_delayed_run_can_be_rescheduled_and_only_a_delayed_one() {
+    let kiln = Kiln::dev().await;
+    let id = kiln
+        .trigger("kiln.noop", json!({ "payload": {}, "options": { "delay": "1h" } }))
+        .await;
+    let response = kiln
+        .post(&format!("/api/v1/runs/{id}/reschedule"), &json!({ "delay": "1s" }))
+        .await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["status"], "DELAYED");
+    let moved = date(&answer, "delayedUntil") - date(&answer, "createdAt");
+    assert!(
+        moved < chrono::Duration::seconds(60),
+        "delayedUntil moved to {moved} after creation"
+    );
+    let run = kiln.wait_for_status(&id, "COMPLETED", Duration::from_secs(15)).await;
+    assert!(date(&run, "startedAt") >= date(&answer, "delayedUntil"));
+    let again = kiln
+        .post(&format!("/api/v1/runs/{id}/reschedule"), &json!({ "delay": "1h" }))
+        .await;
+    assert_eq!(again.status(), 400, "a completed run cannot be rescheduled");
+    let bad = kiln
+        .post(
+            &format!("/api/v1/runs/{id}/reschedule"),
+            &json!({ "delay": "whenever" }),
+        )
+        .await;
+    assert_eq!(bad.status(), 422);
+}
+
+#[tokio::test]
+async fn tags_can_be_added_up_to_ten_and_are_listed() {
+    let kiln = Kiln::builder(Mode::Serve).spawn().await;
+    let id = kiln
+        .trigger("kiln.noop", json!({ "payload": {}, "options": { "tags": ["a"] } }))
+        .await;
+    let answer: Value = kiln
+        .post(&format!("/api/v1/runs/{id}/tags"), &json!({ "tags": ["a", "b", "c"] }))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["message"], "Successfully set 2 new tags.");
+    assert_eq!(kiln.retrieve(&id).await["tags"], json!(["a", "b", "c"]));
+    let listed: Value = kiln
+        .http
+        .get(kiln.url("/api/v1/runs?filter%5Btag%5D=c"))
+        .bearer_auth(&kiln.key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["data"][0]["id"], Value::from(id.clone()));
+    let too_many: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    let response = kiln
+        .post(&format!("/api/v1/runs/{id}/tags"), &json!({ "tags": too_many }))
+        .await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        kiln.retrieve(&id).await["tags"],
+        json!(["a", "b", "c"]),
+        "a refused request changes nothing"
+    );
+}

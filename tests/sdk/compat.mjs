@@ -39,6 +39,10 @@ console.log("ok poll");
 
 const delayed = await tasks.trigger("kiln.noop", { later: true }, { delay: "1h" });
 assert.equal((await runs.retrieve(delayed.id)).status, "DELAYED");
+const rescheduled = await runs.reschedule(delayed.id, { delay: "2h" });
+assert.equal(rescheduled.status, "DELAYED");
+assert.ok(rescheduled.delayedUntil.getTime() - Date.now() > 90 * 60 * 1000, "moved to about 2 h from now");
+console.log("ok reschedule");
 await runs.cancel(delayed.id);
 const canceled = await runs.retrieve(delayed.id);
 assert.equal(canceled.status, "CANCELED");

@@ -29,7 +29,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use lifecycle::{ClaimedRun, Outcome, ReadyRun};
-pub use runs::{ListFilter, NewRun, RunRow, TriggerOutcome};
+pub use runs::{ListFilter, NewRun, RunRow, TagsAdded, TriggerOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -52,6 +52,15 @@ pub enum TriggerOutcome {
     Cached { id: String },
 }
 
+/// What adding tags to a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagsAdded {
+    /// This many tags were new.
+    Added(usize),
+    /// Nothing: the run would have had more than allowed.
+    TooMany { current: usize },
+}
+
 /// A run as stored, everything the API shows.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
@@ -377,6 +386,75 @@ impl Store {
             Some(row) => Ok(Some(row.status()?)),
             None => Ok(None),
         }
+    }
+
+    /// Moves a DELAYED run's start to `delay_until` (its ttl, if any, counts
+    /// from there). Returns the run after the call, or `None` when there is
+    /// no such run; a run that is not DELAYED is returned unchanged.
+    pub async fn reschedule_run(
+        &self,
+        environment: Environment,
+        id: &str,
+        delay_until: DateTime<Utc>,
+    ) -> Result<Option<(bool, RunRow)>, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET delay_until = $3, dispatch_at = $3, updated_at = now(),
+                 expires_at = CASE WHEN ttl_ms IS NULL THEN NULL ELSE $3 + ttl_ms * interval '1 millisecond' END
+             WHERE id = $1 AND environment = $2 AND status = 'DELAYED'",
+        )
+        .bind(id)
+        .bind(environment.as_str())
+        .bind(delay_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(self
+            .get_run(environment, id)
+            .await?
+            .map(|row| (done.rows_affected() == 1, row)))
+    }
+
+    /// Adds tags to a run, keeping at most `max` in all; `None` when there
+    /// is no such run.
+    pub async fn add_tags(
+        &self,
+        environment: Environment,
+        id: &str,
+        tags: &[String],
+        max: usize,
+    ) -> Result<Option<TagsAdded>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<Vec<String>> =
+            sqlx::query_scalar("SELECT tags FROM runs WHERE id = $1 AND environment = $2 FOR UPDATE")
+                .bind(id)
+                .bind(environment.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(mut current) = current else {
+            return Ok(None);
+        };
+        let new: Vec<String> = tags
+            .iter()
+            .filter(|t| !current.contains(t))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if current.len() + new.len() > max {
+            return Ok(Some(TagsAdded::TooMany { current: current.len() }));
+        }
+        current.extend(new.iter().cloned());
+        sqlx::query("UPDATE runs SET tags = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(&current)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO run_tags (tag, run_id) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING")
+            .bind(&new)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(TagsAdded::Added(new.len())))
     }
 
     /// Sets (or, with `None`, lifts) a queue's concurrency limit.

@@ -20,6 +20,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v2/runs/{run_id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{run_id}/replay", post(runs::replay))
+        .route("/api/v1/runs/{run_id}/reschedule", post(runs::reschedule))
+        .route("/api/v1/runs/{run_id}/tags", post(runs::add_tags))
         .route("/api/v1/auth/jwt/claims", post(runs::jwt_claims))
 }
 

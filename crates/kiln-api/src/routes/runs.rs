@@ -243,3 +243,90 @@ pub async fn jwt_claims(caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
     Ok(Json(json!({ "sub": caller.key_id, "pub": true })))
 }
+
+#[derive(Debug, serde::Deserialize)]
+pub struct RescheduleBody {
+    pub delay: Value,
+}
+
+/// `POST /api/v1/runs/{runId}/reschedule`: a DELAYED run starts at a new
+/// time (`delay`: a duration from now or a date). Answers the run.
+pub async fn reschedule(
+    State(app): State<AppState>,
+    Path(run_id): Path<String>,
+    caller: Caller,
+    crate::extract::JsonBody(body): crate::extract::JsonBody<RescheduleBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_secret_key()?;
+    let not_found = || ApiError::NotFound(format!("run {run_id:?} not found"));
+    if RunId::parse(&run_id).is_none() {
+        return Err(not_found());
+    }
+    let spec = match body.delay {
+        Value::String(text) => kiln_core::options::TimeSpec::Text(text),
+        _ => {
+            return Err(ApiError::Unprocessable(
+                "delay: must be a duration (\"30s\") or a date".into(),
+            ));
+        }
+    };
+    let until = kiln_core::options::parse_time_spec(&spec, Utc::now())
+        .map_err(|e| ApiError::Unprocessable(format!("delay: {e}")))?;
+    let (rescheduled, row) = app
+        .store
+        .reschedule_run(caller.environment, &run_id, until)
+        .await?
+        .ok_or_else(not_found)?;
+    if !rescheduled {
+        return Err(ApiError::BadRequest(format!(
+            "run {run_id} is {} and only a DELAYED run can be rescheduled",
+            row.status
+        )));
+    }
+    Ok(Json(presenter::retrieved_run(&row)?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct TagsBody {
+    pub tags: crate::routes::trigger::WireTags,
+}
+
+/// `POST /api/v1/runs/{runId}/tags`: adds tags (at most 10 per run).
+pub async fn add_tags(
+    State(app): State<AppState>,
+    Path(run_id): Path<String>,
+    caller: Caller,
+    crate::extract::JsonBody(body): crate::extract::JsonBody<TagsBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_secret_key()?;
+    let not_found = || ApiError::NotFound(format!("run {run_id:?} not found"));
+    if RunId::parse(&run_id).is_none() {
+        return Err(not_found());
+    }
+    let tags = match body.tags {
+        crate::routes::trigger::WireTags::One(tag) => vec![tag],
+        crate::routes::trigger::WireTags::Many(tags) => tags,
+    };
+    if let Some(tag) = tags
+        .iter()
+        .find(|t| t.is_empty() || t.len() > kiln_core::options::MAX_TAG_LEN)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "tags: tag {tag:?} must be 1 to 128 characters"
+        )));
+    }
+    let max = kiln_core::options::MAX_TAGS;
+    match app
+        .store
+        .add_tags(caller.environment, &run_id, &tags, max)
+        .await?
+        .ok_or_else(not_found)?
+    {
+        kiln_store::TagsAdded::Added(added) => Ok(Json(
+            json!({ "message": format!("Successfully set {added} new tags.") }),
+        )),
+        kiln_store::TagsAdded::TooMany { current } => Err(ApiError::Unprocessable(format!(
+            "tags: run {run_id} has {current} tags and may have at most {max}"
+        ))),
+    }
+}
