@@ -287,16 +287,14 @@ async fn a_postgres_outage_answers_503_and_loses_nothing() {
 async fn sigterm_finishes_or_hands_back_every_run() {
     let mut kiln = Kiln::builder(Mode::Serve).spawn().await;
     let db = kiln.db().await;
-    let mut worker = kiln.spawn_worker(&[("KILN_SHUTDOWN_GRACE", "3s")]);
-    let mut short = Vec::new();
-    let mut long = Vec::new();
-    for _ in 0..10 {
-        short.push(kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 300 } })).await);
-    }
-    for _ in 0..5 {
-        long.push(kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 20000 } })).await);
-    }
-    wait_for_count(&db, "EXECUTING", 15, Duration::from_secs(10)).await;
+    let mut worker = kiln.spawn_worker(&[("KILN_SHUTDOWN_GRACE", "5s")]);
+    // Short runs (2 s) fit in the grace period; long ones (20 s) do not.
+    // All are triggered at once, so all 15 run together even on a busy
+    // machine.
+    let trigger = |ms: u64| kiln.trigger("kiln.sleep", json!({ "payload": { "ms": ms } }));
+    let short: Vec<String> = futures::future::join_all((0..10).map(|_| trigger(2000))).await;
+    let long: Vec<String> = futures::future::join_all((0..5).map(|_| trigger(20000))).await;
+    wait_for_count(&db, "EXECUTING", 15, Duration::from_secs(30)).await;
     worker.terminate();
     let log = worker.log_path.display().to_string();
     let stopping = Instant::now();
@@ -305,10 +303,10 @@ async fn sigterm_finishes_or_hands_back_every_run() {
         .expect("join")
         .expect("wait");
     assert!(status.0.success(), "the worker exits cleanly; see {log}");
-    // After the grace period (3 s), well before the long runs would have
+    // After the grace period (5 s), well before the long runs would have
     // ended (20 s): they were handed back, not waited for.
     assert!(
-        stopping.elapsed() < Duration::from_secs(12),
+        stopping.elapsed() < Duration::from_secs(14),
         "shutdown took {:?}",
         stopping.elapsed()
     );
