@@ -21,11 +21,18 @@ use crate::routes::trigger::with_run_token;
 const DEFAULT_PAGE_SIZE: u32 = 25;
 const MAX_PAGE_SIZE: u32 = 100;
 
+fn run_not_found(run_id: &str) -> ApiError {
+    ApiError::NotFound(format!("run {run_id:?} not found"))
+}
+
+/// An id that cannot be a run's is answered like an unknown run.
+fn check_run_id(run_id: &str) -> Result<(), ApiError> {
+    RunId::parse(run_id).map(|_| ()).ok_or_else(|| run_not_found(run_id))
+}
+
 async fn find_run(app: &AppState, caller: &Caller, run_id: &str) -> Result<RunRow, ApiError> {
-    let not_found = || ApiError::NotFound(format!("run {run_id:?} not found"));
-    if RunId::parse(run_id).is_none() {
-        return Err(not_found());
-    }
+    let not_found = || run_not_found(run_id);
+    check_run_id(run_id)?;
     app.store
         .get_run(caller.environment, run_id)
         .await?
@@ -52,10 +59,8 @@ pub async fn cancel(
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
-    let not_found = || ApiError::NotFound(format!("run {run_id:?} not found"));
-    if RunId::parse(&run_id).is_none() {
-        return Err(not_found());
-    }
+    let not_found = || run_not_found(&run_id);
+    check_run_id(&run_id)?;
     // A run that already ended keeps its status; the answer is the same.
     app.store
         .cancel_run(caller.environment, &run_id)
@@ -258,10 +263,8 @@ pub async fn reschedule(
     crate::extract::JsonBody(body): crate::extract::JsonBody<RescheduleBody>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
-    let not_found = || ApiError::NotFound(format!("run {run_id:?} not found"));
-    if RunId::parse(&run_id).is_none() {
-        return Err(not_found());
-    }
+    let not_found = || run_not_found(&run_id);
+    check_run_id(&run_id)?;
     let spec = match body.delay {
         Value::String(text) => kiln_core::options::TimeSpec::Text(text),
         _ => {
@@ -299,10 +302,8 @@ pub async fn add_tags(
     crate::extract::JsonBody(body): crate::extract::JsonBody<TagsBody>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
-    let not_found = || ApiError::NotFound(format!("run {run_id:?} not found"));
-    if RunId::parse(&run_id).is_none() {
-        return Err(not_found());
-    }
+    let not_found = || run_not_found(&run_id);
+    check_run_id(&run_id)?;
     let tags = match body.tags {
         crate::routes::trigger::WireTags::One(tag) => vec![tag],
         crate::routes::trigger::WireTags::Many(tags) => tags,
