@@ -2,6 +2,7 @@
 //! runs the roles a command asks for (API, workers, scheduler) until a
 //! shutdown signal.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -10,12 +11,13 @@ use kiln_core::auth::KeyVault;
 use kiln_core::options::TaskDefaults;
 use kiln_queue::Queue;
 use kiln_runtime::{QueueSelection, Scheduler, SchedulerConfig, TaskRegistry, Worker, WorkerConfig};
+use kiln_storage::{LinkSigner, LocalStore, S3Store, Storage};
 use kiln_store::{Store, StoreOptions};
 use kiln_worker_builtin::http::{BoundHttpTask, EgressPolicy, HttpSender, HttpTask};
 use kiln_worker_builtin::{Fail, Noop, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseConfig, RuntimeConfig};
+use crate::config::{DatabaseConfig, RuntimeConfig, StorageConfig};
 use crate::tasks_file::TasksFile;
 
 /// Which parts a process runs.
@@ -34,7 +36,52 @@ pub fn connect_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
     Store::connect_lazy(&database.url, &options).context("DATABASE_URL")
 }
 
-pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile) -> anyhow::Result<TaskRegistry> {
+/// The storage workers use and, for the local backend, the store whose
+/// links the API serves.
+pub struct OpenedStorage {
+    pub storage: Storage,
+    pub local: Option<Arc<LocalStore>>,
+}
+
+/// Opens the configured backend. `api_addr` is where this process's API
+/// listens, the default base of the local backend's links.
+pub async fn open_storage(config: &StorageConfig, api_addr: Option<SocketAddr>) -> anyhow::Result<OpenedStorage> {
+    match config {
+        StorageConfig::Local { dir, public_url } => {
+            let base_url = match (public_url, api_addr) {
+                (Some(url), _) => url.clone(),
+                (None, Some(addr)) => format!("http://{addr}"),
+                (None, None) => anyhow::bail!(
+                    "KILN_PUBLIC_URL: is not set, and a process without the API needs it to make download links for the local storage backend"
+                ),
+            };
+            let secret = crate::config::server_secret()?;
+            let store = LocalStore::open(dir, LinkSigner::new(&base_url, secret.as_bytes()))
+                .with_context(|| format!("KILN_STORAGE_DIR: cannot use {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), links = %base_url, "storage: local folder");
+            let local = Arc::new(store);
+            Ok(OpenedStorage {
+                storage: local.clone(),
+                local: Some(local),
+            })
+        }
+        StorageConfig::S3(s3) => {
+            let store = S3Store::new(s3).context("KILN_S3_BUCKET: cannot configure S3")?;
+            // A missing bucket is created; an unreachable server is only
+            // reported, since S3 may come up after kiln.
+            if let Err(error) = store.ensure_bucket().await {
+                tracing::warn!(%error, bucket = %s3.bucket, "storage: cannot check or create the bucket");
+            }
+            tracing::info!(bucket = %s3.bucket, endpoint = ?s3.endpoint, "storage: S3");
+            Ok(OpenedStorage {
+                storage: Arc::new(store),
+                local: None,
+            })
+        }
+    }
+}
+
+pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile, storage: &Storage) -> anyhow::Result<TaskRegistry> {
     let policy = EgressPolicy {
         allowed_hosts: config.http_allowed_hosts.clone(),
         allow_private: config.http_allow_private,
@@ -91,6 +138,7 @@ pub async fn run(
     roles: Roles,
     database: DatabaseConfig,
     config: RuntimeConfig,
+    storage_config: StorageConfig,
     queues_flag: Option<Vec<String>>,
     concurrency_flag: Option<usize>,
 ) -> anyhow::Result<()> {
@@ -98,7 +146,19 @@ pub async fn run(
         Some(path) => TasksFile::load(path)?,
         None => TasksFile::default(),
     };
-    let registry = Arc::new(build_registry(&config, &tasks)?);
+    // The API binds first: the local storage backend's links use its
+    // address when KILN_PUBLIC_URL is not set.
+    let listener = if roles.api {
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("KILN_ADDR: cannot listen on {}", config.addr))?;
+        Some(listener)
+    } else {
+        None
+    };
+    let api_addr = listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
+    let storage = open_storage(&storage_config, api_addr).await?;
+    let registry = Arc::new(build_registry(&config, &tasks, &storage.storage)?);
     let store = connect_store(&database)?;
     let queue = Queue::connect_lazy(&config.redis_url, &config.redis_prefix)
         .context("REDIS_URL")?
@@ -157,9 +217,9 @@ pub async fn run(
             Ok("worker")
         });
     }
-    if roles.api {
+    if let Some(listener) = listener {
         let vault = KeyVault::new(&crate::config::server_secret()?);
-        let state = AppState::new(
+        let mut state = AppState::new(
             store.clone(),
             queue.clone(),
             Arc::clone(&registry),
@@ -168,9 +228,9 @@ pub async fn run(
                 max_body_bytes: config.max_payload_bytes,
             },
         );
-        let listener = tokio::net::TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("KILN_ADDR: cannot listen on {}", config.addr))?;
+        if let Some(local) = storage.local.clone() {
+            state = state.with_local_objects(local);
+        }
         let local = listener.local_addr()?;
         tracing::info!(addr = %local, "api listening");
         // Tests and scripts read this line to find the port.

@@ -197,3 +197,84 @@ impl RuntimeConfig {
         })
     }
 }
+
+/// Where workers keep files: a local folder or an S3-compatible bucket.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Local {
+        dir: PathBuf,
+        /// Where kiln's API is reached from outside, for download links;
+        /// `None`: the address the API listens on.
+        public_url: Option<String>,
+    },
+    S3(kiln_storage::S3Config),
+}
+
+/// A kiln variable, or else Supermark's name for the same setting, so that a
+/// Supermark `.env` works as it is.
+fn var_or(name: &'static str, supermark_name: &'static str) -> Option<(&'static str, String)> {
+    var(name)
+        .map(|value| (name, value))
+        .or_else(|| var(supermark_name).map(|value| (supermark_name, value)))
+}
+
+impl StorageConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let bucket = var_or("KILN_S3_BUCKET", "NEXT_PRIVATE_UPLOAD_BUCKET");
+        let backend = match var("KILN_STORAGE_BACKEND").as_deref() {
+            None if bucket.is_some() => "s3",
+            None => "local",
+            Some("s3") => "s3",
+            Some("local") => "local",
+            Some(other) => {
+                return Err(error(
+                    "KILN_STORAGE_BACKEND",
+                    format!("{other:?} is not a backend; use local or s3"),
+                ));
+            }
+        };
+        let public_url = var("KILN_PUBLIC_URL");
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(error("KILN_PUBLIC_URL", "must start with http:// or https://"));
+        }
+        if backend == "local" {
+            let dir = var("KILN_STORAGE_DIR").map_or_else(|| PathBuf::from("kiln-data/objects"), PathBuf::from);
+            return Ok(Self::Local { dir, public_url });
+        }
+        let (_, bucket) = bucket.ok_or_else(|| {
+            error(
+                "KILN_S3_BUCKET",
+                "is not set, and KILN_STORAGE_BACKEND is s3 (NEXT_PRIVATE_UPLOAD_BUCKET is accepted too)",
+            )
+        })?;
+        let endpoint = var_or("KILN_S3_ENDPOINT", "NEXT_PRIVATE_UPLOAD_ENDPOINT");
+        if let Some((name, url)) = &endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(error(name, "must start with http:// or https://"));
+        }
+        let credential = |name, supermark_name| {
+            var_or(name, supermark_name)
+                .map(|(_, value)| value)
+                .ok_or_else(|| error(name, format!("is not set ({supermark_name} is accepted too)")))
+        };
+        let part_mib = parsed("KILN_S3_PART_SIZE_MIB", 8usize, "a number of MiB")?;
+        if !(5..=1024).contains(&part_mib) {
+            return Err(error("KILN_S3_PART_SIZE_MIB", "must be between 5 and 1024"));
+        }
+        Ok(Self::S3(kiln_storage::S3Config {
+            bucket,
+            // MinIO and most S3-compatible servers want the bucket in the
+            // path; AWS itself takes either.
+            force_path_style: parsed("KILN_S3_FORCE_PATH_STYLE", endpoint.is_some(), "true or false")?,
+            endpoint: endpoint.map(|(_, url)| url),
+            region: var_or("KILN_S3_REGION", "NEXT_PRIVATE_UPLOAD_REGION")
+                .map_or_else(|| "us-east-1".to_owned(), |(_, region)| region),
+            access_key_id: credential("KILN_S3_ACCESS_KEY_ID", "NEXT_PRIVATE_UPLOAD_ACCESS_KEY_ID")?,
+            secret_access_key: credential("KILN_S3_SECRET_ACCESS_KEY", "NEXT_PRIVATE_UPLOAD_SECRET_ACCESS_KEY")?,
+            part_size: part_mib * 1024 * 1024,
+        }))
+    }
+}

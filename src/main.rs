@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kiln_core::auth::{Environment, KeyVault, SecretKey};
 
 use crate::app::Roles;
-use crate::config::{DatabaseConfig, RuntimeConfig};
+use crate::config::{DatabaseConfig, RuntimeConfig, StorageConfig};
 
 /// A self-hosted background-job runtime that speaks Trigger.dev's HTTP API.
 ///
@@ -133,6 +133,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 },
                 database,
                 config,
+                StorageConfig::from_env()?,
                 None,
                 None,
             )
@@ -148,6 +149,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 },
                 database,
                 config,
+                StorageConfig::from_env()?,
                 queues,
                 concurrency,
             )
@@ -164,6 +166,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 },
                 database,
                 config,
+                StorageConfig::from_env()?,
                 None,
                 concurrency,
             )

@@ -469,3 +469,83 @@ pub async fn wait_for_count(db: &PgPool, status: &str, count: i64, within: Durat
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An S3-compatible server of the test's own: `s3s-fs` on a free loopback
+/// port over a fresh folder. It checks request signatures, so tampered or
+/// expired presigned links fail as they would on S3. `scripts/test`
+/// installs it; `KILN_TEST_S3S_FS` names the binary if it is elsewhere.
+pub struct S3Server {
+    pub endpoint: String,
+    _process: Process,
+}
+
+pub const S3_ACCESS_KEY: &str = "kiln-test-access";
+pub const S3_SECRET_KEY: &str = "kiln-test-secret-0123456789";
+
+impl S3Server {
+    pub async fn start() -> S3Server {
+        let binary = std::env::var("KILN_TEST_S3S_FS").unwrap_or_else(|_| "s3s-fs".into());
+        let port = free_port();
+        let root = temp_dir("s3");
+        let log_path = root.with_extension("log");
+        let child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).expect("s3s-fs log"))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {binary} ({e}); scripts/test installs it, or set KILN_TEST_S3S_FS")
+            });
+        let process = Process { child, log_path };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start listening");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _process: process,
+        }
+    }
+
+    /// A store on a new bucket of this server.
+    pub async fn store(&self, part_size: usize) -> kiln_storage::S3Store {
+        let bucket = format!("kiln-{}", random_suffix());
+        let store = kiln_storage::S3Store::new(&self.config(&bucket, part_size)).expect("S3 config");
+        store.ensure_bucket().await.expect("create bucket");
+        store
+    }
+
+    pub fn config(&self, bucket: &str, part_size: usize) -> kiln_storage::S3Config {
+        kiln_storage::S3Config {
+            bucket: bucket.to_owned(),
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".into(),
+            access_key_id: S3_ACCESS_KEY.into(),
+            secret_access_key: S3_SECRET_KEY.into(),
+            force_path_style: true,
+            part_size,
+        }
+    }
+
+    /// The environment that points a kiln process at `bucket` on this
+    /// server, under Supermark's variable names.
+    pub fn supermark_env(&self, bucket: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("NEXT_PRIVATE_UPLOAD_BUCKET", bucket.to_owned()),
+            ("NEXT_PRIVATE_UPLOAD_ENDPOINT", self.endpoint.clone()),
+            ("NEXT_PRIVATE_UPLOAD_REGION", "us-east-1".into()),
+            ("NEXT_PRIVATE_UPLOAD_ACCESS_KEY_ID", S3_ACCESS_KEY.into()),
+            ("NEXT_PRIVATE_UPLOAD_SECRET_ACCESS_KEY", S3_SECRET_KEY.into()),
+        ]
+    }
+}
+
+/// A fresh, empty folder under cargo's temporary directory for tests.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{label}-{}", random_suffix()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}

@@ -12,3 +12,4 @@ mod helpers;
 mod http_task;
 mod lifecycle;
 mod sdk;
+mod storage;

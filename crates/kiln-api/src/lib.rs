@@ -56,6 +56,9 @@ pub struct AppState {
     pub keys: Arc<auth::KeyCache>,
     pub recorder: recorder::RunRecorder,
     pub limits: Limits,
+    /// The local storage backend, whose signed links this API serves;
+    /// `None` with S3.
+    pub local_objects: Option<Arc<kiln_storage::LocalStore>>,
 }
 
 impl AppState {
@@ -67,7 +70,14 @@ impl AppState {
             queue,
             registry,
             limits,
+            local_objects: None,
         }
+    }
+
+    /// Serves the signed links of this local storage backend.
+    pub fn with_local_objects(mut self, store: Arc<kiln_storage::LocalStore>) -> Self {
+        self.local_objects = Some(store);
+        self
     }
 }
 

@@ -1,6 +1,7 @@
 //! The routes, on Trigger.dev's paths.
 
 pub mod health;
+pub mod objects;
 pub mod runs;
 pub mod trigger;
 
@@ -23,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{run_id}/reschedule", post(runs::reschedule))
         .route("/api/v1/runs/{run_id}/tags", post(runs::add_tags))
         .route("/api/v1/auth/jwt/claims", post(runs::jwt_claims))
+        .route("/api/v1/objects/{*key}", get(objects::download))
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {
