@@ -1,12 +1,15 @@
 //! The contract between the runtime and a task handler. A handler sees only
-//! its payload, its attempt and a cancellation signal, and answers with
+//! its payload, its attempt, a cancellation signal and its run's metadata
+//! (which it may update), and answers with
 //! output JSON or an error that says whether retrying can help. It knows
 //! nothing of Postgres, Redis or HTTP requests into kiln.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::RunId;
@@ -28,6 +31,66 @@ pub struct TaskContext {
     pub max_attempts: u32,
     /// Fires when the run is canceled, times out or the worker shuts down.
     pub cancel: CancellationToken,
+    /// The run's metadata; what the handler sets is visible through the run
+    /// API while it runs (progress, a status text).
+    pub metadata: RunMetadata,
+}
+
+/// A run's metadata object as its handler updates it. Updates are cheap and
+/// never block: the runtime watches for changes and writes the latest
+/// state, so a handler may set progress after every page of a thousand.
+#[derive(Debug, Clone)]
+pub struct RunMetadata {
+    state: Arc<watch::Sender<Map<String, Value>>>,
+}
+
+impl RunMetadata {
+    /// Starts from the metadata the run was triggered with (an object, or
+    /// nothing).
+    pub fn new(initial: Option<&Value>) -> Self {
+        let initial = match initial {
+            Some(Value::Object(map)) => map.clone(),
+            _ => Map::new(),
+        };
+        Self {
+            state: Arc::new(watch::Sender::new(initial)),
+        }
+    }
+
+    /// Sets one top-level key, as Trigger's `metadata.set` does.
+    pub fn set(&self, key: &str, value: impl Into<Value>) {
+        let value = value.into();
+        self.state.send_if_modified(|map| {
+            if map.get(key) == Some(&value) {
+                return false;
+            }
+            map.insert(key.to_owned(), value);
+            true
+        });
+    }
+
+    /// Sets `progress` (0–100) and `text` together, so a reader never sees
+    /// one without the other.
+    pub fn progress(&self, percent: u32, text: impl Into<String>) {
+        let (percent, text) = (Value::from(percent.min(100)), Value::from(text.into()));
+        self.state.send_if_modified(|map| {
+            if map.get("progress") == Some(&percent) && map.get("text") == Some(&text) {
+                return false;
+            }
+            map.insert("progress".to_owned(), percent);
+            map.insert("text".to_owned(), text);
+            true
+        });
+    }
+
+    pub fn snapshot(&self) -> Value {
+        Value::Object(self.state.borrow().clone())
+    }
+
+    /// A receiver that wakes on every change, for the runtime's writer.
+    pub fn subscribe(&self) -> watch::Receiver<Map<String, Value>> {
+        self.state.subscribe()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -63,5 +126,28 @@ impl TaskError {
     pub fn to_json(&self) -> Value {
         let (TaskError::Retryable { name, message } | TaskError::Fatal { name, message }) = self;
         serde_json::json!({ "name": name, "message": message })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_starts_from_the_trigger_and_notifies_only_real_changes() {
+        let metadata = RunMetadata::new(Some(&serde_json::json!({ "documentId": "doc_1" })));
+        let mut changes = metadata.subscribe();
+        metadata.progress(12, "3 / 25 pages processed");
+        assert!(changes.has_changed().unwrap_or(false));
+        changes.mark_unchanged();
+        metadata.progress(12, "3 / 25 pages processed");
+        assert!(!changes.has_changed().unwrap_or(true), "the same progress is not a change");
+        metadata.set("progress", 150);
+        assert_eq!(
+            metadata.snapshot(),
+            serde_json::json!({ "documentId": "doc_1", "progress": 150, "text": "3 / 25 pages processed" })
+        );
+        metadata.progress(150, "done");
+        assert_eq!(metadata.snapshot()["progress"], 100, "progress is capped at 100");
     }
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_core::retry::RetryPolicy;
-use kiln_core::task::{TaskContext, TaskError};
+use kiln_core::task::{RunMetadata, TaskContext, TaskError};
 use kiln_core::{RunId, RunStatus};
 use kiln_queue::{Delivery, Queue};
 use kiln_store::batch::Batcher;
@@ -275,8 +275,20 @@ impl Worker {
         async move {
             let cancel = hard_stop.child_token();
             lock(&self.running).insert(run.id.clone(), Running { cancel: cancel.clone() });
-            let result = self.attempt(&run, cancel.clone()).await;
+            let metadata = RunMetadata::new(run.metadata.as_ref());
+            let metadata_writer = tokio::spawn(
+                write_metadata(self.store.clone(), run.id.clone(), run.attempt_count, metadata.subscribe())
+                    .in_current_span(),
+            );
+            let result = self.attempt(&run, cancel.clone(), metadata.clone()).await;
             lock(&self.running).remove(&run.id);
+            metadata_writer.abort();
+            // The outcome carries the last state, so a change the writer had
+            // not written yet is not lost.
+            let final_metadata = metadata.snapshot();
+            let final_metadata = (Some(&final_metadata) != run.metadata.as_ref()
+                && final_metadata.as_object().is_some_and(|m| !m.is_empty()))
+            .then_some(final_metadata);
             // The handler is done: its slot can take the next run while the
             // outcome waits for its batch to be written.
             drop(slot);
@@ -299,6 +311,7 @@ impl Worker {
                 id: run.id.clone(),
                 attempt: run.attempt_count,
                 result,
+                metadata: final_metadata,
             };
             self.record(outcome).await;
         }
@@ -332,7 +345,12 @@ impl Worker {
     }
 
     /// Runs one attempt; `None` when it was stopped by `cancel`.
-    async fn attempt(&self, run: &ClaimedRun, cancel: CancellationToken) -> Option<AttemptResult> {
+    async fn attempt(
+        &self,
+        run: &ClaimedRun,
+        cancel: CancellationToken,
+        metadata: RunMetadata,
+    ) -> Option<AttemptResult> {
         let Some(task) = self.registry.get(&run.task_identifier) else {
             return Some(AttemptResult::Ended {
                 status: RunStatus::SystemFailure,
@@ -356,6 +374,7 @@ impl Worker {
             attempt,
             max_attempts,
             cancel: cancel.clone(),
+            metadata,
         };
         // Its own task, so a panic fails the attempt, not the worker.
         let mut handle = tokio::spawn(task.handler.run(ctx, run.payload.clone()));
@@ -446,6 +465,29 @@ impl Worker {
                 Err(error) => tracing::warn!(%error, "cannot renew leases"),
             }
         }
+    }
+}
+
+/// Bounds how often a run's metadata is written while it runs: a handler
+/// may update it on every page, Postgres sees at most five writes a second.
+const METADATA_WRITE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Writes the run's metadata as its handler changes it, until the attempt
+/// ends (the caller aborts this) or the run is no longer this attempt's.
+async fn write_metadata(
+    store: Store,
+    run_id: String,
+    attempt: i32,
+    mut changes: tokio::sync::watch::Receiver<serde_json::Map<String, serde_json::Value>>,
+) {
+    while changes.changed().await.is_ok() {
+        let snapshot = serde_json::Value::Object(changes.borrow_and_update().clone());
+        match store.set_running_metadata(&run_id, attempt, &snapshot).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => tracing::warn!(%error, "cannot write the run's metadata yet"),
+        }
+        tokio::time::sleep(METADATA_WRITE_INTERVAL).await;
     }
 }
 

@@ -30,6 +30,9 @@ pub struct ClaimedRun {
     pub attempt_count: i32,
     pub max_attempts: i32,
     pub max_duration_ms: Option<i64>,
+    /// The metadata the run carries so far (from its trigger, or an earlier
+    /// attempt).
+    pub metadata: Option<Value>,
 }
 
 /// How an attempt ended, as the worker reports it.
@@ -38,6 +41,9 @@ pub struct Outcome {
     pub id: String,
     pub attempt: i32,
     pub result: AttemptResult,
+    /// The run's metadata as the attempt left it; `None` keeps what is
+    /// recorded.
+    pub metadata: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +77,7 @@ const CLAIM_SET: &str = "status = 'EXECUTING', attempt_count = runs.attempt_coun
     lease_expires_at = now() + $2 * interval '1 millisecond', worker_id = $3";
 
 const CLAIM_RETURNING: &str = "RETURNING runs.id, runs.task_identifier, runs.queue, runs.concurrency_key,
-    runs.payload, runs.attempt_count, runs.max_attempts, runs.max_duration_ms";
+    runs.payload, runs.attempt_count, runs.max_attempts, runs.max_duration_ms, runs.metadata";
 
 /// The distinct queues of runs matching `predicate`, found by skipping
 /// through an index one queue at a time (a loose index scan): a backlog of
@@ -210,7 +216,9 @@ impl Store {
         let mut errors: Vec<Option<&Value>> = Vec::with_capacity(outcomes.len());
         let mut retry_in_ms: Vec<Option<i64>> = Vec::with_capacity(outcomes.len());
         let mut hand_back = Vec::with_capacity(outcomes.len());
+        let mut metadata: Vec<Option<&Value>> = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
+            metadata.push(outcome.metadata.as_ref());
             ids.push(outcome.id.as_str());
             attempts.push(outcome.attempt);
             let (status, output, error, retry, back) = match &outcome.result {
@@ -234,9 +242,10 @@ impl Store {
                  dispatch_at = now() + u.retry_in_ms * interval '1 millisecond',
                  enqueued_at = NULL,
                  lease_expires_at = NULL, worker_id = NULL, updated_at = now(),
-                 completed_at = CASE WHEN u.status = 'QUEUED' THEN NULL ELSE now() END
-             FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[], $7::bool[])
-                 AS u(id, attempt, status, output, error, retry_in_ms, hand_back)
+                 completed_at = CASE WHEN u.status = 'QUEUED' THEN NULL ELSE now() END,
+                 metadata = COALESCE(u.metadata, runs.metadata)
+             FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[], $7::bool[], $8::jsonb[])
+                 AS u(id, attempt, status, output, error, retry_in_ms, hand_back, metadata)
              WHERE runs.id = u.id AND runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
              RETURNING runs.id, runs.queue, runs.concurrency_key",
         )
@@ -247,12 +256,29 @@ impl Store {
         .bind(&errors)
         .bind(&retry_in_ms)
         .bind(&hand_back)
+        .bind(&metadata)
         .fetch_all(&self.pool)
         .await?;
         let released: Vec<Released> = recorded.iter().map(|(_, q, k)| (q.clone(), k.clone())).collect();
         self.unpark_after_release(&released).await?;
         let recorded_ids: std::collections::HashSet<&str> = recorded.iter().map(|(id, _, _)| id.as_str()).collect();
         Ok(ids.iter().map(|id| recorded_ids.contains(id)).collect())
+    }
+
+    /// Writes a running attempt's metadata. Answers false when the run is
+    /// no longer in that attempt (canceled, taken over, finished), in which
+    /// case nothing is written.
+    pub async fn set_running_metadata(&self, id: &str, attempt: i32, metadata: &Value) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET metadata = $3, updated_at = now()
+             WHERE id = $1 AND status = 'EXECUTING' AND attempt_count = $2",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(metadata)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Releases one parked run per freed slot, for queues with a limit.
