@@ -15,6 +15,7 @@ use kiln_storage::{LinkSigner, LocalStore, S3Store, Storage};
 use kiln_store::{Store, StoreOptions};
 use kiln_worker_builtin::http::{BoundHttpTask, EgressPolicy, HttpSender, HttpTask};
 use kiln_worker_builtin::{Fail, Noop, Sleep};
+use kiln_worker_export::{CleanupExports, ExportZip};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseConfig, RuntimeConfig, StorageConfig};
@@ -96,6 +97,23 @@ pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile, storage: &Stora
         "kiln.http",
         Arc::new(HttpTask { sender: sender.clone() }),
         TaskDefaults::for_task("kiln.http"),
+    );
+    let mut export_defaults = TaskDefaults::for_task("kiln.export.zip");
+    // Supermark's bulk-download retries twice.
+    export_defaults.max_attempts = 3;
+    registry.register(
+        "kiln.export.zip",
+        Arc::new(ExportZip {
+            storage: Arc::clone(storage),
+        }),
+        export_defaults,
+    );
+    registry.register(
+        "kiln.exports.cleanup",
+        Arc::new(CleanupExports {
+            storage: Arc::clone(storage),
+        }),
+        TaskDefaults::for_task("kiln.exports.cleanup"),
     );
     for task in &tasks.tasks {
         let mut defaults = TaskDefaults::for_task(&task.id);

@@ -224,6 +224,11 @@ impl Kiln {
         Self::builder(Mode::Dev).spawn().await
     }
 
+    /// The kiln process's id, to read its memory use from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }

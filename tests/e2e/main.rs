@@ -7,6 +7,7 @@
 
 mod cli;
 mod errors;
+mod export;
 mod faults;
 mod helpers;
 mod http_task;

@@ -114,13 +114,20 @@ async fn round_trip(store: &dyn ObjectStore) {
         .collect();
     assert_eq!(
         listed,
-        ["exports/team 1/b.txt", "exports/team 1/report.pdf", "exports/team 2/c.txt"]
+        [
+            "exports/team 1/b.txt",
+            "exports/team 1/report.pdf",
+            "exports/team 2/c.txt"
+        ]
     );
     assert_eq!(store.list("exports/team 1/").await.expect("list").len(), 2);
     assert!(store.list("nothing/").await.expect("list").is_empty());
 
     store.delete(&report).await.expect("delete");
-    store.delete(&report).await.expect("deleting a missing object is not an error");
+    store
+        .delete(&report)
+        .await
+        .expect("deleting a missing object is not an error");
     assert!(matches!(store.get(&report).await, Err(StorageError::NotFound { .. })));
     assert!(matches!(store.head(&report).await, Err(StorageError::NotFound { .. })));
 }
@@ -138,7 +145,11 @@ async fn large_objects(store: &dyn ObjectStore, len: u64) {
     assert_eq!(body.size, len);
     let (read, digest) = digest_of(body.reader).await;
     assert_eq!(read, len);
-    assert_eq!(digest, Generated::digest(len, 7).await, "the object reads back as written");
+    assert_eq!(
+        digest,
+        Generated::digest(len, 7).await,
+        "the object reads back as written"
+    );
 
     let broken = key("big/broken.bin");
     let failed = store
@@ -234,7 +245,12 @@ async fn local_backend_puts_gets_lists_and_deletes() {
     round_trip(&store).await;
     large_objects(&store, (12 * MIB + 1) as u64).await;
     assert!(
-        store.list("").await.expect("list").iter().all(|o| !o.key.starts_with(".kiln")),
+        store
+            .list("")
+            .await
+            .expect("list")
+            .iter()
+            .all(|o| !o.key.starts_with(".kiln")),
         "kiln's own working files are not objects"
     );
 }
@@ -278,11 +294,17 @@ async fn kiln_serves_the_local_backends_links_until_they_expire() {
         .expect("get");
     assert_eq!(unsigned.status(), 403);
     let answer: serde_json::Value = unsigned.json().await.expect("json error");
-    assert!(answer["error"].as_str().is_some_and(|e| e.contains("signature")), "{answer}");
+    assert!(
+        answer["error"].as_str().is_some_and(|e| e.contains("signature")),
+        "{answer}"
+    );
 
     // A link signed with another secret is refused.
-    let forged = LocalStore::open(&dir, LinkSigner::new(&kiln.base_url, b"some other secret of 32 bytes!!!"))
-        .expect("open");
+    let forged = LocalStore::open(
+        &dir,
+        LinkSigner::new(&kiln.base_url, b"some other secret of 32 bytes!!!"),
+    )
+    .expect("open");
     let link = forged
         .presign_get(&key("links/other.txt"), Duration::from_secs(60), SystemTime::now())
         .await

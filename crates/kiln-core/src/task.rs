@@ -141,7 +141,10 @@ mod tests {
         assert!(changes.has_changed().unwrap_or(false));
         changes.mark_unchanged();
         metadata.progress(12, "3 / 25 pages processed");
-        assert!(!changes.has_changed().unwrap_or(true), "the same progress is not a change");
+        assert!(
+            !changes.has_changed().unwrap_or(true),
+            "the same progress is not a change"
+        );
         metadata.set("progress", 150);
         assert_eq!(
             metadata.snapshot(),

@@ -277,8 +277,13 @@ impl Worker {
             lock(&self.running).insert(run.id.clone(), Running { cancel: cancel.clone() });
             let metadata = RunMetadata::new(run.metadata.as_ref());
             let metadata_writer = tokio::spawn(
-                write_metadata(self.store.clone(), run.id.clone(), run.attempt_count, metadata.subscribe())
-                    .in_current_span(),
+                write_metadata(
+                    self.store.clone(),
+                    run.id.clone(),
+                    run.attempt_count,
+                    metadata.subscribe(),
+                )
+                .in_current_span(),
             );
             let result = self.attempt(&run, cancel.clone(), metadata.clone()).await;
             lock(&self.running).remove(&run.id);

@@ -32,7 +32,10 @@ impl ObjectKey {
         if key.contains('\\') || key.chars().any(char::is_control) {
             return Err(invalid("must not contain backslashes or control characters"));
         }
-        if key.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
+        if key
+            .split('/')
+            .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+        {
             return Err(invalid("must not contain empty, . or .. segments"));
         }
         if key.starts_with(RESERVED_PREFIX) {

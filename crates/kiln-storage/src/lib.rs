@@ -28,7 +28,7 @@ pub use error::StorageError;
 pub use key::ObjectKey;
 pub use links::{LinkError, LinkSigner, OBJECTS_PATH};
 pub use local::LocalStore;
-pub use s3::{DEFAULT_PART_SIZE, S3Config, S3Store};
+pub use s3::{DEFAULT_PART_SIZE, MAX_PRESIGN, S3Config, S3Store};
 
 /// A readable byte stream of unknown length.
 pub type ByteReader<'a> = Pin<Box<dyn AsyncRead + Send + 'a>>;

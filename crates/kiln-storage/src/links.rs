@@ -138,7 +138,10 @@ mod tests {
         let key = ObjectKey::parse("exports/a.zip").unwrap_or_else(|e| panic!("{e}"));
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let link = signer.sign(&key, Duration::from_secs(60), now);
-        assert!(link.url.starts_with("http://kiln.test/api/v1/objects/exports/a.zip?expires=1800000060&"));
+        assert!(
+            link.url
+                .starts_with("http://kiln.test/api/v1/objects/exports/a.zip?expires=1800000060&")
+        );
         let (path, expires, signature) = parts(&link.url);
         assert_eq!(signer.verify(&path, &expires, &signature, now), Ok(key.clone()));
         assert_eq!(
@@ -154,7 +157,10 @@ mod tests {
             Err(LinkError::BadSignature)
         );
         let other = LinkSigner::new("http://kiln.test", b"another secret of thirty-two bytes!!");
-        assert_eq!(other.verify(&path, &expires, &signature, now), Err(LinkError::BadSignature));
+        assert_eq!(
+            other.verify(&path, &expires, &signature, now),
+            Err(LinkError::BadSignature)
+        );
     }
 
     #[test]

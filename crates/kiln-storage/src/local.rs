@@ -24,9 +24,8 @@ impl LocalStore {
     /// Opens (and creates) the folder `root`.
     pub fn open(root: impl Into<PathBuf>, links: LinkSigner) -> Result<Self, StorageError> {
         let root = root.into();
-        std::fs::create_dir_all(root.join(PARTIAL_DIR)).map_err(|e| {
-            StorageError::Config(format!("cannot create the storage folder {}: {e}", root.display()))
-        })?;
+        std::fs::create_dir_all(root.join(PARTIAL_DIR))
+            .map_err(|e| StorageError::Config(format!("cannot create the storage folder {}: {e}", root.display())))?;
         Ok(Self { root, links })
     }
 

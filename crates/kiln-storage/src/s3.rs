@@ -22,7 +22,7 @@ use crate::{ByteReader, ObjectBody, ObjectInfo, ObjectKey, ObjectStore, Presigne
 /// S3 parts must be at least 5 MiB (but the last).
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// SigV4 presigned links last at most a week.
-const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Clone)]
 pub struct S3Config {
@@ -58,7 +58,9 @@ pub struct S3Store {
 
 impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Store").field("bucket", &self.bucket).finish_non_exhaustive()
+        f.debug_struct("S3Store")
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
     }
 }
 

@@ -62,7 +62,13 @@ pub async fn download(
     let file_name = key.as_str().rsplit('/').next().unwrap_or("download");
     let ascii_name: String = file_name
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{ascii_name}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, value);

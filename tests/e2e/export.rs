@@ -1,0 +1,322 @@
+//! `kiln.export.zip` and `kiln.exports.cleanup` end to end: a kiln process
+//! zips objects from real storage (s3s-fs, or a local folder), the test
+//! downloads the link it answers and unzips it with Info-ZIP's `unzip`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use kiln_storage::{LinkSigner, LocalStore, ObjectKey, ObjectStore, StorageError};
+use serde_json::{Value, json};
+
+use crate::helpers::{Kiln, Mode, S3Server, SERVER_SECRET, temp_dir};
+
+fn key(text: &str) -> ObjectKey {
+    ObjectKey::parse(text).expect("valid key")
+}
+
+/// Every file under `root`, as relative path → contents.
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(relative, std::fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    files
+}
+
+/// Downloads `url` to a file and unzips it into a fresh folder.
+async fn download_and_unzip(url: &str) -> std::path::PathBuf {
+    let response = reqwest::get(url).await.expect("download");
+    assert_eq!(response.status(), 200, "download {url}");
+    let bytes = response.bytes().await.expect("body");
+    let dir = temp_dir("unzipped");
+    let archive = dir.with_extension("zip");
+    std::fs::write(&archive, &bytes).expect("write zip");
+    let unzip = Command::new("unzip")
+        .arg("-q")
+        .arg(&archive)
+        .arg("-d")
+        .arg(&dir)
+        .output()
+        .expect("unzip (scripts/test installs it)");
+    assert!(
+        unzip.status.success(),
+        "unzip: {}",
+        String::from_utf8_lossy(&unzip.stderr)
+    );
+    dir
+}
+
+async fn export(kiln: &Kiln, payload: Value) -> Value {
+    let run_id = kiln.trigger("kiln.export.zip", json!({ "payload": payload })).await;
+    kiln.wait_for(&run_id, Duration::from_secs(120), |run| {
+        run["status"] == "COMPLETED" || run["status"] == "FAILED"
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_export_from_s3_unzips_to_the_expected_tree() {
+    let s3 = S3Server::start().await;
+    let bucket = "supermark-uploads";
+    let mut builder = Kiln::builder(Mode::Dev);
+    for (name, value) in s3.supermark_env(bucket) {
+        builder = builder.env(name, value);
+    }
+    let kiln = builder.spawn().await;
+    // kiln created the bucket at start-up; the test writes the sources.
+    let store = kiln_storage::S3Store::new(&s3.config(bucket, 5 * 1024 * 1024)).expect("store");
+    let sources = [
+        ("docs/1/deck.pdf", "%PDF deck"),
+        ("docs/2/deck.pdf", "%PDF another deck with the same name"),
+        ("docs/3/notes.txt", "notes, compressed in the zip"),
+        ("docs/4/evil.txt", "tries to escape"),
+        ("docs/5/abs.txt", "absolute"),
+        ("docs/6/deep.csv", "a,b\n1,2\n"),
+    ];
+    for (name, body) in sources {
+        kiln_storage::put_bytes(&store, &key(name), body.as_bytes(), "application/octet-stream")
+            .await
+            .expect("put source");
+    }
+    let run = export(
+        &kiln,
+        json!({
+            "files": [
+                { "key": "docs/1/deck.pdf", "path": "Data Room/Pitch/deck.pdf" },
+                { "key": "docs/2/deck.pdf", "path": "Data Room/Pitch/deck.pdf" },
+                { "key": "docs/3/notes.txt", "path": "Data Room/notes.txt" },
+                { "key": "docs/4/evil.txt", "path": "../../evil.txt" },
+                { "key": "docs/5/abs.txt", "path": "/etc/abs.txt" },
+                { "key": "docs/6/deep.csv", "path": "Data Room/Finance/2026/Q3/deep.csv" },
+            ],
+            "output": { "key": "exports/team-1/data-room.zip" },
+            "expiresIn": "3d",
+        }),
+    )
+    .await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    let output = &run["output"];
+    assert_eq!(output["key"], "exports/team-1/data-room.zip");
+    assert_eq!(output["fileCount"], 6);
+    let stored = store
+        .head(&key("exports/team-1/data-room.zip"))
+        .await
+        .expect("zip in bucket");
+    assert_eq!(output["size"], stored.size);
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(output["expiresAt"].as_str().expect("expiresAt")).expect("rfc3339");
+    let in_three_days = chrono::Utc::now() + chrono::Duration::days(3);
+    assert!(
+        (in_three_days - expires_at.with_timezone(&chrono::Utc))
+            .num_seconds()
+            .abs()
+            < 120
+    );
+    assert_eq!(run["metadata"]["progress"], 100);
+    assert_eq!(run["metadata"]["text"], "6 / 6 files zipped");
+
+    let url = output["url"].as_str().expect("url");
+    assert!(url.starts_with(&s3.endpoint), "a presigned S3 link: {url}");
+    let dir = download_and_unzip(url).await;
+    let expected: BTreeMap<String, Vec<u8>> = [
+        ("Data Room/Pitch/deck.pdf", "%PDF deck"),
+        ("Data Room/Pitch/deck (1).pdf", "%PDF another deck with the same name"),
+        ("Data Room/notes.txt", "notes, compressed in the zip"),
+        ("evil.txt", "tries to escape"),
+        ("etc/abs.txt", "absolute"),
+        ("Data Room/Finance/2026/Q3/deep.csv", "a,b\n1,2\n"),
+    ]
+    .into_iter()
+    .map(|(path, body)| (path.to_owned(), body.as_bytes().to_vec()))
+    .collect();
+    assert_eq!(tree(&dir), expected);
+}
+
+fn local_kiln(dir: &Path) -> crate::helpers::KilnBuilder {
+    Kiln::builder(Mode::Dev).env("KILN_STORAGE_DIR", dir.to_string_lossy())
+}
+
+#[tokio::test]
+async fn a_missing_source_fails_the_export_with_its_name_unless_skipped() {
+    let dir = temp_dir("objects");
+    std::fs::create_dir_all(dir.join("docs")).expect("mkdir");
+    std::fs::write(dir.join("docs/here.pdf"), b"%PDF here").expect("write");
+    let kiln = local_kiln(&dir).spawn().await;
+    let files = json!([
+        { "key": "docs/here.pdf", "path": "here.pdf" },
+        { "key": "docs/gone.pdf", "path": "Folder/gone.pdf" },
+    ]);
+
+    let run = export(&kiln, json!({ "files": files, "output": { "key": "exports/a.zip" } })).await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["attemptCount"], 1, "a missing file is not retried");
+    let message = run["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("docs/gone.pdf") && message.contains("Folder/gone.pdf"),
+        "{run}"
+    );
+    assert!(!dir.join("exports/a.zip").exists(), "no zip is left behind");
+
+    let run = export(
+        &kiln,
+        json!({ "files": files, "output": { "key": "exports/b.zip" }, "skipMissing": true }),
+    )
+    .await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    assert_eq!(run["output"]["fileCount"], 1);
+    assert_eq!(run["output"]["warnings"][0]["key"], "docs/gone.pdf");
+    assert_eq!(run["output"]["warnings"][0]["path"], "Folder/gone.pdf");
+    // The local backend's link is served by kiln itself.
+    let url = run["output"]["url"].as_str().expect("url");
+    assert!(url.starts_with(&kiln.base_url), "{url}");
+    let unzipped = download_and_unzip(url).await;
+    assert_eq!(tree(&unzipped).into_keys().collect::<Vec<_>>(), ["here.pdf"]);
+
+    let run = export(&kiln, json!({ "files": [], "output": { "key": "exports/c.zip" } })).await;
+    assert_eq!(run["status"], "FAILED");
+    assert_eq!(run["error"]["name"], "InvalidPayload");
+    let run = export(&kiln, json!({ "files": files, "output": { "key": "../outside.zip" } })).await;
+    assert_eq!(run["status"], "FAILED");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("output.key"),
+        "{run}"
+    );
+}
+
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("kB");
+    kib * 1024
+}
+
+#[tokio::test]
+async fn a_one_gib_export_streams_in_bounded_memory() {
+    const FILES: usize = 8;
+    const FILE_BYTES: usize = 128 * 1024 * 1024;
+    let dir = temp_dir("objects");
+    std::fs::create_dir_all(dir.join("big")).expect("mkdir");
+    // Distinct, incompressible-looking blocks; written straight into the
+    // folder, as files put there by hand.
+    let block: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    for f in 0..FILES {
+        use std::io::Write;
+        let mut file =
+            std::io::BufWriter::new(std::fs::File::create(dir.join(format!("big/{f}.pdf"))).expect("create"));
+        for chunk in 0..FILE_BYTES / block.len() {
+            file.write_all(&[f as u8, chunk as u8]).expect("write");
+            file.write_all(&block[2..]).expect("write");
+        }
+    }
+    let kiln = local_kiln(&dir).spawn().await;
+    let baseline = peak_rss_bytes(kiln.pid());
+    let files: Vec<Value> = (0..FILES)
+        .map(|f| json!({ "key": format!("big/{f}.pdf"), "path": format!("Folder {}/{f}.pdf", f % 3) }))
+        .collect();
+    let run_id = kiln
+        .trigger(
+            "kiln.export.zip",
+            json!({ "payload": { "files": files, "output": { "key": "exports/big.zip" } } }),
+        )
+        .await;
+    // Progress shows while it runs.
+    let midway = kiln
+        .wait_for(&run_id, Duration::from_secs(300), |run| {
+            run["status"] == "COMPLETED"
+                || run["metadata"]["progress"]
+                    .as_u64()
+                    .is_some_and(|p| (1..100).contains(&p))
+        })
+        .await;
+    let run = kiln
+        .wait_for_status(&run_id, "COMPLETED", Duration::from_secs(300))
+        .await;
+    assert_ne!(
+        midway["status"], "COMPLETED",
+        "progress between 1 and 99 was visible during the export"
+    );
+    let peak = peak_rss_bytes(kiln.pid());
+    let total = (FILES * FILE_BYTES) as u64;
+    assert!(run["output"]["size"].as_u64().is_some_and(|s| s > total), "{run}");
+    eprintln!(
+        "1 GiB export: kiln peak RSS {} MiB (before the export {} MiB)",
+        peak >> 20,
+        baseline >> 20
+    );
+    assert!(peak < 100 << 20, "kiln's peak RSS was {} MiB", peak >> 20);
+
+    let test = Command::new("unzip")
+        .arg("-tq")
+        .arg(dir.join("exports/big.zip"))
+        .output()
+        .expect("unzip");
+    assert!(test.status.success(), "{}", String::from_utf8_lossy(&test.stdout));
+}
+
+#[tokio::test]
+async fn the_cleanup_deletes_expired_exports_and_only_those() {
+    let dir = temp_dir("objects");
+    std::fs::create_dir_all(dir.join("docs")).expect("mkdir");
+    std::fs::write(dir.join("docs/a.pdf"), b"%PDF a").expect("write");
+    let kiln = local_kiln(&dir).spawn().await;
+    let files = json!([{ "key": "docs/a.pdf", "path": "a.pdf" }]);
+    for (output, expires_in) in [("exports/short.zip", "1s"), ("exports/long.zip", "1h")] {
+        let run = export(
+            &kiln,
+            json!({ "files": files, "output": { "key": output }, "expiresIn": expires_in }),
+        )
+        .await;
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+    }
+    let store = LocalStore::open(&dir, LinkSigner::new(&kiln.base_url, SERVER_SECRET.as_bytes())).expect("open");
+    assert!(store.head(&key("exports/short.zip")).await.is_ok());
+
+    // Until the short export's expiry has passed, a sweep deletes nothing;
+    // after it, exactly that export.
+    let mut swept = Value::Null;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let run_id = kiln.trigger("kiln.exports.cleanup", json!({ "payload": {} })).await;
+        let run = kiln
+            .wait_for_status(&run_id, "COMPLETED", Duration::from_secs(30))
+            .await;
+        if run["output"]["deleted"].as_array().is_some_and(|d| !d.is_empty()) {
+            swept = run["output"].clone();
+            break;
+        }
+        assert_eq!(run["output"]["pending"], 2, "{run}");
+        assert!(store.head(&key("exports/short.zip")).await.is_ok());
+    }
+    assert_eq!(swept["deleted"], json!(["exports/short.zip"]), "{swept}");
+    assert_eq!(swept["pending"], 1);
+    assert!(matches!(
+        store.head(&key("exports/short.zip")).await,
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(
+        store.head(&key("exports/long.zip")).await.is_ok(),
+        "the unexpired export stays"
+    );
+    assert!(store.head(&key("docs/a.pdf")).await.is_ok(), "sources are not exports");
+}
