@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use kiln_api::{AppState, Limits};
-use kiln_core::auth::KeyVault;
+use kiln_core::auth::{Environment, KeyVault};
 use kiln_core::options::TaskDefaults;
+use kiln_core::schedule::CronSchedule;
 use kiln_queue::Queue;
-use kiln_runtime::{QueueSelection, Scheduler, SchedulerConfig, TaskRegistry, Worker, WorkerConfig};
+use kiln_runtime::cron::DeclaredSchedule;
+use kiln_runtime::{CronRunner, QueueSelection, Scheduler, SchedulerConfig, TaskRegistry, Worker, WorkerConfig};
 use kiln_storage::{LinkSigner, LocalStore, S3Store, Storage};
 use kiln_store::{Store, StoreOptions};
 use kiln_worker_builtin::http::{BoundHttpTask, EgressPolicy, HttpSender, HttpTask};
@@ -52,9 +54,12 @@ pub async fn open_storage(config: &StorageConfig, api_addr: Option<SocketAddr>) 
             let base_url = match (public_url, api_addr) {
                 (Some(url), _) => url.clone(),
                 (None, Some(addr)) => format!("http://{addr}"),
-                (None, None) => anyhow::bail!(
-                    "KILN_PUBLIC_URL: is not set, and a process without the API needs it to make download links for the local storage backend"
-                ),
+                (None, None) => {
+                    tracing::warn!(
+                        "KILN_PUBLIC_URL is not set: this process has no API, so its exports cannot make download links"
+                    );
+                    String::new()
+                }
             };
             let secret = crate::config::server_secret()?;
             let store = LocalStore::open(dir, LinkSigner::new(&base_url, secret.as_bytes()))
@@ -137,6 +142,43 @@ pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile, storage: &Stora
     Ok(registry)
 }
 
+/// The schedules kiln's configuration declares: the tasks file's, and the
+/// daily export cleanup unless KILN_EXPORTS_CLEANUP_CRON is `off`.
+fn declared_schedules(
+    config: &RuntimeConfig,
+    tasks: &TasksFile,
+    registry: &TaskRegistry,
+) -> anyhow::Result<Vec<DeclaredSchedule>> {
+    let mut declared = Vec::new();
+    if let Some(cron) = &config.exports_cleanup_cron {
+        declared.push(DeclaredSchedule {
+            task: "kiln.exports.cleanup".into(),
+            cron: cron.clone(),
+            environment: Environment::Prod,
+        });
+    }
+    for schedule in &tasks.schedules {
+        if registry.get(&schedule.task).is_none() {
+            anyhow::bail!(
+                "KILN_TASKS_FILE: a schedule names task {:?}, which kiln does not know",
+                schedule.task
+            );
+        }
+        let cron = CronSchedule::parse(&schedule.cron, schedule.timezone.as_deref())
+            .with_context(|| format!("KILN_TASKS_FILE: schedule for {}", schedule.task))?;
+        let environment = match schedule.environment.as_deref() {
+            Some("dev") => Environment::Dev,
+            _ => Environment::Prod,
+        };
+        declared.push(DeclaredSchedule {
+            task: schedule.task.clone(),
+            cron,
+            environment,
+        });
+    }
+    Ok(declared)
+}
+
 /// A name unique to this process, for leases.
 fn worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -195,6 +237,13 @@ pub async fn run(
             .with_context(|| format!("cannot set the limit of queue {name}"))?;
     }
 
+    if roles.scheduler {
+        let declared = declared_schedules(&config, &tasks, &registry)?;
+        kiln_runtime::cron::sync_declared(&store, &declared)
+            .await
+            .context("cannot record the configured schedules (is Postgres up? see DATABASE_URL)")?;
+    }
+
     let shutdown = CancellationToken::new();
     tokio::spawn(forward_signals(shutdown.clone()));
     let mut parts = tokio::task::JoinSet::new();
@@ -213,6 +262,12 @@ pub async fn run(
         parts.spawn(async move {
             scheduler.run(token).await;
             Ok::<_, anyhow::Error>("scheduler")
+        });
+        let cron = CronRunner::new(store.clone(), queue.clone(), Arc::clone(&registry), config.cron_tick);
+        let token = shutdown.clone();
+        parts.spawn(async move {
+            cron.run(token).await;
+            Ok("cron")
         });
     }
     if roles.worker {

@@ -117,6 +117,10 @@ pub struct RuntimeConfig {
     pub http_allowed_hosts: Vec<String>,
     pub http_allow_private: bool,
     pub http_timeout: Duration,
+    /// When `kiln.exports.cleanup` runs (UTC); `None`: never.
+    pub exports_cleanup_cron: Option<kiln_core::schedule::CronSchedule>,
+    /// How often due cron schedules are looked for.
+    pub cron_tick: Duration,
 }
 
 impl RuntimeConfig {
@@ -172,6 +176,17 @@ impl RuntimeConfig {
         if !(retry.factor >= 1.0 && retry.factor <= 10.0) {
             return Err(error("KILN_RETRY_FACTOR", "must be between 1 and 10"));
         }
+        let exports_cleanup_cron = match var("KILN_EXPORTS_CLEANUP_CRON").as_deref() {
+            Some("off") => None,
+            other => Some(
+                kiln_core::schedule::CronSchedule::parse(other.unwrap_or("0 2 * * *"), None)
+                    .map_err(|e| error("KILN_EXPORTS_CLEANUP_CRON", format!("{e} (or \"off\")")))?,
+            ),
+        };
+        let cron_tick = duration("KILN_CRON_TICK", Duration::from_secs(1))?;
+        if cron_tick < Duration::from_millis(100) || cron_tick > Duration::from_secs(60) {
+            return Err(error("KILN_CRON_TICK", "must be between 100ms and 60s"));
+        }
         if retry.min_delay > retry.max_delay {
             return Err(error("KILN_RETRY_MIN_DELAY", "must not exceed KILN_RETRY_MAX_DELAY"));
         }
@@ -194,6 +209,8 @@ impl RuntimeConfig {
             http_allowed_hosts: list("KILN_HTTP_ALLOWED_HOSTS"),
             http_allow_private: parsed("KILN_HTTP_ALLOW_PRIVATE", false, "true or false")?,
             http_timeout: duration("KILN_HTTP_TIMEOUT", Duration::from_secs(30))?,
+            exports_cleanup_cron,
+            cron_tick,
         })
     }
 }

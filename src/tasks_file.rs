@@ -16,6 +16,16 @@
 //! max_duration = "5m"       # default: none
 //! ```
 //!
+//! Cron schedules are declared here too (times in `timezone`, UTC by
+//! default; `environment` is `prod` unless it says `dev`):
+//!
+//! ```toml
+//! [[schedules]]
+//! task = "send-weekly-digest"
+//! cron = "0 9 * * 1"
+//! timezone = "Europe/Berlin"
+//! ```
+//!
 //! `${NAME}` in `url` and header values is replaced by the environment
 //! variable `NAME` when the file is read; a missing one is an error.
 
@@ -31,6 +41,17 @@ pub struct TasksFile {
     pub tasks: Vec<HttpTaskConfig>,
     #[serde(default)]
     pub queues: BTreeMap<String, QueueConfig>,
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub task: String,
+    pub cron: String,
+    pub timezone: Option<String>,
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +120,18 @@ impl TasksFile {
                 kiln_core::duration::parse(text).map_err(|e| format!("task {}: max_duration: {e}", task.id))?;
             }
         }
+        for schedule in &file.schedules {
+            kiln_core::schedule::CronSchedule::parse(&schedule.cron, schedule.timezone.as_deref())
+                .map_err(|e| format!("schedule for {}: {e}", schedule.task))?;
+            if let Some(environment) = &schedule.environment
+                && kiln_core::auth::Environment::parse(environment).is_none()
+            {
+                return Err(format!(
+                    "schedule for {}: environment must be dev or prod",
+                    schedule.task
+                ));
+            }
+        }
         Ok(file)
     }
 }
@@ -158,5 +191,12 @@ mod tests {
         assert!(missing.err().is_some_and(|e| e.contains("NOPE")));
         let unknown = TasksFile::parse("[[tasks]]\nid = \"a\"\nurl = \"http://x/\"\nretries = 3", |_| None);
         assert!(unknown.err().is_some_and(|e| e.contains("retries")));
+        let bad_cron = TasksFile::parse("[[schedules]]\ntask = \"a\"\ncron = \"0 25 * * *\"", |_| None);
+        assert!(bad_cron.err().is_some_and(|e| e.contains("schedule for a")));
+        let bad_zone = TasksFile::parse(
+            "[[schedules]]\ntask = \"a\"\ncron = \"0 2 * * *\"\ntimezone = \"Nowhere\"",
+            |_| None,
+        );
+        assert!(bad_zone.err().is_some_and(|e| e.contains("Nowhere")));
     }
 }

@@ -12,5 +12,6 @@ mod faults;
 mod helpers;
 mod http_task;
 mod lifecycle;
+mod schedules;
 mod sdk;
 mod storage;

@@ -46,6 +46,7 @@ async fn the_trigger_sdk_works_against_kiln() {
         "list",
         "public token",
         "text payload",
+        "schedules",
     ] {
         assert!(
             stdout.contains(&format!("ok {step}")),

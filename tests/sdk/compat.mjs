@@ -2,7 +2,7 @@
 // only TRIGGER_API_URL and TRIGGER_SECRET_KEY point it at kiln. Each step
 // prints "ok <step>"; any failed assertion exits non-zero.
 import assert from "node:assert/strict";
-import { auth, configure, runs, tasks } from "@trigger.dev/sdk";
+import { auth, configure, runs, schedules, tasks } from "@trigger.dev/sdk";
 
 configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGGER_SECRET_KEY });
 
@@ -87,3 +87,35 @@ const text = await tasks.trigger("kiln.noop", "plain text payload");
 const textRun = await until(text.id, (run) => run.isCompleted);
 assert.equal(textRun.output, "plain text payload");
 console.log("ok text payload");
+
+// Schedules: create (an upsert by deduplicationKey), read, change, pause.
+const schedule = await schedules.create({
+  task: "kiln.noop",
+  cron: "0 2 * * *",
+  timezone: "Asia/Kolkata",
+  externalId: "team-1",
+  deduplicationKey: "sdk-nightly",
+});
+assert.match(schedule.id, /^sched_/);
+assert.equal(schedule.type, "IMPERATIVE");
+assert.equal(schedule.active, true);
+assert.equal(schedule.generator.expression, "0 2 * * *");
+// 02:00 in Kolkata is 20:30 UTC.
+assert.equal(schedule.nextRun.getUTCHours(), 20);
+assert.equal(schedule.nextRun.getUTCMinutes(), 30);
+const again = await schedules.create({ task: "kiln.noop", cron: "0 3 * * *", deduplicationKey: "sdk-nightly" });
+assert.equal(again.id, schedule.id, "the same deduplicationKey updates the schedule");
+assert.equal(again.timezone, "UTC");
+const updated = await schedules.update(schedule.id, { task: "kiln.noop", cron: "30 4 * * 1", externalId: "team-2" });
+assert.equal(updated.externalId, "team-2");
+assert.equal(updated.nextRun.getUTCDay(), 1);
+assert.equal((await schedules.deactivate(schedule.id)).active, false);
+assert.ok((await schedules.retrieve(schedule.id)).nextRun == null, "a paused schedule has no next run");
+assert.equal((await schedules.activate(schedule.id)).active, true);
+const page = await schedules.list({ perPage: 10 });
+assert.ok(page.data.some((s) => s.id === schedule.id));
+const zones = await schedules.timezones();
+assert.ok(zones.timezones.includes("Europe/Berlin"));
+await schedules.del(schedule.id);
+await assert.rejects(schedules.retrieve(schedule.id), (error) => error.status === 404);
+console.log("ok schedules");

@@ -6,14 +6,17 @@
 //!   ended (retry with back-off, or a final status).
 //! - [`scheduler`]: moves due runs (delays, back-offs) to the queue,
 //!   expires runs past their ttl and recovers runs whose worker died.
+//! - [`cron`]: fires cron schedules, each tick once across processes.
 //!
 //! It wires the store and the queue together but knows nothing of HTTP and
 //! nothing of what any particular task does.
 
+pub mod cron;
 pub mod registry;
 pub mod scheduler;
 pub mod worker;
 
+pub use cron::CronRunner;
 pub use registry::TaskRegistry;
 pub use scheduler::{Scheduler, SchedulerConfig};
 pub use worker::{QueueSelection, Worker, WorkerConfig};

@@ -53,6 +53,13 @@ impl LinkSigner {
         }
     }
 
+    /// Whether links can be made: a signer built with an empty base URL
+    /// (a process that does not know where the API is reached) can only
+    /// verify.
+    pub fn can_sign(&self) -> bool {
+        !self.base_url.is_empty()
+    }
+
     fn signature(&self, key: &str, expires: u64) -> Hmac<Sha256> {
         let mut mac = hmac_with(&self.key);
         mac.update(key.as_bytes());

@@ -128,6 +128,11 @@ impl ObjectStore for LocalStore {
         expires_in: Duration,
         now: SystemTime,
     ) -> Result<PresignedUrl, StorageError> {
+        if !self.links.can_sign() {
+            return Err(StorageError::Config(
+                "download links of the local backend need the public URL of kiln's API (KILN_PUBLIC_URL)".into(),
+            ));
+        }
         Ok(self.links.sign(key, expires_in, now))
     }
 }

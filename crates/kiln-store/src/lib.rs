@@ -15,6 +15,7 @@
 //! - [`runs`]: inserting, reading, listing and canceling runs.
 //! - [`lifecycle`]: what workers and the scheduler do to runs: claim, renew
 //!   leases, finish attempts, dispatch due runs, expire, recover lost runs.
+//! - [`schedules`]: cron schedules, and firing each tick exactly once.
 //! - [`batch`]: a group-commit helper that turns many callers' writes into
 //!   one statement.
 
@@ -22,6 +23,7 @@ pub mod batch;
 pub mod keys;
 pub mod lifecycle;
 pub mod runs;
+pub mod schedules;
 
 use std::time::Duration;
 

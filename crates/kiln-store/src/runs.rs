@@ -129,88 +129,7 @@ impl Store {
     /// Records runs without idempotency keys in one statement (the group
     /// commit path). All or nothing.
     pub async fn insert_runs(&self, runs: &[NewRun]) -> Result<(), StoreError> {
-        let mut ids = Vec::with_capacity(runs.len());
-        let mut environments = Vec::with_capacity(runs.len());
-        let mut tasks = Vec::with_capacity(runs.len());
-        let mut queues = Vec::with_capacity(runs.len());
-        let mut concurrency_keys = Vec::with_capacity(runs.len());
-        let mut statuses = Vec::with_capacity(runs.len());
-        let mut payloads = Vec::with_capacity(runs.len());
-        let mut payload_types = Vec::with_capacity(runs.len());
-        let mut metadata = Vec::with_capacity(runs.len());
-        let mut tags = Vec::with_capacity(runs.len());
-        let mut max_attempts = Vec::with_capacity(runs.len());
-        let mut max_durations = Vec::with_capacity(runs.len());
-        let mut ttls = Vec::with_capacity(runs.len());
-        let mut expiries = Vec::with_capacity(runs.len());
-        let mut delays = Vec::with_capacity(runs.len());
-        let mut replayed_from = Vec::with_capacity(runs.len());
-        let mut is_test = Vec::with_capacity(runs.len());
-        let mut created = Vec::with_capacity(runs.len());
-        for run in runs {
-            ids.push(run.id.as_str());
-            environments.push(run.environment.as_str());
-            tasks.push(run.task_identifier.as_str());
-            queues.push(run.spec.queue.as_str());
-            concurrency_keys.push(run.spec.concurrency_key.as_deref());
-            statuses.push(run.initial_status().as_str());
-            payloads.push(&run.payload);
-            payload_types.push(run.payload_type.as_str());
-            metadata.push(run.spec.metadata.as_ref());
-            tags.push(Value::from(run.spec.tags.clone()));
-            max_attempts.push(run.spec.max_attempts as i32);
-            max_durations.push(millis(run.spec.max_duration));
-            ttls.push(millis(run.spec.ttl));
-            expiries.push(run.spec.expires_at(run.created_at));
-            delays.push(run.spec.delay_until);
-            replayed_from.push(run.replayed_from.as_deref());
-            is_test.push(run.spec.is_test);
-            created.push(run.created_at);
-        }
-        sqlx::query(
-            "WITH inserted AS (
-             INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
-                 payload, payload_type, metadata, tags, max_attempts, max_duration_ms, ttl_ms,
-                 expires_at, delay_until, dispatch_at, enqueued_at, replayed_from, is_test, created_at, updated_at)
-             SELECT u.id, u.environment, u.task, u.queue, u.concurrency_key, u.status,
-                 u.payload, u.payload_type, u.metadata,
-                 ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.max_attempts, u.max_duration_ms,
-                 u.ttl_ms, u.expires_at, u.delay_until, u.delay_until,
-                 -- Ready runs are pushed right after this insert; a run the
-                 -- push does not take is marked back (see `unmark_enqueued`).
-                 CASE WHEN u.status = 'QUEUED' THEN u.created_at END,
-                 u.replayed_from, u.is_test, u.created_at, u.created_at
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                 $7::jsonb[], $8::text[], $9::jsonb[], $10::jsonb[], $11::int4[], $12::int8[],
-                 $13::int8[], $14::timestamptz[], $15::timestamptz[], $16::text[], $17::bool[],
-                 $18::timestamptz[])
-               AS u(id, environment, task, queue, concurrency_key, status, payload, payload_type,
-                 metadata, tags, max_attempts, max_duration_ms, ttl_ms, expires_at, delay_until,
-                 replayed_from, is_test, created_at)
-             RETURNING id, tags)
-             INSERT INTO run_tags (tag, run_id) SELECT DISTINCT unnest(tags), id FROM inserted",
-        )
-        .bind(&ids)
-        .bind(&environments)
-        .bind(&tasks)
-        .bind(&queues)
-        .bind(&concurrency_keys)
-        .bind(&statuses)
-        .bind(&payloads)
-        .bind(&payload_types)
-        .bind(&metadata)
-        .bind(&tags)
-        .bind(&max_attempts)
-        .bind(&max_durations)
-        .bind(&ttls)
-        .bind(&expiries)
-        .bind(&delays)
-        .bind(&replayed_from)
-        .bind(&is_test)
-        .bind(&created)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_runs_on(&self.pool, runs).await
     }
 
     /// Records a run that carries an idempotency key, or finds the live run
@@ -481,4 +400,90 @@ impl Store {
             .map(|(name, limit)| (name, limit.max(0) as u32))
             .collect())
     }
+}
+
+/// [`Store::insert_runs`] on any connection or transaction.
+pub(crate) async fn insert_runs_on<'e>(executor: impl sqlx::PgExecutor<'e>, runs: &[NewRun]) -> Result<(), StoreError> {
+    let mut ids = Vec::with_capacity(runs.len());
+    let mut environments = Vec::with_capacity(runs.len());
+    let mut tasks = Vec::with_capacity(runs.len());
+    let mut queues = Vec::with_capacity(runs.len());
+    let mut concurrency_keys = Vec::with_capacity(runs.len());
+    let mut statuses = Vec::with_capacity(runs.len());
+    let mut payloads = Vec::with_capacity(runs.len());
+    let mut payload_types = Vec::with_capacity(runs.len());
+    let mut metadata = Vec::with_capacity(runs.len());
+    let mut tags = Vec::with_capacity(runs.len());
+    let mut max_attempts = Vec::with_capacity(runs.len());
+    let mut max_durations = Vec::with_capacity(runs.len());
+    let mut ttls = Vec::with_capacity(runs.len());
+    let mut expiries = Vec::with_capacity(runs.len());
+    let mut delays = Vec::with_capacity(runs.len());
+    let mut replayed_from = Vec::with_capacity(runs.len());
+    let mut is_test = Vec::with_capacity(runs.len());
+    let mut created = Vec::with_capacity(runs.len());
+    for run in runs {
+        ids.push(run.id.as_str());
+        environments.push(run.environment.as_str());
+        tasks.push(run.task_identifier.as_str());
+        queues.push(run.spec.queue.as_str());
+        concurrency_keys.push(run.spec.concurrency_key.as_deref());
+        statuses.push(run.initial_status().as_str());
+        payloads.push(&run.payload);
+        payload_types.push(run.payload_type.as_str());
+        metadata.push(run.spec.metadata.as_ref());
+        tags.push(Value::from(run.spec.tags.clone()));
+        max_attempts.push(run.spec.max_attempts as i32);
+        max_durations.push(millis(run.spec.max_duration));
+        ttls.push(millis(run.spec.ttl));
+        expiries.push(run.spec.expires_at(run.created_at));
+        delays.push(run.spec.delay_until);
+        replayed_from.push(run.replayed_from.as_deref());
+        is_test.push(run.spec.is_test);
+        created.push(run.created_at);
+    }
+    sqlx::query(
+        "WITH inserted AS (
+         INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
+             payload, payload_type, metadata, tags, max_attempts, max_duration_ms, ttl_ms,
+             expires_at, delay_until, dispatch_at, enqueued_at, replayed_from, is_test, created_at, updated_at)
+         SELECT u.id, u.environment, u.task, u.queue, u.concurrency_key, u.status,
+             u.payload, u.payload_type, u.metadata,
+             ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.max_attempts, u.max_duration_ms,
+             u.ttl_ms, u.expires_at, u.delay_until, u.delay_until,
+             -- Ready runs are pushed right after this insert; a run the
+             -- push does not take is marked back (see `unmark_enqueued`).
+             CASE WHEN u.status = 'QUEUED' THEN u.created_at END,
+             u.replayed_from, u.is_test, u.created_at, u.created_at
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+             $7::jsonb[], $8::text[], $9::jsonb[], $10::jsonb[], $11::int4[], $12::int8[],
+             $13::int8[], $14::timestamptz[], $15::timestamptz[], $16::text[], $17::bool[],
+             $18::timestamptz[])
+           AS u(id, environment, task, queue, concurrency_key, status, payload, payload_type,
+             metadata, tags, max_attempts, max_duration_ms, ttl_ms, expires_at, delay_until,
+             replayed_from, is_test, created_at)
+         RETURNING id, tags)
+         INSERT INTO run_tags (tag, run_id) SELECT DISTINCT unnest(tags), id FROM inserted",
+    )
+    .bind(&ids)
+    .bind(&environments)
+    .bind(&tasks)
+    .bind(&queues)
+    .bind(&concurrency_keys)
+    .bind(&statuses)
+    .bind(&payloads)
+    .bind(&payload_types)
+    .bind(&metadata)
+    .bind(&tags)
+    .bind(&max_attempts)
+    .bind(&max_durations)
+    .bind(&ttls)
+    .bind(&expiries)
+    .bind(&delays)
+    .bind(&replayed_from)
+    .bind(&is_test)
+    .bind(&created)
+    .execute(executor)
+    .await?;
+    Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod health;
 pub mod objects;
 pub mod runs;
+pub mod schedules;
 pub mod trigger;
 
 use axum::Router;
@@ -25,6 +26,19 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{run_id}/tags", post(runs::add_tags))
         .route("/api/v1/auth/jwt/claims", post(runs::jwt_claims))
         .route("/api/v1/objects/{*key}", get(objects::download))
+        .route("/api/v1/schedules", post(schedules::create).get(schedules::list))
+        .route(
+            "/api/v1/schedules/{schedule_id}",
+            get(schedules::retrieve)
+                .put(schedules::update)
+                .delete(schedules::delete),
+        )
+        .route("/api/v1/schedules/{schedule_id}/activate", post(schedules::activate))
+        .route(
+            "/api/v1/schedules/{schedule_id}/deactivate",
+            post(schedules::deactivate),
+        )
+        .route("/api/v1/timezones", get(schedules::timezones))
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

@@ -1,0 +1,191 @@
+//! Fires cron schedules. Every process with the scheduler role runs a
+//! [`CronRunner`]; each second it fires the schedules that are due, in a
+//! transaction that records the run and moves the schedule to its next
+//! tick (see `kiln_store::schedules`), so a tick fires once whatever the
+//! number of processes. A run's payload is Trigger.dev's scheduled-task
+//! payload: `scheduleId`, `type`, `timestamp`, `lastTimestamp`,
+//! `externalId`, `timezone`, `upcoming`.
+//!
+//! Ticks missed while no kiln was running fire once, not once per missed
+//! tick, and the schedule resumes from the present.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use kiln_core::RunId;
+use kiln_core::auth::Environment;
+use kiln_core::options::TriggerOptions;
+use kiln_core::schedule::CronSchedule;
+use kiln_queue::Queue;
+use kiln_store::schedules::{Firing, ScheduleRow, ScheduleSpec};
+use kiln_store::{NewRun, Store, StoreError};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::TaskRegistry;
+
+/// Schedules fired per transaction.
+const FIRE_BATCH: i64 = 100;
+/// Firings listed in a run's `upcoming`.
+const UPCOMING: usize = 10;
+
+/// A new schedule id, `sched_…` as Trigger's.
+pub fn new_schedule_id() -> String {
+    format!("sched_{}", kiln_core::id::random_alphanumeric(20))
+}
+
+pub struct CronRunner {
+    store: Store,
+    queue: Queue,
+    registry: Arc<TaskRegistry>,
+    tick: Duration,
+}
+
+impl CronRunner {
+    pub fn new(store: Store, queue: Queue, registry: Arc<TaskRegistry>, tick: Duration) -> Self {
+        Self {
+            store,
+            queue,
+            registry,
+            tick,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            // A full batch means more may be due: go on at once.
+            loop {
+                match self.fire_due().await {
+                    Ok(fired) if fired as i64 == FIRE_BATCH => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot fire schedules now");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fires what is due now; answers how many schedules fired.
+    pub async fn fire_due(&self) -> Result<usize, StoreError> {
+        let now = Utc::now();
+        let fired = std::sync::atomic::AtomicUsize::new(0);
+        let ready = self
+            .store
+            .fire_due_schedules(FIRE_BATCH, |schedule| {
+                fired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                plan_firing(&self.registry, schedule, now)
+            })
+            .await?;
+        crate::push_ready(&self.store, &self.queue, &ready).await;
+        Ok(fired.into_inner())
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The run a due schedule makes now, and its next tick.
+fn plan_firing(registry: &TaskRegistry, schedule: &ScheduleRow, now: DateTime<Utc>) -> Firing {
+    let span = tracing::info_span!("schedule", schedule_id = %schedule.id, task = %schedule.task_identifier);
+    let _entered = span.enter();
+    let cron = match CronSchedule::parse(&schedule.cron, Some(&schedule.timezone)) {
+        Ok(cron) => cron,
+        Err(error) => {
+            tracing::error!(%error, "schedule cannot fire; deactivated");
+            return Firing {
+                run: None,
+                next_run_at: None,
+            };
+        }
+    };
+    let tick = schedule.next_run_at.unwrap_or(now);
+    let next_run_at = cron.next_after(tick.max(now));
+    let (Some(task), Some(environment)) = (
+        registry.get(&schedule.task_identifier),
+        Environment::parse(&schedule.environment),
+    ) else {
+        tracing::warn!("schedule's task is not known to kiln; tick skipped");
+        return Firing { run: None, next_run_at };
+    };
+    let spec = match TriggerOptions::default().validate(now, &task.defaults) {
+        Ok(spec) => spec,
+        Err(error) => {
+            tracing::error!(%error, "schedule's task defaults are invalid; tick skipped");
+            return Firing { run: None, next_run_at };
+        }
+    };
+    let upcoming: Vec<String> = cron.upcoming(tick, UPCOMING).into_iter().map(timestamp).collect();
+    let mut payload = json!({
+        "scheduleId": schedule.id,
+        "type": schedule.kind,
+        "timestamp": timestamp(tick),
+        "timezone": schedule.timezone,
+        "upcoming": upcoming,
+    });
+    if let Some(last) = schedule.last_run_at {
+        payload["lastTimestamp"] = json!(timestamp(last));
+    }
+    if let Some(external_id) = &schedule.external_id {
+        payload["externalId"] = json!(external_id);
+    }
+    let run = NewRun {
+        id: RunId::generate(u64::try_from(now.timestamp_millis()).unwrap_or(0)),
+        environment,
+        task_identifier: schedule.task_identifier.clone(),
+        payload,
+        payload_type: "application/json".into(),
+        spec,
+        created_at: now,
+        replayed_from: None,
+    };
+    tracing::info!(run_id = %run.id.as_str(), tick = %timestamp(tick), "schedule fired");
+    Firing {
+        run: Some(run),
+        next_run_at,
+    }
+}
+
+/// A schedule declared in kiln's configuration.
+#[derive(Debug, Clone)]
+pub struct DeclaredSchedule {
+    pub task: String,
+    pub cron: CronSchedule,
+    pub environment: Environment,
+}
+
+/// Makes the stored declarative schedules match `declared`.
+pub async fn sync_declared(store: &Store, declared: &[DeclaredSchedule]) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let specs: Vec<(String, ScheduleSpec)> = declared
+        .iter()
+        .map(|schedule| {
+            let key = format!(
+                "declared:{}:{}:{}",
+                schedule.task,
+                schedule.cron.expression(),
+                schedule.cron.timezone()
+            );
+            let spec = ScheduleSpec {
+                environment: schedule.environment,
+                task_identifier: schedule.task.clone(),
+                cron: schedule.cron.expression().to_owned(),
+                timezone: schedule.cron.timezone().to_owned(),
+                external_id: None,
+                deduplication_key: Some(key),
+                next_run_at: schedule.cron.next_after(now),
+            };
+            (new_schedule_id(), spec)
+        })
+        .collect();
+    store.sync_declarative_schedules(&specs).await
+}
