@@ -272,6 +272,12 @@ impl StorageConfig {
         {
             return Err(error(name, "must start with http:// or https://"));
         }
+        let public_endpoint = var("KILN_S3_PUBLIC_ENDPOINT");
+        if let Some(url) = &public_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(error("KILN_S3_PUBLIC_ENDPOINT", "must start with http:// or https://"));
+        }
         let credential = |name, supermark_name| {
             var_or(name, supermark_name)
                 .map(|(_, value)| value)
@@ -292,6 +298,7 @@ impl StorageConfig {
             access_key_id: credential("KILN_S3_ACCESS_KEY_ID", "NEXT_PRIVATE_UPLOAD_ACCESS_KEY_ID")?,
             secret_access_key: credential("KILN_S3_SECRET_ACCESS_KEY", "NEXT_PRIVATE_UPLOAD_SECRET_ACCESS_KEY")?,
             part_size: part_mib * 1024 * 1024,
+            public_endpoint,
         }))
     }
 }

@@ -36,6 +36,10 @@ pub struct S3Config {
     /// in the host name.
     pub force_path_style: bool,
     pub part_size: usize,
+    /// The address download links should name when it differs from
+    /// `endpoint`: kiln reaches MinIO as `http://minio:9000` inside a
+    /// compose network, a browser as `https://files.example.com`.
+    pub public_endpoint: Option<String>,
 }
 
 impl std::fmt::Debug for S3Config {
@@ -45,6 +49,7 @@ impl std::fmt::Debug for S3Config {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("force_path_style", &self.force_path_style)
+            .field("public_endpoint", &self.public_endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -52,6 +57,9 @@ impl std::fmt::Debug for S3Config {
 #[derive(Clone)]
 pub struct S3Store {
     client: Client,
+    /// Signs download links (an offline computation) for the public
+    /// endpoint; the same client when there is none.
+    presigner: Client,
     bucket: String,
     part_size: usize,
 }
@@ -92,11 +100,19 @@ impl S3Store {
             // requires them.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        let presigner = match &config.public_endpoint {
+            Some(public) => Client::from_conf(builder.clone().endpoint_url(public).build()),
+            None => match &config.endpoint {
+                Some(endpoint) => Client::from_conf(builder.clone().endpoint_url(endpoint).build()),
+                None => Client::from_conf(builder.clone().build()),
+            },
+        };
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
         Ok(Self {
             client: Client::from_conf(builder.build()),
+            presigner,
             bucket: config.bucket.clone(),
             part_size: config.part_size,
         })
@@ -381,7 +397,7 @@ impl ObjectStore for S3Store {
             .build()
             .map_err(|e| StorageError::Config(e.to_string()))?;
         let request = self
-            .client
+            .presigner
             .get_object()
             .bucket(&self.bucket)
             .key(key.as_str())
