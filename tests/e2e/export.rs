@@ -134,7 +134,10 @@ async fn an_export_from_s3_unzips_to_the_expected_tree() {
     assert_eq!(run["metadata"]["text"], "6 / 6 files zipped");
 
     let url = output["url"].as_str().expect("url");
-    assert!(url.starts_with(&public_endpoint), "a presigned link to the public endpoint: {url}");
+    assert!(
+        url.starts_with(&public_endpoint),
+        "a presigned link to the public endpoint: {url}"
+    );
     let dir = download_and_unzip(url).await;
     let expected: BTreeMap<String, Vec<u8>> = [
         ("Data Room/Pitch/deck.pdf", "%PDF deck"),

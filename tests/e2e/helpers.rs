@@ -120,7 +120,10 @@ impl KilnBuilder {
             ("KILN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
             ("KILN_HEARTBEAT".to_owned(), "200ms".to_owned()),
             // The local storage backend's folder, unless the test names one.
-            ("KILN_STORAGE_DIR".to_owned(), temp_dir("objects").to_string_lossy().into_owned()),
+            (
+                "KILN_STORAGE_DIR".to_owned(),
+                temp_dir("objects").to_string_lossy().into_owned(),
+            ),
             // Tests run side by side, each with several kiln processes, and
             // Postgres accepts 100 connections in all.
             ("KILN_DB_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
