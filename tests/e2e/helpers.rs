@@ -8,7 +8,7 @@
 //! `scripts/test` starts them when they are not running.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -494,7 +494,12 @@ pub const S3_SECRET_KEY: &str = "kiln-test-secret-0123456789";
 
 impl S3Server {
     pub async fn start() -> S3Server {
-        let binary = std::env::var("KILN_TEST_S3S_FS").unwrap_or_else(|_| "s3s-fs".into());
+        // Where scripts/test builds it, unless told otherwise.
+        let installed = std::env::var("HOME").map(|home| format!("{home}/.cache/kiln/tools/bin/s3s-fs"));
+        let binary = std::env::var("KILN_TEST_S3S_FS")
+            .ok()
+            .or_else(|| installed.ok().filter(|path| Path::new(path).exists()))
+            .unwrap_or_else(|| "s3s-fs".into());
         let port = free_port();
         let root = temp_dir("s3");
         let log_path = root.with_extension("log");

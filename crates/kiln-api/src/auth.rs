@@ -59,6 +59,21 @@ impl Caller {
     }
 
     /// May this caller read a run with this id and these tags?
+    /// A batch: a secret key, or a token with `read:batch:<id>`,
+    /// `read:batch` or `read:all`.
+    pub fn may_read_batch(&self, batch_id: &str) -> bool {
+        let Some(scopes) = &self.scopes else { return true };
+        scopes.iter().any(|scope| {
+            scope == "read:all" || scope == "read:batch" || scope.strip_prefix("read:batch:") == Some(batch_id)
+        })
+    }
+
+    /// The claims the SDK signs into the tokens it makes for a trigger's
+    /// answer (`x-trigger-jwt-claims`), so kiln knows the key that signed.
+    pub fn token_claims_header(&self) -> String {
+        json!({ "sub": self.key_id, "pub": true }).to_string()
+    }
+
     pub fn may_read_run(&self, run_id: &str, tags: &[String]) -> bool {
         let Some(scopes) = &self.scopes else { return true };
         scopes.iter().any(|scope| {

@@ -89,6 +89,9 @@ pub fn retrieved_run(row: &RunRow) -> Result<Value, StoreError> {
         run.insert("error".into(), serialized_error(error));
     }
     run.insert("relatedRuns".into(), json!({}));
+    // SDK 3.x requires the list; kiln keeps attempts as a count
+    // (`attemptCount`), not as records.
+    run.insert("attempts".into(), json!([]));
     run.insert("attemptCount".into(), json!(row.attempt_count));
     run.insert("maxAttempts".into(), json!(row.max_attempts));
     run.insert("queue".into(), json!(row.queue));

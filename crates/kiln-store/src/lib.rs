@@ -16,10 +16,12 @@
 //! - [`lifecycle`]: what workers and the scheduler do to runs: claim, renew
 //!   leases, finish attempts, dispatch due runs, expire, recover lost runs.
 //! - [`schedules`]: cron schedules, and firing each tick exactly once.
+//! - [`batches`]: the runs one `batch.trigger` call made.
 //! - [`batch`]: a group-commit helper that turns many callers' writes into
 //!   one statement.
 
 pub mod batch;
+pub mod batches;
 pub mod keys;
 pub mod lifecycle;
 pub mod runs;

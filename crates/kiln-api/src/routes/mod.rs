@@ -1,5 +1,6 @@
 //! The routes, on Trigger.dev's paths.
 
+pub mod batches;
 pub mod health;
 pub mod objects;
 pub mod runs;
@@ -18,6 +19,10 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/api/v1/tasks/{task_id}/trigger", post(trigger::trigger))
+        .route("/api/v1/tasks/batch", post(batches::batch_v1))
+        .route("/api/v2/tasks/batch", post(batches::batch_v2))
+        .route("/api/v1/batches/{batch_id}", get(batches::retrieve_v1))
+        .route("/api/v2/batches/{batch_id}", get(batches::retrieve_v2))
         .route("/api/v3/runs/{run_id}", get(runs::retrieve))
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v2/runs/{run_id}/cancel", post(runs::cancel))

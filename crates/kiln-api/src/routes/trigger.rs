@@ -146,29 +146,7 @@ pub async fn trigger(
     JsonBody(body): JsonBody<TriggerBody>,
 ) -> Result<Response, ApiError> {
     caller.require_secret_key()?;
-    let task = app.registry.get(&task_id).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "task {task_id:?} is not known to kiln (declare it in KILN_TASKS_FILE)"
-        ))
-    })?;
-    let mut options = body.options.unwrap_or_default();
-    let payload_type = options.payload_type.take();
-    let (payload, payload_type) = decode_packet(body.payload, payload_type.as_deref(), "payload")?;
-    let now = Utc::now();
-    let spec = options
-        .into_options()?
-        .validate(now, &task.defaults)
-        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let run = NewRun {
-        id: RunId::generate(u64::try_from(now.timestamp_millis()).unwrap_or(0)),
-        environment: caller.environment,
-        task_identifier: task_id,
-        payload,
-        payload_type,
-        spec,
-        created_at: now,
-        replayed_from: None,
-    };
+    let run = new_run(&app, &caller, task_id, body, Utc::now())?;
     let (id, cached) = app.recorder.record(run).await?;
     Ok(with_run_token(
         &caller,
@@ -179,6 +157,38 @@ pub async fn trigger(
             json!({ "id": id })
         }),
     ))
+}
+
+/// A run of `task_id` as `body` asks for it, validated and ready to record.
+pub fn new_run(
+    app: &AppState,
+    caller: &Caller,
+    task_id: String,
+    body: TriggerBody,
+    now: chrono::DateTime<Utc>,
+) -> Result<NewRun, ApiError> {
+    let task = app.registry.get(&task_id).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "task {task_id:?} is not known to kiln (declare it in KILN_TASKS_FILE)"
+        ))
+    })?;
+    let mut options = body.options.unwrap_or_default();
+    let payload_type = options.payload_type.take();
+    let (payload, payload_type) = decode_packet(body.payload, payload_type.as_deref(), "payload")?;
+    let spec = options
+        .into_options()?
+        .validate(now, &task.defaults)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    Ok(NewRun {
+        id: RunId::generate(u64::try_from(now.timestamp_millis()).unwrap_or(0)),
+        environment: caller.environment,
+        task_identifier: task_id,
+        payload,
+        payload_type,
+        spec,
+        created_at: now,
+        replayed_from: None,
+    })
 }
 
 /// Adds `x-trigger-jwt`, a token that may read the run, as Trigger does.

@@ -1,0 +1,278 @@
+//! Batch trigger as each SDK generation sends it, and batch retrieval:
+//!
+//! - `POST /api/v1/tasks/batch` (SDK 3.x): answers every run, with
+//!   `isCached` per run; a batch `idempotency-key` header finds the batch
+//!   it made before.
+//! - `POST /api/v2/tasks/batch` (SDK 4.x up to 4.7): answers `{id, runCount}`.
+//! - `GET /api/v1/batches/{id}`, `GET /api/v2/batches/{id}`: the batch,
+//!   `COMPLETED` once every run has a final status.
+//!
+//! Items are validated all before any is recorded: one bad item refuses
+//! the batch with its index named. Runs are recorded as single triggers
+//! would be (group commit, idempotency keys per item), then the batch.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use chrono::{SecondsFormat, Utc};
+use kiln_store::batches::BatchRow;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::routes::trigger::{TriggerBody, WireOptions, new_run};
+
+/// Items per batch, as Trigger.dev allows.
+pub const MAX_BATCH_ITEMS: usize = 500;
+
+#[derive(Debug, Deserialize)]
+pub struct BatchBody {
+    items: Vec<BatchItem>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BatchItem {
+    task: String,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    options: Option<WireOptions>,
+}
+
+enum BatchOutcome {
+    Recorded {
+        id: String,
+        runs: Vec<Recorded>,
+    },
+    /// A concurrent batch with the same idempotency key was recorded first;
+    /// its answer stands (the runs just recorded stay, outside any batch).
+    KeyTaken {
+        batch_id: String,
+    },
+}
+
+struct Recorded {
+    id: String,
+    task: String,
+    cached: bool,
+    idempotency_key: Option<String>,
+}
+
+fn new_batch_id() -> String {
+    format!("batch_{}", kiln_core::id::random_alphanumeric(24))
+}
+
+/// Validates every item, then records the runs and the batch.
+async fn record_batch(
+    app: &AppState,
+    caller: &Caller,
+    items: Vec<BatchItem>,
+    idempotency: Option<(&str, chrono::DateTime<Utc>)>,
+) -> Result<BatchOutcome, ApiError> {
+    if items.is_empty() {
+        return Err(ApiError::BadRequest("a batch needs at least one item".into()));
+    }
+    if items.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::BadRequest(format!(
+            "a batch holds at most {MAX_BATCH_ITEMS} items, not {}",
+            items.len()
+        )));
+    }
+    let now = Utc::now();
+    let mut runs = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let body = TriggerBody {
+            payload: item.payload,
+            options: item.options,
+        };
+        let run = new_run(app, caller, item.task, body, now).map_err(|error| match error {
+            ApiError::NotFound(message) => ApiError::NotFound(format!("items[{index}]: {message}")),
+            ApiError::BadRequest(message) => ApiError::BadRequest(format!("items[{index}]: {message}")),
+            ApiError::Unprocessable(message) => ApiError::Unprocessable(format!("items[{index}]: {message}")),
+            other => other,
+        })?;
+        runs.push(run);
+    }
+    let recorded = futures::future::try_join_all(runs.into_iter().map(|run| async {
+        let task = run.task_identifier.clone();
+        let idempotency_key = run.spec.idempotency_key.clone();
+        let (id, cached) = app.recorder.record(run).await?;
+        Ok::<_, ApiError>(Recorded {
+            id,
+            task,
+            cached,
+            idempotency_key,
+        })
+    }))
+    .await?;
+    let run_ids: Vec<String> = recorded.iter().map(|r| r.id.clone()).collect();
+    let new_id = new_batch_id();
+    let batch_id = app
+        .store
+        .insert_batch(&new_id, caller.environment, &run_ids, idempotency)
+        .await?;
+    if batch_id != new_id {
+        return Ok(BatchOutcome::KeyTaken { batch_id });
+    }
+    Ok(BatchOutcome::Recorded {
+        id: batch_id,
+        runs: recorded,
+    })
+}
+
+fn with_claims(caller: &Caller, body: Value) -> Response {
+    let mut response = Json(body).into_response();
+    if let Ok(claims) = HeaderValue::from_str(&caller.token_claims_header()) {
+        response.headers_mut().insert("x-trigger-jwt-claims", claims);
+    }
+    response
+}
+
+/// SDK 3.x.
+pub async fn batch_v1(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<Response, ApiError> {
+    caller.require_secret_key()?;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    };
+    let key = header("idempotency-key").map(str::to_owned);
+    let now = Utc::now();
+    if let Some(key) = &key
+        && let Some(batch) = app.store.find_batch_by_key(caller.environment, key, now).await?
+    {
+        return Ok(with_claims(&caller, cached_batch_v1(&app, &caller, &batch).await?));
+    }
+    let key_expires_at = match header("idempotency-key-ttl") {
+        Some(ttl) => {
+            now + chrono::Duration::from_std(
+                kiln_core::duration::parse(ttl)
+                    .map_err(|e| ApiError::Unprocessable(format!("idempotency-key-ttl: {e}")))?,
+            )
+            .unwrap_or(kiln_store::runs::DEFAULT_IDEMPOTENCY_TTL)
+        }
+        None => now + kiln_store::runs::DEFAULT_IDEMPOTENCY_TTL,
+    };
+    let idempotency = key.as_deref().map(|key| (key, key_expires_at));
+    let (batch_id, recorded) = match record_batch(&app, &caller, body.items, idempotency).await? {
+        BatchOutcome::Recorded { id, runs } => (id, runs),
+        BatchOutcome::KeyTaken { batch_id } => {
+            let batch = find_batch(&app, &caller, &batch_id).await?;
+            return Ok(with_claims(&caller, cached_batch_v1(&app, &caller, &batch).await?));
+        }
+    };
+    // The SDK's schema takes an absent idempotency key, not a null one.
+    let runs: Vec<Value> = recorded
+        .iter()
+        .map(|run| {
+            let mut item = json!({ "id": run.id, "taskIdentifier": run.task, "isCached": run.cached });
+            if let Some(key) = &run.idempotency_key {
+                item["idempotencyKey"] = json!(key);
+            }
+            item
+        })
+        .collect();
+    let mut answer = json!({ "id": batch_id, "isCached": false, "runs": runs });
+    if let Some(key) = key {
+        answer["idempotencyKey"] = json!(key);
+    }
+    Ok(with_claims(&caller, answer))
+}
+
+/// The answer to a batch trigger whose idempotency key found an earlier
+/// batch: that batch, every run cached.
+async fn cached_batch_v1(app: &AppState, caller: &Caller, batch: &BatchRow) -> Result<Value, ApiError> {
+    let mut runs = Vec::with_capacity(batch.run_ids.len());
+    for id in &batch.run_ids {
+        let task = app
+            .store
+            .get_run(caller.environment, id)
+            .await?
+            .map(|row| row.task_identifier)
+            .unwrap_or_default();
+        runs.push(json!({ "id": id, "taskIdentifier": task, "isCached": true }));
+    }
+    let mut answer = json!({ "id": batch.id, "isCached": true, "runs": runs });
+    if let Some(key) = &batch.idempotency_key {
+        answer["idempotencyKey"] = json!(key);
+    }
+    Ok(answer)
+}
+
+/// SDK 4.x.
+pub async fn batch_v2(
+    State(app): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<Response, ApiError> {
+    caller.require_secret_key()?;
+    match record_batch(&app, &caller, body.items, None).await? {
+        BatchOutcome::Recorded { id, runs } => Ok(with_claims(&caller, json!({ "id": id, "runCount": runs.len() }))),
+        // Without a batch key, no other batch can hold it.
+        BatchOutcome::KeyTaken { batch_id } => Err(ApiError::Internal(format!("batch {batch_id} took no key"))),
+    }
+}
+
+async fn find_batch(app: &AppState, caller: &Caller, id: &str) -> Result<BatchRow, ApiError> {
+    if !caller.may_read_batch(id) {
+        return Err(ApiError::Forbidden(format!(
+            "this public access token may not read batch {id}"
+        )));
+    }
+    app.store
+        .get_batch(caller.environment, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("batch {id:?} not found")))
+}
+
+fn present_batch(batch: &BatchRow) -> serde_json::Map<String, Value> {
+    let mut body = serde_json::Map::new();
+    body.insert("id".into(), json!(batch.id));
+    body.insert(
+        "status".into(),
+        json!(if batch.unfinished == 0 { "COMPLETED" } else { "PENDING" }),
+    );
+    if let Some(key) = &batch.idempotency_key {
+        body.insert("idempotencyKey".into(), json!(key));
+    }
+    body.insert(
+        "createdAt".into(),
+        json!(batch.created_at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+    );
+    body.insert(
+        "updatedAt".into(),
+        json!(batch.updated_at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+    );
+    body.insert("runCount".into(), json!(batch.run_ids.len()));
+    body
+}
+
+pub async fn retrieve_v1(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let batch = find_batch(&app, &caller, &id).await?;
+    Ok(Json(Value::Object(present_batch(&batch))))
+}
+
+pub async fn retrieve_v2(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let batch = find_batch(&app, &caller, &id).await?;
+    let mut body = present_batch(&batch);
+    body.insert("runs".into(), json!(batch.run_ids));
+    Ok(Json(Value::Object(body)))
+}

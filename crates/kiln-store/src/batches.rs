@@ -1,0 +1,107 @@
+//! Batches: a batch row lists the runs one `batch.trigger` call made, in
+//! item order. The runs are recorded first (each as a single trigger
+//! would be); the batch row is written once they all are, so a batch never
+//! names a run that does not exist.
+
+use chrono::{DateTime, Utc};
+use kiln_core::auth::Environment;
+
+use crate::{Store, StoreError};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BatchRow {
+    pub id: String,
+    pub run_ids: Vec<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// When the last of its runs changed.
+    pub updated_at: DateTime<Utc>,
+    /// How many of its runs have not reached a final status.
+    pub unfinished: i64,
+}
+
+const BATCH_SELECT: &str = "SELECT b.id, b.run_ids, b.idempotency_key, b.created_at,
+        GREATEST(b.created_at, (SELECT max(r.updated_at) FROM runs r WHERE r.id = ANY(b.run_ids))) AS updated_at,
+        (SELECT count(*) FROM runs r WHERE r.id = ANY(b.run_ids)
+            AND r.status IN ('DELAYED', 'QUEUED', 'EXECUTING')
+        ) AS unfinished
+    FROM batches b";
+
+impl Store {
+    /// The live batch holding `idempotency_key`, if any.
+    pub async fn find_batch_by_key(
+        &self,
+        environment: Environment,
+        idempotency_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<BatchRow>, StoreError> {
+        let sql = format!(
+            "{BATCH_SELECT} WHERE b.environment = $1 AND b.idempotency_key = $2
+             AND (b.idempotency_key_expires_at IS NULL OR b.idempotency_key_expires_at > $3)"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(environment.as_str())
+            .bind(idempotency_key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Records a batch of runs already recorded. With an idempotency key
+    /// that another batch holds, answers that batch's id instead (and this
+    /// one is not recorded); a key past its expiry is released first.
+    pub async fn insert_batch(
+        &self,
+        id: &str,
+        environment: Environment,
+        run_ids: &[String],
+        idempotency_key: Option<(&str, DateTime<Utc>)>,
+    ) -> Result<String, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some((key, _)) = idempotency_key {
+            sqlx::query(
+                "UPDATE batches SET idempotency_key = NULL
+                 WHERE environment = $1 AND idempotency_key = $2 AND idempotency_key_expires_at <= now()",
+            )
+            .bind(environment.as_str())
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let inserted: Option<String> = sqlx::query_scalar(
+            "INSERT INTO batches (id, environment, run_ids, idempotency_key, idempotency_key_expires_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (environment, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(id)
+        .bind(environment.as_str())
+        .bind(run_ids)
+        .bind(idempotency_key.map(|(key, _)| key))
+        .bind(idempotency_key.map(|(_, expires)| expires))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let batch_id = match (inserted, idempotency_key) {
+            (Some(id), _) => id,
+            (None, Some((key, _))) => {
+                sqlx::query_scalar("SELECT id FROM batches WHERE environment = $1 AND idempotency_key = $2")
+                    .bind(environment.as_str())
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+            (None, None) => return Err(StoreError::Corrupt(format!("batch {id} was not recorded"))),
+        };
+        tx.commit().await?;
+        Ok(batch_id)
+    }
+
+    pub async fn get_batch(&self, environment: Environment, id: &str) -> Result<Option<BatchRow>, StoreError> {
+        let sql = format!("{BATCH_SELECT} WHERE b.id = $1 AND b.environment = $2");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(environment.as_str())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
