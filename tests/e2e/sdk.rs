@@ -95,3 +95,34 @@ async fn batch_trigger_works_with_sdk_3() {
     let kiln = Kiln::dev().await;
     assert_steps(&run_sdk_script(&kiln, "batch.mjs", "trigger-sdk-3").await, BATCH_STEPS);
 }
+
+const REALTIME_STEPS: &[&str] = &["subscribe to run", "subscribe refused", "subscribe to tag"];
+
+/// kiln with a queue of one slot, "realtime", so a run can be seen QUEUED.
+async fn kiln_with_a_one_slot_queue() -> Kiln {
+    let dir = crate::helpers::temp_dir("tasks");
+    let tasks_file = dir.join("kiln.toml");
+    std::fs::write(&tasks_file, "[queues.realtime]\nconcurrency_limit = 1\n").expect("write tasks file");
+    Kiln::builder(crate::helpers::Mode::Dev)
+        .env("KILN_TASKS_FILE", tasks_file.to_string_lossy())
+        .spawn()
+        .await
+}
+
+#[tokio::test]
+async fn realtime_subscriptions_work_with_sdk_4() {
+    let kiln = kiln_with_a_one_slot_queue().await;
+    assert_steps(
+        &run_sdk_script(&kiln, "realtime.mjs", "@trigger.dev/sdk").await,
+        REALTIME_STEPS,
+    );
+}
+
+#[tokio::test]
+async fn realtime_subscriptions_work_with_sdk_3() {
+    let kiln = kiln_with_a_one_slot_queue().await;
+    assert_steps(
+        &run_sdk_script(&kiln, "realtime.mjs", "trigger-sdk-3").await,
+        REALTIME_STEPS,
+    );
+}

@@ -74,6 +74,15 @@ impl Caller {
         json!({ "sub": self.key_id, "pub": true }).to_string()
     }
 
+    /// Every run carrying `tag`: a secret key, or `read:tags:<tag>`,
+    /// `read:runs` or `read:all`.
+    pub fn may_read_tag(&self, tag: &str) -> bool {
+        let Some(scopes) = &self.scopes else { return true };
+        scopes
+            .iter()
+            .any(|scope| scope == "read:all" || scope == "read:runs" || scope.strip_prefix("read:tags:") == Some(tag))
+    }
+
     pub fn may_read_run(&self, run_id: &str, tags: &[String]) -> bool {
         let Some(scopes) = &self.scopes else { return true };
         scopes.iter().any(|scope| {

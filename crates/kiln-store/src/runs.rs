@@ -113,6 +113,8 @@ pub struct ListFilter {
     pub queues: Vec<String>,
     pub created_from: Option<DateTime<Utc>>,
     pub created_to: Option<DateTime<Utc>>,
+    /// Runs changed after this instant (realtime subscriptions).
+    pub updated_after: Option<DateTime<Utc>>,
     pub is_test: Option<bool>,
     /// Runs older than this id (the next page, newest first).
     pub after: Option<String>,
@@ -260,6 +262,9 @@ impl Store {
         }
         if let Some(from) = filter.created_from {
             query.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(after) = filter.updated_after {
+            query.push(" AND updated_at > ").push_bind(after);
         }
         if let Some(to) = filter.created_to {
             query.push(" AND created_at <= ").push_bind(to);

@@ -2,7 +2,8 @@
 //! payload and output:
 //!
 //! - `kiln.noop`: answers its payload (for tests and benchmarks);
-//! - `kiln.sleep`: waits `{"ms": N}`, stopping early when canceled;
+//! - `kiln.sleep`: waits `{"ms": N}`, stopping early when canceled, and
+//!   reports its progress in the run's metadata every tenth of the wait;
 //! - `kiln.fail`: always fails with a retryable error;
 //! - `kiln.http` and configured HTTP tasks ([`http`]): send a signed request
 //!   and succeed on a 2xx answer.
@@ -37,10 +38,20 @@ impl TaskHandler for Sleep {
                 .ok_or_else(|| {
                     TaskError::fatal("InvalidPayload", "kiln.sleep needs {\"ms\": N} with 0 ≤ N ≤ 86400000")
                 })?;
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({ "sleptMs": ms })),
-                () = ctx.cancel.cancelled() => Err(TaskError::retryable("Canceled", "stopped while sleeping")),
+            // Ten steps, each reported: a task whose progress a realtime
+            // subscriber can watch.
+            let step = Duration::from_millis(ms) / 10;
+            for done in 1..=10u32 {
+                tokio::select! {
+                    () = tokio::time::sleep(step) => {}
+                    () = ctx.cancel.cancelled() => {
+                        return Err(TaskError::retryable("Canceled", "stopped while sleeping"));
+                    }
+                }
+                ctx.metadata
+                    .progress(done * 10, format!("slept {} of {ms} ms", ms * u64::from(done) / 10));
             }
+            Ok(json!({ "sleptMs": ms }))
         })
     }
 }

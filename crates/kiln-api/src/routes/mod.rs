@@ -3,6 +3,7 @@
 pub mod batches;
 pub mod health;
 pub mod objects;
+pub mod realtime;
 pub mod runs;
 pub mod schedules;
 pub mod trigger;
@@ -44,6 +45,8 @@ pub fn routes() -> Router<AppState> {
             post(schedules::deactivate),
         )
         .route("/api/v1/timezones", get(schedules::timezones))
+        .route("/realtime/v1/runs", get(realtime::runs))
+        .route("/realtime/v1/runs/{run_id}", get(realtime::run))
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {
