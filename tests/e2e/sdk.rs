@@ -1,5 +1,7 @@
-//! The official `@trigger.dev/sdk` from npm drives kiln, unchanged: the
-//! script `tests/sdk/compat.mjs` asserts what each SDK call answers.
+//! The official `@trigger.dev/sdk` from npm drives kiln, unchanged, in
+//! three generations (3.3.17, 4.1.2, the latest 4.x): the scripts in
+//! `tests/sdk` (`compat.mjs`, `batch.mjs`, `realtime.mjs`) assert what each
+//! SDK call answers.
 //! `scripts/test` installs the SDK (`npm ci` in `tests/sdk`).
 
 use std::path::Path;
@@ -50,25 +52,44 @@ fn assert_steps(stdout: &str, steps: &[&str]) {
     }
 }
 
-#[tokio::test]
-async fn the_trigger_sdk_works_against_kiln() {
+/// The SDK generations the interop tests run, by their package in
+/// tests/sdk: 4.1.2 (Supermark's lock), 3.3.17 (Papermark's pin) and the
+/// latest 4.x.
+const SDK_4_1: &str = "@trigger.dev/sdk";
+const SDK_3: &str = "trigger-sdk-3";
+const SDK_LATEST: &str = "trigger-sdk-latest";
+
+const COMPAT_STEPS: &[&str] = &[
+    "trigger",
+    "retrieve",
+    "poll",
+    "cancel",
+    "replay",
+    "idempotency",
+    "list",
+    "public token",
+    "text payload",
+    "schedules",
+];
+
+async fn compat(package: &str) {
     let kiln = Kiln::dev().await;
-    let stdout = run_sdk_script(&kiln, "compat.mjs", "@trigger.dev/sdk").await;
-    assert_steps(
-        &stdout,
-        &[
-            "trigger",
-            "retrieve",
-            "poll",
-            "cancel",
-            "replay",
-            "idempotency",
-            "list",
-            "public token",
-            "text payload",
-            "schedules",
-        ],
-    );
+    assert_steps(&run_sdk_script(&kiln, "compat.mjs", package).await, COMPAT_STEPS);
+}
+
+#[tokio::test]
+async fn the_trigger_sdk_4_1_works_against_kiln() {
+    compat(SDK_4_1).await;
+}
+
+#[tokio::test]
+async fn the_trigger_sdk_3_works_against_kiln() {
+    compat(SDK_3).await;
+}
+
+#[tokio::test]
+async fn the_latest_trigger_sdk_works_against_kiln() {
+    compat(SDK_LATEST).await;
 }
 
 const BATCH_STEPS: &[&str] = &[
@@ -79,50 +100,54 @@ const BATCH_STEPS: &[&str] = &[
     "batch refused",
 ];
 
-/// SDK 4.1.2 (Supermark's lock) sends batches to `/api/v2/tasks/batch`.
-#[tokio::test]
-async fn batch_trigger_works_with_sdk_4() {
+async fn batches(package: &str) {
     let kiln = Kiln::dev().await;
-    assert_steps(
-        &run_sdk_script(&kiln, "batch.mjs", "@trigger.dev/sdk").await,
-        BATCH_STEPS,
-    );
+    assert_steps(&run_sdk_script(&kiln, "batch.mjs", package).await, BATCH_STEPS);
 }
 
-/// SDK 3.3.17 (Papermark's pin) sends them to `/api/v1/tasks/batch`.
+/// SDK 4.1.2 sends batches to `/api/v2/tasks/batch`.
+#[tokio::test]
+async fn batch_trigger_works_with_sdk_4_1() {
+    batches(SDK_4_1).await;
+}
+
+/// SDK 3.3.17 sends them to `/api/v1/tasks/batch`.
 #[tokio::test]
 async fn batch_trigger_works_with_sdk_3() {
-    let kiln = Kiln::dev().await;
-    assert_steps(&run_sdk_script(&kiln, "batch.mjs", "trigger-sdk-3").await, BATCH_STEPS);
+    batches(SDK_3).await;
+}
+
+/// SDK 4.8 on creates the batch, then streams NDJSON items.
+#[tokio::test]
+async fn batch_trigger_works_with_the_latest_sdk() {
+    batches(SDK_LATEST).await;
 }
 
 const REALTIME_STEPS: &[&str] = &["subscribe to run", "subscribe refused", "subscribe to tag"];
 
 /// kiln with a queue of one slot, "realtime", so a run can be seen QUEUED.
-async fn kiln_with_a_one_slot_queue() -> Kiln {
+async fn realtime(package: &str) {
     let dir = crate::helpers::temp_dir("tasks");
     let tasks_file = dir.join("kiln.toml");
     std::fs::write(&tasks_file, "[queues.realtime]\nconcurrency_limit = 1\n").expect("write tasks file");
-    Kiln::builder(crate::helpers::Mode::Dev)
+    let kiln = Kiln::builder(crate::helpers::Mode::Dev)
         .env("KILN_TASKS_FILE", tasks_file.to_string_lossy())
         .spawn()
-        .await
+        .await;
+    assert_steps(&run_sdk_script(&kiln, "realtime.mjs", package).await, REALTIME_STEPS);
 }
 
 #[tokio::test]
-async fn realtime_subscriptions_work_with_sdk_4() {
-    let kiln = kiln_with_a_one_slot_queue().await;
-    assert_steps(
-        &run_sdk_script(&kiln, "realtime.mjs", "@trigger.dev/sdk").await,
-        REALTIME_STEPS,
-    );
+async fn realtime_subscriptions_work_with_sdk_4_1() {
+    realtime(SDK_4_1).await;
 }
 
 #[tokio::test]
 async fn realtime_subscriptions_work_with_sdk_3() {
-    let kiln = kiln_with_a_one_slot_queue().await;
-    assert_steps(
-        &run_sdk_script(&kiln, "realtime.mjs", "trigger-sdk-3").await,
-        REALTIME_STEPS,
-    );
+    realtime(SDK_3).await;
+}
+
+#[tokio::test]
+async fn realtime_subscriptions_work_with_the_latest_sdk() {
+    realtime(SDK_LATEST).await;
 }

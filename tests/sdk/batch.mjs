@@ -72,6 +72,7 @@ console.log("ok batch idempotency");
 // An item for a task kiln does not know refuses the batch, naming it.
 await assert.rejects(
   batch.trigger([{ id: "kiln.noop", payload: {} }, { id: "no-such-task", payload: {} }]),
-  (error) => error.status === 404 && /items\[1\]/.test(error.message),
+  // SDK 4.8 wraps the API's error in a BatchTriggerError.
+  (error) => (error.status ?? error.cause?.status) === 404 && /items\[1\]/.test(error.message),
 );
 console.log("ok batch refused");

@@ -2,7 +2,9 @@
 // only TRIGGER_API_URL and TRIGGER_SECRET_KEY point it at kiln. Each step
 // prints "ok <step>"; any failed assertion exits non-zero.
 import assert from "node:assert/strict";
-import { auth, configure, runs, schedules, tasks } from "@trigger.dev/sdk";
+// KILN_SDK_PACKAGE picks the SDK generation (see package.json's aliases).
+const sdkPackage = process.env.KILN_SDK_PACKAGE ?? "@trigger.dev/sdk";
+const { auth, configure, runs, schedules, tasks } = await import(`${sdkPackage}/v3`);
 
 configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGGER_SECRET_KEY });
 

@@ -11,7 +11,11 @@ use crate::{Store, StoreError};
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BatchRow {
     pub id: String,
-    pub run_ids: Vec<String>,
+    /// In item order; a streamed batch has `None` where an item has not
+    /// arrived yet.
+    pub run_ids: Vec<Option<String>>,
+    /// Items a streamed batch expects; `None` for one-request batches.
+    pub expected_count: Option<i32>,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     /// When the last of its runs changed.
@@ -20,7 +24,7 @@ pub struct BatchRow {
     pub unfinished: i64,
 }
 
-const BATCH_SELECT: &str = "SELECT b.id, b.run_ids, b.idempotency_key, b.created_at,
+const BATCH_SELECT: &str = "SELECT b.id, b.run_ids, b.expected_count, b.idempotency_key, b.created_at,
         GREATEST(b.created_at, (SELECT max(r.updated_at) FROM runs r WHERE r.id = ANY(b.run_ids))) AS updated_at,
         (SELECT count(*) FROM runs r WHERE r.id = ANY(b.run_ids)
             AND r.status IN ('DELAYED', 'QUEUED', 'EXECUTING')
@@ -94,6 +98,80 @@ impl Store {
         };
         tx.commit().await?;
         Ok(batch_id)
+    }
+
+    /// Creates a streamed batch expecting `expected` items, or finds the
+    /// live batch holding `idempotency_key`. Answers its id and whether it
+    /// was there already.
+    pub async fn create_streamed_batch(
+        &self,
+        id: &str,
+        environment: Environment,
+        expected: i32,
+        idempotency_key: Option<(&str, DateTime<Utc>)>,
+    ) -> Result<(String, bool), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some((key, _)) = idempotency_key {
+            sqlx::query(
+                "UPDATE batches SET idempotency_key = NULL
+                 WHERE environment = $1 AND idempotency_key = $2 AND idempotency_key_expires_at <= now()",
+            )
+            .bind(environment.as_str())
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let inserted: Option<String> = sqlx::query_scalar(
+            "INSERT INTO batches (id, environment, run_ids, expected_count, idempotency_key, idempotency_key_expires_at)
+             VALUES ($1, $2, '{}', $3, $4, $5)
+             ON CONFLICT (environment, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(id)
+        .bind(environment.as_str())
+        .bind(expected)
+        .bind(idempotency_key.map(|(key, _)| key))
+        .bind(idempotency_key.map(|(_, expires)| expires))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let found = match (inserted, idempotency_key) {
+            (Some(id), _) => (id, false),
+            (None, Some((key, _))) => (
+                sqlx::query_scalar("SELECT id FROM batches WHERE environment = $1 AND idempotency_key = $2")
+                    .bind(environment.as_str())
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?,
+                true,
+            ),
+            (None, None) => return Err(StoreError::Corrupt(format!("batch {id} was not recorded"))),
+        };
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    /// Places recorded runs at their item indexes (0-based) of a streamed
+    /// batch; a slot already taken keeps its run. Answers how many were
+    /// placed.
+    pub async fn place_batch_items(&self, id: &str, items: &[(i32, String)]) -> Result<u64, StoreError> {
+        let (indexes, runs): (Vec<i32>, Vec<&str>) = items.iter().map(|(i, run)| (*i + 1, run.as_str())).unzip();
+        let mut placed = 0;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT 1 FROM batches WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        for (index, run) in indexes.iter().zip(runs) {
+            placed += sqlx::query("UPDATE batches SET run_ids[$2] = $3 WHERE id = $1 AND run_ids[$2] IS NULL")
+                .bind(id)
+                .bind(index)
+                .bind(run)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(placed)
     }
 
     pub async fn get_batch(&self, environment: Environment, id: &str) -> Result<Option<BatchRow>, StoreError> {

@@ -4,7 +4,12 @@
 //!   `isCached` per run; a batch `idempotency-key` header finds the batch
 //!   it made before.
 //! - `POST /api/v2/tasks/batch` (SDK 4.x up to 4.7): answers `{id, runCount}`.
-//! - `GET /api/v1/batches/{id}`, `GET /api/v2/batches/{id}`: the batch,
+//! - `POST /api/v3/batches` then `POST /api/v3/batches/{id}/items` (SDK
+//!   4.8 on): the batch is created with its item count, then items arrive
+//!   as NDJSON with their index; a resent item is recognised by its index,
+//!   and the answer says whether every item has arrived (`sealed`).
+//! - `GET /api/v1/batches/{id}`, `GET /api/v2/batches/{id}`: the batch (one
+//!   shape for both),
 //!   `COMPLETED` once every run has a final status.
 //!
 //! Items are validated all before any is recorded: one bad item refuses
@@ -193,7 +198,7 @@ pub async fn batch_v1(
 /// batch: that batch, every run cached.
 async fn cached_batch_v1(app: &AppState, caller: &Caller, batch: &BatchRow) -> Result<Value, ApiError> {
     let mut runs = Vec::with_capacity(batch.run_ids.len());
-    for id in &batch.run_ids {
+    for id in batch.run_ids.iter().flatten() {
         let task = app
             .store
             .get_run(caller.environment, id)
@@ -238,9 +243,17 @@ async fn find_batch(app: &AppState, caller: &Caller, id: &str) -> Result<BatchRo
 fn present_batch(batch: &BatchRow) -> serde_json::Map<String, Value> {
     let mut body = serde_json::Map::new();
     body.insert("id".into(), json!(batch.id));
+    let arrived = batch.run_ids.iter().flatten().count();
+    let expected = batch
+        .expected_count
+        .map_or(arrived, |n| usize::try_from(n).unwrap_or(0));
     body.insert(
         "status".into(),
-        json!(if batch.unfinished == 0 { "COMPLETED" } else { "PENDING" }),
+        json!(if batch.unfinished == 0 && arrived >= expected {
+            "COMPLETED"
+        } else {
+            "PENDING"
+        }),
     );
     if let Some(key) = &batch.idempotency_key {
         body.insert("idempotencyKey".into(), json!(key));
@@ -253,11 +266,21 @@ fn present_batch(batch: &BatchRow) -> serde_json::Map<String, Value> {
         "updatedAt".into(),
         json!(batch.updated_at.to_rfc3339_opts(SecondsFormat::Millis, true)),
     );
-    body.insert("runCount".into(), json!(batch.run_ids.len()));
+    body.insert("runCount".into(), json!(expected));
+    body.insert("runs".into(), json!(batch.run_ids.iter().flatten().collect::<Vec<_>>()));
+    // SDK 4.8 reads how the items were processed: kiln records each item
+    // before answering, so no error is ever left for later.
+    let mut processing = json!({ "errors": [] });
+    if arrived >= expected {
+        processing["completedAt"] = json!(batch.created_at.to_rfc3339_opts(SecondsFormat::Millis, true));
+    }
+    body.insert("processing".into(), processing);
     body
 }
 
-pub async fn retrieve_v1(
+/// Both generations' shape at once: SDK 3 ignores the fields it does not
+/// know, SDK 4 needs them.
+pub async fn retrieve(
     State(app): State<AppState>,
     Path(id): Path<String>,
     caller: Caller,
@@ -266,13 +289,124 @@ pub async fn retrieve_v1(
     Ok(Json(Value::Object(present_batch(&batch))))
 }
 
-pub async fn retrieve_v2(
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateBatch {
+    run_count: i64,
+    idempotency_key: Option<String>,
+    #[serde(rename = "idempotencyKeyTTL")]
+    idempotency_key_ttl: Option<String>,
+}
+
+/// SDK 4.8 on, phase one.
+pub async fn create_v3(
+    State(app): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateBatch>,
+) -> Result<Response, ApiError> {
+    caller.require_secret_key()?;
+    let expected = i32::try_from(body.run_count)
+        .ok()
+        .filter(|n| (1..=MAX_STREAMED_ITEMS).contains(n))
+        .ok_or_else(|| ApiError::BadRequest(format!("runCount must be between 1 and {MAX_STREAMED_ITEMS}")))?;
+    let now = Utc::now();
+    let ttl = match &body.idempotency_key_ttl {
+        Some(ttl) => chrono::Duration::from_std(
+            kiln_core::duration::parse(ttl).map_err(|e| ApiError::Unprocessable(format!("idempotencyKeyTTL: {e}")))?,
+        )
+        .unwrap_or(kiln_store::runs::DEFAULT_IDEMPOTENCY_TTL),
+        None => kiln_store::runs::DEFAULT_IDEMPOTENCY_TTL,
+    };
+    let key = body.idempotency_key.as_deref().map(|key| (key, now + ttl));
+    let (id, cached) = app
+        .store
+        .create_streamed_batch(&new_batch_id(), caller.environment, expected, key)
+        .await?;
+    let mut answer = json!({ "id": id, "runCount": expected, "isCached": cached });
+    if let Some(key) = body.idempotency_key {
+        answer["idempotencyKey"] = json!(key);
+    }
+    Ok(with_claims(&caller, answer))
+}
+
+/// Items a streamed batch may expect, as Trigger.dev allows.
+const MAX_STREAMED_ITEMS: i32 = 1000;
+
+#[derive(Debug, Deserialize)]
+struct StreamedItem {
+    index: i64,
+    task: String,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    options: Option<WireOptions>,
+}
+
+/// SDK 4.8 on, phase two: NDJSON items.
+pub async fn items_v3(
     State(app): State<AppState>,
     Path(id): Path<String>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    caller.require_secret_key()?;
     let batch = find_batch(&app, &caller, &id).await?;
-    let mut body = present_batch(&batch);
-    body.insert("runs".into(), json!(batch.run_ids));
-    Ok(Json(Value::Object(body)))
+    let expected = batch
+        .expected_count
+        .ok_or_else(|| ApiError::BadRequest(format!("batch {id} was not created for streamed items")))?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("the items are not UTF-8".into()))?;
+    let now = Utc::now();
+    let mut runs = Vec::new();
+    let mut deduplicated = 0usize;
+    for (line_number, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
+        let item: StreamedItem = serde_json::from_str(line)
+            .map_err(|e| ApiError::BadRequest(format!("line {}: not a batch item: {e}", line_number + 1)))?;
+        let index = i32::try_from(item.index)
+            .ok()
+            .filter(|i| (0..expected).contains(i))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "line {}: index {} is outside the batch of {expected}",
+                    line_number + 1,
+                    item.index
+                ))
+            })?;
+        let slot = usize::try_from(index).unwrap_or(usize::MAX);
+        if batch.run_ids.get(slot).is_some_and(Option::is_some) || runs.iter().any(|(i, _)| *i == index) {
+            deduplicated += 1;
+            continue;
+        }
+        let body = TriggerBody {
+            payload: item.payload,
+            options: item.options,
+        };
+        let run = new_run(&app, &caller, item.task, body, now).map_err(|error| match error {
+            ApiError::NotFound(message) => ApiError::NotFound(format!("items[{index}]: {message}")),
+            ApiError::BadRequest(message) => ApiError::BadRequest(format!("items[{index}]: {message}")),
+            ApiError::Unprocessable(message) => ApiError::Unprocessable(format!("items[{index}]: {message}")),
+            other => other,
+        })?;
+        runs.push((index, run));
+    }
+    let recorder = &app.recorder;
+    let recorded = futures::future::try_join_all(runs.into_iter().map(|(index, run)| async move {
+        let (run_id, _) = recorder.record(run).await?;
+        Ok::<_, ApiError>((index, run_id))
+    }))
+    .await?;
+    let accepted = app.store.place_batch_items(&id, &recorded).await?;
+    let batch = find_batch(&app, &caller, &id).await?;
+    let arrived = batch.run_ids.iter().flatten().count();
+    let expected = usize::try_from(expected).unwrap_or(0);
+    let mut answer = json!({
+        "id": id,
+        "itemsAccepted": accepted,
+        "itemsDeduplicated": deduplicated,
+        "sealed": arrived >= expected,
+    });
+    if arrived < expected {
+        answer["enqueuedCount"] = json!(arrived);
+        answer["expectedCount"] = json!(expected);
+    }
+    Ok(Json(answer).into_response())
 }
