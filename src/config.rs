@@ -85,13 +85,17 @@ impl DatabaseConfig {
 }
 
 /// The server secret that encrypts keys at rest.
+/// Trigger.dev's self-hosted `ENCRYPTION_KEY` plays the same part and is
+/// accepted in its place.
 pub fn server_secret() -> Result<String, ConfigError> {
-    let secret = required(
-        "KILN_SECRET",
-        "a random string of at least 32 characters; `openssl rand -hex 32` makes one",
-    )?;
+    let (name, secret) = var_or("KILN_SECRET", "ENCRYPTION_KEY").ok_or_else(|| {
+        error(
+            "KILN_SECRET",
+            "is not set (a random string of at least 32 characters; `openssl rand -hex 32` makes one)",
+        )
+    })?;
     if secret.len() < 32 {
-        return Err(error("KILN_SECRET", "must be at least 32 characters"));
+        return Err(error(name, "must be at least 32 characters"));
     }
     Ok(secret)
 }
@@ -133,11 +137,17 @@ impl RuntimeConfig {
         if redis_prefix.contains(char::is_whitespace) {
             return Err(error("KILN_REDIS_PREFIX", "must not contain spaces"));
         }
-        let addr = parsed(
-            "KILN_ADDR",
-            SocketAddr::from(([127, 0, 0, 1], 8080)),
-            "a listen address like 127.0.0.1:8080",
-        )?;
+        // `PORT` (Trigger.dev's and most platforms' variable) listens on
+        // every interface, as a container expects; KILN_ADDR says exactly.
+        let default_addr = match var("PORT") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(port) => SocketAddr::from((
+                [0, 0, 0, 0],
+                port.parse::<u16>()
+                    .map_err(|_| error("PORT", format!("{port:?} is not a port number")))?,
+            )),
+        };
+        let addr = parsed("KILN_ADDR", default_addr, "a listen address like 127.0.0.1:8080")?;
         let max_payload_bytes = parsed("KILN_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024usize, "a number of bytes")?;
         if max_payload_bytes < 1024 {
             return Err(error("KILN_MAX_PAYLOAD_BYTES", "must be at least 1024"));
@@ -227,12 +237,13 @@ pub enum StorageConfig {
     S3(kiln_storage::S3Config),
 }
 
-/// A kiln variable, or else Supermark's name for the same setting, so that a
-/// Supermark `.env` works as it is.
-fn var_or(name: &'static str, supermark_name: &'static str) -> Option<(&'static str, String)> {
+/// A kiln variable, or else the name Supermark or Trigger.dev gives the
+/// same setting, so that their `.env` files work as they are. Answers which
+/// name was read, for error messages.
+fn var_or(name: &'static str, other_name: &'static str) -> Option<(&'static str, String)> {
     var(name)
         .map(|value| (name, value))
-        .or_else(|| var(supermark_name).map(|value| (supermark_name, value)))
+        .or_else(|| var(other_name).map(|value| (other_name, value)))
 }
 
 impl StorageConfig {
@@ -250,11 +261,15 @@ impl StorageConfig {
                 ));
             }
         };
-        let public_url = var("KILN_PUBLIC_URL");
+        // Trigger.dev's self-hosted name for the same address.
+        let public_url = var_or("KILN_PUBLIC_URL", "API_ORIGIN").map(|(_, url)| url);
         if let Some(url) = &public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(error("KILN_PUBLIC_URL", "must start with http:// or https://"));
+            return Err(error(
+                "KILN_PUBLIC_URL",
+                "must start with http:// or https:// (API_ORIGIN is read when it is not set)",
+            ));
         }
         if backend == "local" {
             let dir = var("KILN_STORAGE_DIR").map_or_else(|| PathBuf::from("kiln-data/objects"), PathBuf::from);

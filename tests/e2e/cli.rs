@@ -72,13 +72,19 @@ async fn migrate_creates_the_schema() {
 #[tokio::test]
 async fn configuration_errors_name_the_variable() {
     let database_url = fresh_database().await;
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 11] = [
         (&[("DATABASE_URL", "")], "DATABASE_URL"),
         (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
         (&[("KILN_SECRET", "short")], "KILN_SECRET"),
         (&[("KILN_ADDR", "not an address")], "KILN_ADDR"),
         (&[("REDIS_URL", "http://redis")], "REDIS_URL"),
         (&[("KILN_HEARTBEAT", "1m")], "KILN_HEARTBEAT"),
+        // Trigger.dev's names are read in place of kiln's, and named when wrong.
+        (&[("KILN_SECRET", ""), ("ENCRYPTION_KEY", "short")], "ENCRYPTION_KEY"),
+        (&[("KILN_ADDR", ""), ("PORT", "http")], "PORT"),
+        (&[("KILN_STORAGE_BACKEND", "s3")], "KILN_S3_BUCKET"),
+        (&[("NEXT_PRIVATE_UPLOAD_BUCKET", "docs")], "KILN_S3_ACCESS_KEY_ID"),
+        (&[("KILN_EXPORTS_CLEANUP_CRON", "0 25 * * *")], "KILN_EXPORTS_CLEANUP_CRON"),
     ];
     for (overrides, variable) in cases {
         let mut command = Command::new(kiln_bin());

@@ -67,9 +67,11 @@ const COMPAT_STEPS: &[&str] = &[
     "replay",
     "idempotency",
     "list",
+    "debounce",
     "public token",
     "text payload",
     "schedules",
+    "unsupported endpoint",
 ];
 
 async fn compat(package: &str) {

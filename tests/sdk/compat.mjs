@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 // KILN_SDK_PACKAGE picks the SDK generation (see package.json's aliases).
 const sdkPackage = process.env.KILN_SDK_PACKAGE ?? "@trigger.dev/sdk";
-const { auth, configure, runs, schedules, tasks } = await import(`${sdkPackage}/v3`);
+const { auth, configure, envvars, runs, schedules, tasks } = await import(`${sdkPackage}/v3`);
 
 configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGGER_SECRET_KEY });
 
@@ -70,6 +70,26 @@ assert.ok(listed.includes(handle.id), `list by tag found ${listed}`);
 assert.ok(listed.includes(replayed.id), "a replay keeps its tags");
 console.log("ok list");
 
+// Supermark's notification debounce: a new event cancels the pending
+// notifications of the same document (found by tag and status), then
+// schedules a fresh one.
+const pending = [];
+for (let n = 0; n < 3; n++) {
+  pending.push((await tasks.trigger("kiln.noop", { n }, { delay: "40d", tags: ["debounce-doc-1"] })).id);
+}
+let canceledCount = 0;
+for await (const run of runs.list({ tag: "debounce-doc-1", status: ["DELAYED", "QUEUED"] })) {
+  await runs.cancel(run.id);
+  canceledCount++;
+}
+assert.equal(canceledCount, 3);
+for (const id of pending) assert.equal((await runs.retrieve(id)).status, "CANCELED");
+const fresh = await tasks.trigger("kiln.noop", { fresh: true }, { delay: "40d", tags: ["debounce-doc-1"] });
+const stillPending = [];
+for await (const run of runs.list({ tag: "debounce-doc-1", status: ["DELAYED", "QUEUED"] })) stillPending.push(run.id);
+assert.deepEqual(stillPending, [fresh.id]);
+console.log("ok debounce");
+
 // A public access token made by the SDK (signed locally with the secret
 // key) reads the runs its scopes name, and nothing else.
 const runToken = await auth.createPublicToken({ scopes: { read: { runs: [handle.id] } } });
@@ -121,3 +141,10 @@ assert.ok(zones.timezones.includes("Europe/Berlin"));
 await schedules.del(schedule.id);
 await assert.rejects(schedules.retrieve(schedule.id), (error) => error.status === 404);
 console.log("ok schedules");
+
+// An endpoint kiln does not implement is an error naming it, raised at once.
+await assert.rejects(
+  envvars.list("proj_supermark", "prod"),
+  (error) => error.status === 404 && /no route for \/api\/v1\/projects\/proj_supermark\/envvars\/prod/.test(error.message),
+);
+console.log("ok unsupported endpoint");
