@@ -301,6 +301,7 @@ pub async fn run(
                 max_body_bytes: config.max_payload_bytes,
             },
         );
+        state = state.with_storage(Arc::clone(&storage.storage));
         if let Some(local) = storage.local.clone() {
             state = state.with_local_objects(local);
         }

@@ -84,7 +84,10 @@ async fn configuration_errors_name_the_variable() {
         (&[("KILN_ADDR", ""), ("PORT", "http")], "PORT"),
         (&[("KILN_STORAGE_BACKEND", "s3")], "KILN_S3_BUCKET"),
         (&[("NEXT_PRIVATE_UPLOAD_BUCKET", "docs")], "KILN_S3_ACCESS_KEY_ID"),
-        (&[("KILN_EXPORTS_CLEANUP_CRON", "0 25 * * *")], "KILN_EXPORTS_CLEANUP_CRON"),
+        (
+            &[("KILN_EXPORTS_CLEANUP_CRON", "0 25 * * *")],
+            "KILN_EXPORTS_CLEANUP_CRON",
+        ),
     ];
     for (overrides, variable) in cases {
         let mut command = Command::new(kiln_bin());

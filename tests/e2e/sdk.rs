@@ -71,6 +71,7 @@ const COMPAT_STEPS: &[&str] = &[
     "public token",
     "text payload",
     "schedules",
+    "large payload",
     "unsupported endpoint",
 ];
 

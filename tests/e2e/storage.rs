@@ -208,6 +208,31 @@ async fn links(store: &dyn ObjectStore) {
     assert_ne!(other_key, link.url);
     let response = http.get(&other_key).send().await.expect("download");
     assert_eq!(response.status(), 403, "a link does not open another object");
+
+    // An upload link takes a plain PUT; a download link does not.
+    let uploaded = key("links/uploaded.json");
+    let upload = store
+        .presign_put(&uploaded, Duration::from_secs(600), SystemTime::now())
+        .await
+        .expect("presign put");
+    let response = http
+        .put(&upload.url)
+        .header("content-type", "application/json")
+        .body(r#"{"put":"through a link"}"#)
+        .send()
+        .await
+        .expect("upload");
+    assert!(response.status().is_success(), "upload answered {}", response.status());
+    assert_eq!(
+        kiln_storage::get_bytes(store, &uploaded, 1024).await.expect("get"),
+        br#"{"put":"through a link"}"#
+    );
+    let response = http.put(&link.url).body("overwrite").send().await.expect("put");
+    assert_eq!(response.status(), 403, "a download link does not allow an upload");
+    assert_eq!(
+        kiln_storage::get_bytes(store, &object, 1024).await.expect("get"),
+        b"hello through a link"
+    );
 }
 
 /// `url` with the last hex digit of the value after `marker` changed.

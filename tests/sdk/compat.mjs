@@ -8,6 +8,14 @@ const { auth, configure, envvars, runs, schedules, tasks } = await import(`${sdk
 
 configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGGER_SECRET_KEY });
 
+// Every URL the SDK fetches, to see which protocol it spoke.
+const fetched = [];
+const realFetch = globalThis.fetch;
+globalThis.fetch = (input, init) => {
+  fetched.push(`${init?.method ?? "GET"} ${typeof input === "string" ? input : input.url}`);
+  return realFetch(input, init);
+};
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function until(runId, done, timeoutMs = 15000) {
@@ -141,6 +149,18 @@ assert.ok(zones.timezones.includes("Europe/Berlin"));
 await schedules.del(schedule.id);
 await assert.rejects(schedules.retrieve(schedule.id), (error) => error.status === 404);
 console.log("ok schedules");
+
+// A payload over 128 KiB: SDK 4.8 on offloads it as a packet (upload link,
+// PUT, then "application/store"); earlier SDKs send it inline. Either way
+// the run gets the payload itself.
+const big = { rows: Array.from({ length: 3000 }, (_, n) => ({ n, text: "x".repeat(60) })) };
+const bigHandle = await tasks.trigger("kiln.noop", big);
+const bigRun = await until(bigHandle.id, (run) => run.isCompleted ?? run.status === "COMPLETED");
+assert.equal(bigRun.output.rows.length, 3000);
+assert.equal(bigRun.output.rows[2999].n, 2999);
+const offloaded = fetched.some((call) => call.startsWith("PUT") && call.includes("/api/v2/packets/"));
+if (sdkPackage === "trigger-sdk-latest") assert.ok(offloaded, `the payload went as a packet: ${fetched.join("\n")}`);
+console.log(`ok large payload${offloaded ? " (offloaded)" : ""}`);
 
 // An endpoint kiln does not implement is an error naming it, raised at once.
 await assert.rejects(

@@ -59,6 +59,9 @@ pub struct AppState {
     /// The local storage backend, whose signed links this API serves;
     /// `None` with S3.
     pub local_objects: Option<Arc<kiln_storage::LocalStore>>,
+    /// Where packets the SDK offloads (large payloads) are uploaded;
+    /// `None` refuses them.
+    pub storage: Option<kiln_storage::Storage>,
 }
 
 impl AppState {
@@ -71,7 +74,14 @@ impl AppState {
             registry,
             limits,
             local_objects: None,
+            storage: None,
         }
+    }
+
+    /// Takes the SDK's offloaded packets into this storage.
+    pub fn with_storage(mut self, storage: kiln_storage::Storage) -> Self {
+        self.storage = Some(storage);
+        self
     }
 
     /// Serves the signed links of this local storage backend.

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub use error::StorageError;
 pub use key::ObjectKey;
-pub use links::{LinkError, LinkSigner, OBJECTS_PATH};
+pub use links::{LinkAccess, LinkError, LinkSigner, OBJECTS_PATH};
 pub use local::LocalStore;
 pub use s3::{DEFAULT_PART_SIZE, MAX_PRESIGN, S3Config, S3Store};
 
@@ -87,6 +87,15 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// A link that downloads the object with a plain GET until
     /// `expires_in` has passed, counted from `now`.
     async fn presign_get(
+        &self,
+        key: &ObjectKey,
+        expires_in: Duration,
+        now: SystemTime,
+    ) -> Result<PresignedUrl, StorageError>;
+
+    /// A link that uploads the object with a plain PUT of its bytes until
+    /// `expires_in` has passed, counted from `now`.
+    async fn presign_put(
         &self,
         key: &ObjectKey,
         expires_in: Duration,

@@ -29,6 +29,22 @@ impl std::fmt::Debug for LinkSigner {
     }
 }
 
+/// What a link lets its holder do: download the object, or upload it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkAccess {
+    Get,
+    Put,
+}
+
+impl LinkAccess {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            LinkAccess::Get => b"GET\n",
+            LinkAccess::Put => b"PUT\n",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
     #[error("the link has expired")]
@@ -60,18 +76,19 @@ impl LinkSigner {
         !self.base_url.is_empty()
     }
 
-    fn signature(&self, key: &str, expires: u64) -> Hmac<Sha256> {
+    fn signature(&self, access: LinkAccess, key: &str, expires: u64) -> Hmac<Sha256> {
         let mut mac = hmac_with(&self.key);
+        mac.update(access.tag());
         mac.update(key.as_bytes());
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());
         mac
     }
 
-    pub fn sign(&self, key: &ObjectKey, expires_in: Duration, now: SystemTime) -> PresignedUrl {
+    pub fn sign(&self, access: LinkAccess, key: &ObjectKey, expires_in: Duration, now: SystemTime) -> PresignedUrl {
         let expires_at = now + expires_in;
         let expires = unix_seconds(expires_at);
-        let signature = hex::encode(self.signature(key.as_str(), expires).finalize().into_bytes());
+        let signature = hex::encode(self.signature(access, key.as_str(), expires).finalize().into_bytes());
         PresignedUrl {
             url: format!(
                 "{}{OBJECTS_PATH}{}?expires={expires}&signature={signature}",
@@ -83,14 +100,21 @@ impl LinkSigner {
     }
 
     /// Checks a link's parts (the key already percent-decoded) at `now`.
-    pub fn verify(&self, key: &str, expires: &str, signature: &str, now: SystemTime) -> Result<ObjectKey, LinkError> {
+    pub fn verify(
+        &self,
+        access: LinkAccess,
+        key: &str,
+        expires: &str,
+        signature: &str,
+        now: SystemTime,
+    ) -> Result<ObjectKey, LinkError> {
         let key = ObjectKey::parse(key).map_err(|_| LinkError::Malformed("invalid object key"))?;
         let expires: u64 = expires
             .parse()
             .map_err(|_| LinkError::Malformed("expires is not a number"))?;
         let signature = hex::decode(signature).map_err(|_| LinkError::Malformed("signature is not hex"))?;
         // The signature first, so that an altered expiry reads as tampering.
-        self.signature(key.as_str(), expires)
+        self.signature(access, key.as_str(), expires)
             .verify_slice(&signature)
             .map_err(|_| LinkError::BadSignature)?;
         if unix_seconds(now) >= expires {
@@ -144,28 +168,42 @@ mod tests {
         let signer = LinkSigner::new("http://kiln.test/", b"0123456789abcdef0123456789abcdef");
         let key = ObjectKey::parse("exports/a.zip").unwrap_or_else(|e| panic!("{e}"));
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let link = signer.sign(&key, Duration::from_secs(60), now);
+        let link = signer.sign(LinkAccess::Get, &key, Duration::from_secs(60), now);
         assert!(
             link.url
                 .starts_with("http://kiln.test/api/v1/objects/exports/a.zip?expires=1800000060&")
         );
         let (path, expires, signature) = parts(&link.url);
-        assert_eq!(signer.verify(&path, &expires, &signature, now), Ok(key.clone()));
         assert_eq!(
-            signer.verify(&path, &expires, &signature, now + Duration::from_secs(60)),
+            signer.verify(LinkAccess::Get, &path, &expires, &signature, now),
+            Ok(key.clone())
+        );
+        assert_eq!(
+            signer.verify(
+                LinkAccess::Get,
+                &path,
+                &expires,
+                &signature,
+                now + Duration::from_secs(60)
+            ),
             Err(LinkError::Expired)
         );
         assert_eq!(
-            signer.verify(&path, "1900000000", &signature, now),
+            signer.verify(LinkAccess::Get, &path, "1900000000", &signature, now),
             Err(LinkError::BadSignature)
         );
         assert_eq!(
-            signer.verify("exports/b.zip", &expires, &signature, now),
+            signer.verify(LinkAccess::Get, "exports/b.zip", &expires, &signature, now),
             Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            signer.verify(LinkAccess::Put, &path, &expires, &signature, now),
+            Err(LinkError::BadSignature),
+            "a download link does not allow an upload"
         );
         let other = LinkSigner::new("http://kiln.test", b"another secret of thirty-two bytes!!");
         assert_eq!(
-            other.verify(&path, &expires, &signature, now),
+            other.verify(LinkAccess::Get, &path, &expires, &signature, now),
             Err(LinkError::BadSignature)
         );
     }
@@ -174,7 +212,7 @@ mod tests {
     fn keys_are_percent_encoded_in_links() {
         let signer = LinkSigner::new("http://kiln.test", b"0123456789abcdef0123456789abcdef");
         let key = ObjectKey::parse("room 1/ünï?.pdf").unwrap_or_else(|e| panic!("{e}"));
-        let link = signer.sign(&key, Duration::from_secs(60), UNIX_EPOCH);
+        let link = signer.sign(LinkAccess::Get, &key, Duration::from_secs(60), UNIX_EPOCH);
         assert!(link.url.contains("/room%201/%C3%BCn%C3%AF%3F.pdf?"), "{}", link.url);
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
 use crate::key::RESERVED_PREFIX;
-use crate::{ByteReader, LinkSigner, ObjectBody, ObjectInfo, ObjectKey, ObjectStore, PresignedUrl, StorageError};
+use crate::{
+    ByteReader, LinkAccess, LinkSigner, ObjectBody, ObjectInfo, ObjectKey, ObjectStore, PresignedUrl, StorageError,
+};
 
 const PARTIAL_DIR: &str = ".kiln-partial";
 
@@ -35,6 +37,21 @@ impl LocalStore {
 
     pub fn links(&self) -> &LinkSigner {
         &self.links
+    }
+
+    fn link(
+        &self,
+        access: LinkAccess,
+        key: &ObjectKey,
+        expires_in: Duration,
+        now: SystemTime,
+    ) -> Result<PresignedUrl, StorageError> {
+        if !self.links.can_sign() {
+            return Err(StorageError::Config(
+                "links to the local backend need the public URL of kiln's API (KILN_PUBLIC_URL)".into(),
+            ));
+        }
+        Ok(self.links.sign(access, key, expires_in, now))
     }
 
     fn path_of(&self, key: &ObjectKey) -> PathBuf {
@@ -84,7 +101,9 @@ impl ObjectStore for LocalStore {
         }
         Ok(ObjectBody {
             size: metadata.len(),
-            content_type: Some(crate::content_type_for(key.as_str()).to_owned()),
+            // A folder keeps no content types; readers guess from the name
+            // where they need one.
+            content_type: None,
             reader: Box::pin(tokio::io::BufReader::with_capacity(256 * 1024, file)),
         })
     }
@@ -128,12 +147,16 @@ impl ObjectStore for LocalStore {
         expires_in: Duration,
         now: SystemTime,
     ) -> Result<PresignedUrl, StorageError> {
-        if !self.links.can_sign() {
-            return Err(StorageError::Config(
-                "download links of the local backend need the public URL of kiln's API (KILN_PUBLIC_URL)".into(),
-            ));
-        }
-        Ok(self.links.sign(key, expires_in, now))
+        self.link(LinkAccess::Get, key, expires_in, now)
+    }
+
+    async fn presign_put(
+        &self,
+        key: &ObjectKey,
+        expires_in: Duration,
+        now: SystemTime,
+    ) -> Result<PresignedUrl, StorageError> {
+        self.link(LinkAccess::Put, key, expires_in, now)
     }
 }
 

@@ -385,17 +385,7 @@ impl ObjectStore for S3Store {
         expires_in: Duration,
         now: SystemTime,
     ) -> Result<PresignedUrl, StorageError> {
-        if expires_in > MAX_PRESIGN {
-            return Err(StorageError::Config(format!(
-                "S3 download links last at most 7 days, not {}s",
-                expires_in.as_secs()
-            )));
-        }
-        let presigning = PresigningConfig::builder()
-            .start_time(now)
-            .expires_in(expires_in)
-            .build()
-            .map_err(|e| StorageError::Config(e.to_string()))?;
+        let presigning = presigning(expires_in, now)?;
         let request = self
             .presigner
             .get_object()
@@ -409,4 +399,39 @@ impl ObjectStore for S3Store {
             expires_at: now + expires_in,
         })
     }
+
+    async fn presign_put(
+        &self,
+        key: &ObjectKey,
+        expires_in: Duration,
+        now: SystemTime,
+    ) -> Result<PresignedUrl, StorageError> {
+        let presigning = presigning(expires_in, now)?;
+        let request = self
+            .presigner
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .presigned(presigning)
+            .await
+            .map_err(|e| backend("PresignPutObject", key.as_str(), e))?;
+        Ok(PresignedUrl {
+            url: request.uri().to_owned(),
+            expires_at: now + expires_in,
+        })
+    }
+}
+
+fn presigning(expires_in: Duration, now: SystemTime) -> Result<PresigningConfig, StorageError> {
+    if expires_in > MAX_PRESIGN {
+        return Err(StorageError::Config(format!(
+            "S3 links last at most 7 days, not {}s",
+            expires_in.as_secs()
+        )));
+    }
+    PresigningConfig::builder()
+        .start_time(now)
+        .expires_in(expires_in)
+        .build()
+        .map_err(|e| StorageError::Config(e.to_string()))
 }

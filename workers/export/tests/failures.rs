@@ -72,6 +72,15 @@ impl ObjectStore for FlakyStore {
     ) -> Result<PresignedUrl, StorageError> {
         self.0.presign_get(key, expires_in, now).await
     }
+
+    async fn presign_put(
+        &self,
+        key: &ObjectKey,
+        expires_in: Duration,
+        now: SystemTime,
+    ) -> Result<PresignedUrl, StorageError> {
+        self.0.presign_put(key, expires_in, now).await
+    }
 }
 
 fn context() -> TaskContext {

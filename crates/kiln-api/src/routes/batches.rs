@@ -29,6 +29,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::routes::packets;
 use crate::routes::trigger::{TriggerBody, WireOptions, new_run};
 
 /// Items per batch, as Trigger.dev allows.
@@ -67,6 +68,17 @@ struct Recorded {
     idempotency_key: Option<String>,
 }
 
+/// An item's error, naming the item.
+fn for_item(index: usize, error: ApiError) -> ApiError {
+    match error {
+        ApiError::NotFound(message) => ApiError::NotFound(format!("items[{index}]: {message}")),
+        ApiError::BadRequest(message) => ApiError::BadRequest(format!("items[{index}]: {message}")),
+        ApiError::Unprocessable(message) => ApiError::Unprocessable(format!("items[{index}]: {message}")),
+        ApiError::PayloadTooLarge(message) => ApiError::PayloadTooLarge(format!("items[{index}]: {message}")),
+        other => other,
+    }
+}
+
 fn new_batch_id() -> String {
     format!("batch_{}", kiln_core::id::random_alphanumeric(24))
 }
@@ -89,18 +101,18 @@ async fn record_batch(
     }
     let now = Utc::now();
     let mut runs = Vec::with_capacity(items.len());
+    let mut packets = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        let body = TriggerBody {
+        let mut body = TriggerBody {
             payload: item.payload,
             options: item.options,
         };
-        let run = new_run(app, caller, item.task, body, now).map_err(|error| match error {
-            ApiError::NotFound(message) => ApiError::NotFound(format!("items[{index}]: {message}")),
-            ApiError::BadRequest(message) => ApiError::BadRequest(format!("items[{index}]: {message}")),
-            ApiError::Unprocessable(message) => ApiError::Unprocessable(format!("items[{index}]: {message}")),
-            other => other,
-        })?;
-        runs.push(run);
+        packets.extend(
+            packets::load_offloaded(app, caller, &mut body)
+                .await
+                .map_err(|e| for_item(index, e))?,
+        );
+        runs.push(new_run(app, caller, item.task, body, now).map_err(|e| for_item(index, e))?);
     }
     let recorded = futures::future::try_join_all(runs.into_iter().map(|run| async {
         let task = run.task_identifier.clone();
@@ -120,6 +132,7 @@ async fn record_batch(
         .store
         .insert_batch(&new_id, caller.environment, &run_ids, idempotency)
         .await?;
+    packets::forget(app, packets).await;
     if batch_id != new_id {
         return Ok(BatchOutcome::KeyTaken { batch_id });
     }
@@ -357,6 +370,7 @@ pub async fn items_v3(
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("the items are not UTF-8".into()))?;
     let now = Utc::now();
     let mut runs = Vec::new();
+    let mut packets = Vec::new();
     let mut deduplicated = 0usize;
     for (line_number, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
         let item: StreamedItem = serde_json::from_str(line)
@@ -376,17 +390,20 @@ pub async fn items_v3(
             deduplicated += 1;
             continue;
         }
-        let body = TriggerBody {
+        let mut body = TriggerBody {
             payload: item.payload,
             options: item.options,
         };
-        let run = new_run(&app, &caller, item.task, body, now).map_err(|error| match error {
-            ApiError::NotFound(message) => ApiError::NotFound(format!("items[{index}]: {message}")),
-            ApiError::BadRequest(message) => ApiError::BadRequest(format!("items[{index}]: {message}")),
-            ApiError::Unprocessable(message) => ApiError::Unprocessable(format!("items[{index}]: {message}")),
-            other => other,
-        })?;
-        runs.push((index, run));
+        let item_index = usize::try_from(index).unwrap_or(0);
+        packets.extend(
+            packets::load_offloaded(&app, &caller, &mut body)
+                .await
+                .map_err(|e| for_item(item_index, e))?,
+        );
+        runs.push((
+            index,
+            new_run(&app, &caller, item.task, body, now).map_err(|e| for_item(item_index, e))?,
+        ));
     }
     let recorder = &app.recorder;
     let recorded = futures::future::try_join_all(runs.into_iter().map(|(index, run)| async move {
@@ -395,6 +412,7 @@ pub async fn items_v3(
     }))
     .await?;
     let accepted = app.store.place_batch_items(&id, &recorded).await?;
+    packets::forget(&app, packets).await;
     let batch = find_batch(&app, &caller, &id).await?;
     let arrived = batch.run_ids.iter().flatten().count();
     let expected = usize::try_from(expected).unwrap_or(0);

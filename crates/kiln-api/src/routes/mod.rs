@@ -3,6 +3,7 @@
 pub mod batches;
 pub mod health;
 pub mod objects;
+pub mod packets;
 pub mod realtime;
 pub mod runs;
 pub mod schedules;
@@ -10,7 +11,7 @@ pub mod trigger;
 
 use axum::Router;
 use axum::http::Uri;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -26,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v3/batches/{batch_id}/items", post(batches::items_v3))
         .route("/api/v1/batches/{batch_id}", get(batches::retrieve))
         .route("/api/v2/batches/{batch_id}", get(batches::retrieve))
+        .route("/api/v2/packets/{*path}", put(packets::upload_link))
         .route("/api/v3/runs/{run_id}", get(runs::retrieve))
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v2/runs/{run_id}/cancel", post(runs::cancel))
@@ -33,7 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{run_id}/reschedule", post(runs::reschedule))
         .route("/api/v1/runs/{run_id}/tags", post(runs::add_tags))
         .route("/api/v1/auth/jwt/claims", post(runs::jwt_claims))
-        .route("/api/v1/objects/{*key}", get(objects::download))
+        .route("/api/v1/objects/{*key}", get(objects::download).put(objects::upload))
         .route("/api/v1/schedules", post(schedules::create).get(schedules::list))
         .route(
             "/api/v1/schedules/{schedule_id}",

@@ -1,6 +1,7 @@
 //! `GET /api/v1/objects/{key}?expires=…&signature=…`: downloads an object of
 //! the local storage backend through a signed, expiring link, the local
-//! counterpart of an S3 presigned URL. The link is the credential: no API
+//! counterpart of an S3 presigned URL; `PUT` on the same path uploads one
+//! through an upload link (how the SDK sends offloaded packets). The link is the credential: no API
 //! key is asked for, and nothing is served without a valid signature.
 //! With the S3 backend, links point at S3 itself and this route answers 404.
 
@@ -10,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use kiln_storage::{LinkError, StorageError};
+use kiln_storage::{LinkAccess, LinkError, LocalStore, ObjectKey, StorageError};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -27,24 +28,9 @@ pub async fn download(
     Path(key): Path<String>,
     Query(query): Query<LinkQuery>,
 ) -> Result<Response, ApiError> {
-    let Some(local) = &app.local_objects else {
-        return Err(ApiError::NotFound(
-            "objects are served by the S3 backend, not by kiln".into(),
-        ));
-    };
-    let (Some(expires), Some(signature)) = (query.expires, query.signature) else {
-        return Err(ApiError::Forbidden(
-            "an object link needs its expires and signature parameters".into(),
-        ));
-    };
-    let key = local
-        .links()
-        .verify(&key, &expires, &signature, SystemTime::now())
-        .map_err(|error| match error {
-            LinkError::Expired | LinkError::BadSignature => ApiError::Forbidden(error.to_string()),
-            LinkError::Malformed(_) => ApiError::BadRequest(error.to_string()),
-        })?;
-    let object = kiln_storage::ObjectStore::get(local.as_ref(), &key)
+    let local = local_store(&app)?;
+    let key = verify_link(local, LinkAccess::Get, &key, query)?;
+    let object = kiln_storage::ObjectStore::get(local, &key)
         .await
         .map_err(|error| match error {
             StorageError::NotFound { .. } => ApiError::NotFound(format!("no object {key}")),
@@ -74,4 +60,48 @@ pub async fn download(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+fn local_store(app: &AppState) -> Result<&LocalStore, ApiError> {
+    app.local_objects
+        .as_deref()
+        .ok_or_else(|| ApiError::NotFound("objects are served by the S3 backend, not by kiln".into()))
+}
+
+fn verify_link(local: &LocalStore, access: LinkAccess, key: &str, query: LinkQuery) -> Result<ObjectKey, ApiError> {
+    let (Some(expires), Some(signature)) = (query.expires, query.signature) else {
+        return Err(ApiError::Forbidden(
+            "an object link needs its expires and signature parameters".into(),
+        ));
+    };
+    local
+        .links()
+        .verify(access, key, &expires, &signature, SystemTime::now())
+        .map_err(|error| match error {
+            LinkError::Expired | LinkError::BadSignature => ApiError::Forbidden(error.to_string()),
+            LinkError::Malformed(_) => ApiError::BadRequest(error.to_string()),
+        })
+}
+
+/// `PUT`: stores the request body as the object the upload link names.
+pub async fn upload(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+    Query(query): Query<LinkQuery>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let local = local_store(&app)?;
+    let key = verify_link(local, LinkAccess::Put, &key, query)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let stream = futures::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let size = kiln_storage::ObjectStore::put(local, &key, Box::pin(reader), &content_type)
+        .await
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    Ok(axum::Json(serde_json::json!({ "key": key.as_str(), "size": size })).into_response())
 }

@@ -106,7 +106,7 @@ pub fn decode_packet(data: Option<Value>, data_type: Option<&str>, field: &str) 
             ))
         }
         Some("application/store") => Err(ApiError::Unprocessable(format!(
-            "{field}: offloaded packets (application/store) are not supported by this kiln version; send payloads under the size limit inline"
+            "{field}: offloaded packets (application/store) are taken for payloads only; send it inline"
         ))),
         Some(other) => Err(ApiError::Unprocessable(format!("{field}: unsupported type {other:?}"))),
     }
@@ -143,11 +143,13 @@ pub async fn trigger(
     State(app): State<AppState>,
     Path(task_id): Path<String>,
     caller: Caller,
-    JsonBody(body): JsonBody<TriggerBody>,
+    JsonBody(mut body): JsonBody<TriggerBody>,
 ) -> Result<Response, ApiError> {
     caller.require_secret_key()?;
+    let packet = crate::routes::packets::load_offloaded(&app, &caller, &mut body).await?;
     let run = new_run(&app, &caller, task_id, body, Utc::now())?;
     let (id, cached) = app.recorder.record(run).await?;
+    crate::routes::packets::forget(&app, packet).await;
     Ok(with_run_token(
         &caller,
         &id,
