@@ -72,6 +72,7 @@ const COMPAT_STEPS: &[&str] = &[
     "text payload",
     "schedules",
     "large payload",
+    "encoded task id",
     "unsupported endpoint",
 ];
 

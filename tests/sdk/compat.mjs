@@ -162,6 +162,14 @@ const offloaded = fetched.some((call) => call.startsWith("PUT") && call.includes
 if (sdkPackage === "trigger-sdk-latest") assert.ok(offloaded, `the payload went as a packet: ${fetched.join("\n")}`);
 console.log(`ok large payload${offloaded ? " (offloaded)" : ""}`);
 
+// A task id that needs path encoding reaches kiln whole: the SDK encodes
+// it, kiln decodes it (and, not knowing it, names it).
+await assert.rejects(
+  tasks.trigger("team/send notification?x=1", {}),
+  (error) => error.status === 404 && error.message.includes("team/send notification?x=1"),
+);
+console.log("ok encoded task id");
+
 // An endpoint kiln does not implement is an error naming it, raised at once.
 await assert.rejects(
   envvars.list("proj_supermark", "prod"),
