@@ -61,42 +61,9 @@ impl Store {
         run_ids: &[String],
         idempotency_key: Option<(&str, DateTime<Utc>)>,
     ) -> Result<String, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some((key, _)) = idempotency_key {
-            sqlx::query(
-                "UPDATE batches SET idempotency_key = NULL
-                 WHERE environment = $1 AND idempotency_key = $2 AND idempotency_key_expires_at <= now()",
-            )
-            .bind(environment.as_str())
-            .bind(key)
-            .execute(&mut *tx)
+        let (batch_id, _) = self
+            .insert_batch_row(id, environment, run_ids, None, idempotency_key)
             .await?;
-        }
-        let inserted: Option<String> = sqlx::query_scalar(
-            "INSERT INTO batches (id, environment, run_ids, idempotency_key, idempotency_key_expires_at)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (environment, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id",
-        )
-        .bind(id)
-        .bind(environment.as_str())
-        .bind(run_ids)
-        .bind(idempotency_key.map(|(key, _)| key))
-        .bind(idempotency_key.map(|(_, expires)| expires))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let batch_id = match (inserted, idempotency_key) {
-            (Some(id), _) => id,
-            (None, Some((key, _))) => {
-                sqlx::query_scalar("SELECT id FROM batches WHERE environment = $1 AND idempotency_key = $2")
-                    .bind(environment.as_str())
-                    .bind(key)
-                    .fetch_one(&mut *tx)
-                    .await?
-            }
-            (None, None) => return Err(StoreError::Corrupt(format!("batch {id} was not recorded"))),
-        };
-        tx.commit().await?;
         Ok(batch_id)
     }
 
@@ -108,6 +75,20 @@ impl Store {
         id: &str,
         environment: Environment,
         expected: i32,
+        idempotency_key: Option<(&str, DateTime<Utc>)>,
+    ) -> Result<(String, bool), StoreError> {
+        self.insert_batch_row(id, environment, &[], Some(expected), idempotency_key)
+            .await
+    }
+
+    /// The batch row, or the live batch holding the idempotency key (then
+    /// `true`).
+    async fn insert_batch_row(
+        &self,
+        id: &str,
+        environment: Environment,
+        run_ids: &[String],
+        expected: Option<i32>,
         idempotency_key: Option<(&str, DateTime<Utc>)>,
     ) -> Result<(String, bool), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -123,12 +104,13 @@ impl Store {
         }
         let inserted: Option<String> = sqlx::query_scalar(
             "INSERT INTO batches (id, environment, run_ids, expected_count, idempotency_key, idempotency_key_expires_at)
-             VALUES ($1, $2, '{}', $3, $4, $5)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (environment, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id",
         )
         .bind(id)
         .bind(environment.as_str())
+        .bind(run_ids)
         .bind(expected)
         .bind(idempotency_key.map(|(key, _)| key))
         .bind(idempotency_key.map(|(_, expires)| expires))
