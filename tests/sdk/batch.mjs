@@ -67,6 +67,18 @@ if (againBatch.runs) {
   assert.equal(again.runs[0].id, handle.runs[0].id);
   assert.equal(again.runs[0].isCached, true);
 }
+// A batch-level idempotency key: SDK 3 sends it as a header (kiln answers
+// the earlier batch), SDK 4 derives one key per item; either way the same
+// runs come back.
+const keyed = [1, 2, 3].map((n) => ({ id: "kiln.noop", payload: { keyed: n } }));
+const keyedFirst = await batch.trigger(keyed, { idempotencyKey: `${tag}-whole-batch` });
+const keyedAgain = await batch.trigger(keyed, { idempotencyKey: `${tag}-whole-batch` });
+const runIdsOf = async (handle) => handle.runs?.map((run) => run.id) ?? (await batch.retrieve(handle.batchId)).runs;
+assert.deepEqual(await runIdsOf(keyedAgain), await runIdsOf(keyedFirst));
+if (keyedAgain.runs) {
+  assert.equal(keyedAgain.batchId, keyedFirst.batchId);
+  assert.ok(keyedAgain.runs.every((run) => run.isCached));
+}
 console.log("ok batch idempotency");
 
 // An item for a task kiln does not know refuses the batch, naming it.

@@ -156,6 +156,21 @@ impl Store {
         Ok(placed)
     }
 
+    /// The task of each of a batch's runs, in one query.
+    pub async fn batch_run_tasks(
+        &self,
+        environment: Environment,
+        run_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, task_identifier FROM runs WHERE id = ANY($1) AND environment = $2")
+                .bind(run_ids)
+                .bind(environment.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     pub async fn get_batch(&self, environment: Environment, id: &str) -> Result<Option<BatchRow>, StoreError> {
         let sql = format!("{BATCH_SELECT} WHERE b.id = $1 AND b.environment = $2");
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))

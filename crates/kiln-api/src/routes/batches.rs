@@ -210,16 +210,15 @@ pub async fn batch_v1(
 /// The answer to a batch trigger whose idempotency key found an earlier
 /// batch: that batch, every run cached.
 async fn cached_batch_v1(app: &AppState, caller: &Caller, batch: &BatchRow) -> Result<Value, ApiError> {
-    let mut runs = Vec::with_capacity(batch.run_ids.len());
-    for id in batch.run_ids.iter().flatten() {
-        let task = app
-            .store
-            .get_run(caller.environment, id)
-            .await?
-            .map(|row| row.task_identifier)
-            .unwrap_or_default();
-        runs.push(json!({ "id": id, "taskIdentifier": task, "isCached": true }));
-    }
+    let ids: Vec<String> = batch.run_ids.iter().flatten().cloned().collect();
+    let tasks = app.store.batch_run_tasks(caller.environment, &ids).await?;
+    let runs: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let task = tasks.get(id).map_or("", String::as_str);
+            json!({ "id": id, "taskIdentifier": task, "isCached": true })
+        })
+        .collect();
     let mut answer = json!({ "id": batch.id, "isCached": true, "runs": runs });
     if let Some(key) = &batch.idempotency_key {
         answer["idempotencyKey"] = json!(key);
