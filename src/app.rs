@@ -18,6 +18,7 @@ use kiln_store::{Store, StoreOptions};
 use kiln_worker_builtin::http::{BoundHttpTask, EgressPolicy, HttpSender, HttpTask};
 use kiln_worker_builtin::{Fail, Noop, Sleep};
 use kiln_worker_export::{CleanupExports, ExportZip};
+use kiln_worker_preview::{PdfPreview, PreviewConfig, RendererCommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseConfig, RuntimeConfig, StorageConfig};
@@ -120,6 +121,15 @@ pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile, storage: &Stora
         }),
         TaskDefaults::for_task("kiln.exports.cleanup"),
     );
+    registry.register(
+        "kiln.pdf.preview",
+        Arc::new(PdfPreview::new(
+            Arc::clone(storage),
+            Arc::new(sender.clone()),
+            preview_config(&config.preview)?,
+        )),
+        TaskDefaults::for_task("kiln.pdf.preview"),
+    );
     for task in &tasks.tasks {
         let mut defaults = TaskDefaults::for_task(&task.id);
         if let Some(queue) = &task.queue {
@@ -140,6 +150,33 @@ pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile, storage: &Stora
         registry.register(task.id.clone(), Arc::new(handler), defaults);
     }
     Ok(registry)
+}
+
+/// The preview worker's settings. A missing libpdfium is reported here, at
+/// start-up; the task stays registered and its runs fail with the same
+/// message until the library is installed.
+fn preview_config(settings: &crate::config::PreviewSettings) -> anyhow::Result<PreviewConfig> {
+    let library = match kiln_worker_preview::library::locate(settings.pdfium_lib_path.as_deref()) {
+        Ok(path) => path,
+        Err(error) => {
+            tracing::error!(%error, "kiln.pdf.preview cannot render until libpdfium is installed");
+            settings.pdfium_lib_path.clone().unwrap_or_else(|| "libpdfium.so".into())
+        }
+    };
+    let program = std::env::current_exe().context("cannot find the kiln binary to start renderers from")?;
+    Ok(PreviewConfig {
+        renderer: RendererCommand {
+            program,
+            leading_args: vec![crate::RENDER_PDF_COMMAND.to_owned()],
+        },
+        library,
+        parallelism: settings.parallelism,
+        memory_limit: settings.memory_limit_bytes,
+        page_timeout: settings.page_timeout,
+        max_source_bytes: settings.max_source_bytes,
+        max_pages: settings.max_pages,
+        work_dir: std::env::temp_dir(),
+    })
 }
 
 /// The schedules kiln's configuration declares: the tasks file's, and the

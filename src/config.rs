@@ -117,6 +117,7 @@ pub struct RuntimeConfig {
     pub requeue_after: Duration,
     pub retry: RetryPolicy,
     pub tasks_file: Option<PathBuf>,
+    pub preview: PreviewSettings,
     pub http_signing_secret: Option<String>,
     pub http_allowed_hosts: Vec<String>,
     pub http_allow_private: bool,
@@ -215,6 +216,7 @@ impl RuntimeConfig {
             requeue_after,
             retry,
             tasks_file: var("KILN_TASKS_FILE").map(PathBuf::from),
+            preview: PreviewSettings::from_env()?,
             http_signing_secret: var("KILN_HTTP_SIGNING_SECRET"),
             http_allowed_hosts: list("KILN_HTTP_ALLOWED_HOSTS"),
             http_allow_private: parsed("KILN_HTTP_ALLOW_PRIVATE", false, "true or false")?,
@@ -315,5 +317,48 @@ impl StorageConfig {
             part_size: part_mib * 1024 * 1024,
             public_endpoint,
         }))
+    }
+}
+
+/// The preview worker's limits (`kiln.pdf.preview`).
+#[derive(Debug, Clone)]
+pub struct PreviewSettings {
+    /// `PDFIUM_LIB_PATH`, when set.
+    pub pdfium_lib_path: Option<PathBuf>,
+    pub parallelism: usize,
+    pub memory_limit_bytes: u64,
+    pub page_timeout: Duration,
+    pub max_source_bytes: u64,
+    pub max_pages: u32,
+}
+
+impl PreviewSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let parallelism = parsed("KILN_PREVIEW_PARALLELISM", cores, "a number of renderer processes")?;
+        if parallelism == 0 {
+            return Err(error("KILN_PREVIEW_PARALLELISM", "must be at least 1"));
+        }
+        let memory_mb = parsed("KILN_PREVIEW_MEMORY_LIMIT_MB", 2048u64, "a number of MiB")?;
+        if memory_mb < 256 {
+            return Err(error("KILN_PREVIEW_MEMORY_LIMIT_MB", "must be at least 256 (pdfium itself needs room)"));
+        }
+        let page_timeout = duration("KILN_PREVIEW_PAGE_TIMEOUT", Duration::from_secs(60))?;
+        if page_timeout.is_zero() {
+            return Err(error("KILN_PREVIEW_PAGE_TIMEOUT", "must be longer than 0s"));
+        }
+        let max_source_mb = parsed("KILN_PREVIEW_MAX_SOURCE_MB", 256u64, "a number of MiB")?;
+        let max_pages = parsed("KILN_PREVIEW_MAX_PAGES", 2000u32, "a number of pages")?;
+        if max_pages == 0 {
+            return Err(error("KILN_PREVIEW_MAX_PAGES", "must be at least 1"));
+        }
+        Ok(Self {
+            pdfium_lib_path: var("PDFIUM_LIB_PATH").map(PathBuf::from),
+            parallelism,
+            memory_limit_bytes: memory_mb * 1024 * 1024,
+            page_timeout,
+            max_source_bytes: max_source_mb * 1024 * 1024,
+            max_pages,
+        })
     }
 }

@@ -92,7 +92,59 @@ fn init_tracing() {
     }
 }
 
+/// The hidden command a preview worker starts its renderers with.
+pub const RENDER_PDF_COMMAND: &str = "render-pdf";
+
+/// `kiln render-pdf`: one renderer process of the preview worker (see
+/// `kiln_worker_preview::renderer`). Not for people; the worker passes
+/// every argument.
+#[derive(Debug, Parser)]
+#[command(name = "kiln render-pdf", hide = true)]
+struct RenderPdfArgs {
+    #[arg(long)]
+    input: std::path::PathBuf,
+    #[arg(long)]
+    output_dir: std::path::PathBuf,
+    /// `k/n`: this process renders pages i with i % n == k.
+    #[arg(long, default_value = "0/1")]
+    shard: String,
+    #[arg(long)]
+    library: std::path::PathBuf,
+    /// Address-space limit in bytes.
+    #[arg(long)]
+    memory_limit: Option<u64>,
+    #[arg(long, default_value_t = 2000)]
+    max_pages: u32,
+}
+
+fn render_pdf(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args = RenderPdfArgs::parse_from(args);
+    let shard = args
+        .shard
+        .split_once('/')
+        .and_then(|(k, n)| Some((k.parse::<u32>().ok()?, n.parse::<u32>().ok()?)))
+        .filter(|(k, n)| k < n);
+    let Some((shard, shards)) = shard else {
+        eprintln!("kiln render-pdf: --shard must be k/n with k < n");
+        return ExitCode::FAILURE;
+    };
+    kiln_worker_preview::renderer::run(&kiln_worker_preview::renderer::RendererArgs {
+        input: args.input,
+        output_dir: args.output_dir,
+        shard,
+        shards,
+        memory_limit: args.memory_limit,
+        library: args.library,
+        max_pages: args.max_pages,
+    })
+}
+
 fn main() -> ExitCode {
+    // Renderers start before anything else: no runtime, no logging setup,
+    // nothing read from the environment.
+    if std::env::args_os().nth(1).is_some_and(|a| a == RENDER_PDF_COMMAND) {
+        return render_pdf(std::env::args_os().skip(1));
+    }
     let cli = Cli::parse();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

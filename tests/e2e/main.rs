@@ -12,6 +12,9 @@ mod faults;
 mod helpers;
 mod http_task;
 mod lifecycle;
+#[path = "../support/pdfgen.rs"]
+mod pdfgen;
+mod preview;
 mod schedules;
 mod sdk;
 mod storage;

@@ -93,6 +93,15 @@ impl RunMetadata {
     }
 }
 
+/// Downloads a URL that a payload names, under the operator's rules for
+/// where untrusted URLs may go (allowed hosts, no private addresses). Tasks
+/// that take a `{ "url": … }` source get one; the binary supplies the HTTP
+/// client behind it.
+pub trait UrlFetcher: Send + Sync + 'static {
+    /// The body, refused (as a fatal error) past `limit` bytes.
+    fn fetch(&self, url: &str, limit: u64) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, TaskError>> + Send + '_>>;
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TaskError {
     /// Another attempt may succeed (network error, 5xx answer).

@@ -228,6 +228,51 @@ impl HttpSender {
     }
 }
 
+/// Downloads for tasks whose source is a URL (`{ "source": { "url": … } }`),
+/// under the same egress rules as `kiln.http`.
+impl kiln_core::task::UrlFetcher for HttpSender {
+    fn fetch(
+        &self,
+        url: &str,
+        limit: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, TaskError>> + Send + '_>> {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let parsed = Url::parse(&url).map_err(|e| TaskError::fatal("InvalidUrl", format!("{url}: {e}")))?;
+            self.check_untrusted(&parsed).await?;
+            let mut response = self
+                .untrusted
+                .get(parsed)
+                .send()
+                .await
+                .map_err(|e| TaskError::retryable("HttpError", describe(&e)))?;
+            let status = response.status();
+            if status.is_client_error() {
+                return Err(TaskError::fatal("SourceUnavailable", format!("GET {url} answered {status}")));
+            }
+            if !status.is_success() {
+                return Err(TaskError::retryable("SourceUnavailable", format!("GET {url} answered {status}")));
+            }
+            let too_large = || TaskError::fatal("SourceTooLarge", format!("{url} is larger than {limit} bytes"));
+            if response.content_length().is_some_and(|length| length > limit) {
+                return Err(too_large());
+            }
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| TaskError::retryable("HttpError", describe(&e)))?
+            {
+                if (bytes.len() + chunk.len()) as u64 > limit {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(bytes)
+        })
+    }
+}
+
 fn describe(error: &reqwest::Error) -> String {
     use std::error::Error;
     let mut text = error.to_string();

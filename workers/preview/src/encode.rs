@@ -1,0 +1,240 @@
+//! A rendered page to an image file: encoded as PNG and as JPEG (quality
+//! 80), the smaller kept, as Papermark does. Pure: bytes in, bytes out.
+//!
+//! Two shortcuts keep the result identical while doing less work:
+//! - a page with no colour (every pixel grey, as most text pages are) is
+//!   encoded with one channel instead of three, both as PNG and as JPEG;
+//! - the JPEG encoder stops as soon as its output passes the PNG's size,
+//!   since it could then only lose the comparison.
+
+use std::io::Write;
+
+/// JPEG quality, as Papermark encodes its pages.
+pub const JPEG_QUALITY: u8 = 80;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ImageFormat {
+    Png,
+    Jpeg,
+}
+
+impl ImageFormat {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "image/png",
+            ImageFormat::Jpeg => "image/jpeg",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "png",
+            ImageFormat::Jpeg => "jpg",
+        }
+    }
+}
+
+/// The chosen encoding of one page, and what the other one weighed.
+#[derive(Debug)]
+pub struct EncodedPage {
+    pub format: ImageFormat,
+    pub bytes: Vec<u8>,
+    pub png_size: usize,
+    /// `None` when the JPEG was abandoned for being larger than the PNG.
+    pub jpeg_size: Option<usize>,
+    pub grayscale: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("the bitmap holds {got} bytes, not {expected} for {width} × {height} BGRA")]
+    WrongBufferSize { got: usize, expected: usize, width: u32, height: u32 },
+    #[error("page too large to encode as JPEG ({width} × {height})")]
+    TooLargeForJpeg { width: u32, height: u32 },
+    #[error("PNG encoding failed: {0}")]
+    Png(#[from] png::EncodingError),
+    #[error("JPEG encoding failed: {0}")]
+    Jpeg(jpeg_encoder::EncodingError),
+}
+
+/// Pixels converted once for both encoders.
+struct Pixels {
+    data: Vec<u8>,
+    grayscale: bool,
+}
+
+/// Converts BGRA (pdfium's layout) to one grey channel when no pixel has
+/// colour, else to RGB. `scratch` is reused between pages.
+fn convert(bgra: &[u8], mut scratch: Vec<u8>) -> Pixels {
+    scratch.clear();
+    let colourless = bgra.chunks_exact(4).all(|p| p[0] == p[1] && p[1] == p[2]);
+    if colourless {
+        scratch.extend(bgra.chunks_exact(4).map(|p| p[0]));
+    } else {
+        scratch.reserve(bgra.len() / 4 * 3);
+        for p in bgra.chunks_exact(4) {
+            scratch.extend_from_slice(&[p[2], p[1], p[0]]);
+        }
+    }
+    Pixels { data: scratch, grayscale: colourless }
+}
+
+/// Encodes a `width` × `height` BGRA bitmap (stride `width * 4`) and keeps
+/// the smaller of PNG and JPEG; a tie keeps the PNG, which is lossless.
+pub fn encode_page(bgra: &[u8], width: u32, height: u32, scratch: &mut Vec<u8>) -> Result<EncodedPage, EncodeError> {
+    let expected = width as usize * height as usize * 4;
+    if bgra.len() != expected {
+        return Err(EncodeError::WrongBufferSize { got: bgra.len(), expected, width, height });
+    }
+    let pixels = convert(bgra, std::mem::take(scratch));
+    let result = encode_converted(&pixels, width, height);
+    *scratch = pixels.data;
+    result
+}
+
+fn encode_converted(pixels: &Pixels, width: u32, height: u32) -> Result<EncodedPage, EncodeError> {
+    let png = encode_png(pixels, width, height)?;
+    let jpeg = encode_jpeg_below(pixels, width, height, png.len())?;
+    let png_size = png.len();
+    Ok(match jpeg {
+        Some(jpeg) if jpeg.len() < png_size => EncodedPage {
+            format: ImageFormat::Jpeg,
+            jpeg_size: Some(jpeg.len()),
+            bytes: jpeg,
+            png_size,
+            grayscale: pixels.grayscale,
+        },
+        jpeg => EncodedPage {
+            format: ImageFormat::Png,
+            jpeg_size: jpeg.map(|j| j.len()),
+            bytes: png,
+            png_size,
+            grayscale: pixels.grayscale,
+        },
+    })
+}
+
+fn encode_png(pixels: &Pixels, width: u32, height: u32) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(pixels.data.len() / 8);
+    {
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(if pixels.grayscale { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&pixels.data)?;
+        writer.finish()?;
+    }
+    Ok(out)
+}
+
+/// A writer that refuses to grow past `limit` bytes, so the JPEG encoder
+/// gives up once it has lost to the PNG.
+struct CappedWriter {
+    bytes: Vec<u8>,
+    limit: usize,
+    exceeded: bool,
+}
+
+impl Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            self.exceeded = true;
+            return Err(std::io::Error::other("larger than the PNG"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The JPEG, or `None` once it would reach `limit` bytes.
+fn encode_jpeg_below(pixels: &Pixels, width: u32, height: u32, limit: usize) -> Result<Option<Vec<u8>>, EncodeError> {
+    let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
+        return Err(EncodeError::TooLargeForJpeg { width, height });
+    };
+    let mut writer = CappedWriter { bytes: Vec::with_capacity(limit.min(1 << 22)), limit, exceeded: false };
+    let colour = if pixels.grayscale { jpeg_encoder::ColorType::Luma } else { jpeg_encoder::ColorType::Rgb };
+    let encoder = jpeg_encoder::Encoder::new(&mut writer, JPEG_QUALITY);
+    match encoder.encode(&pixels.data, w, h, colour) {
+        Ok(()) => Ok(Some(writer.bytes)),
+        Err(_) if writer.exceeded => Ok(None),
+        Err(error) => Err(EncodeError::Jpeg(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bgra(width: u32, height: u32, pixel: impl Fn(u32, u32) -> [u8; 4]) -> Vec<u8> {
+        let mut out = Vec::with_capacity((width * height * 4) as usize);
+        for y in 0..height {
+            for x in 0..width {
+                out.extend_from_slice(&pixel(x, y));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_flat_text_like_page_is_kept_as_grey_png_and_decodes_to_the_same_pixels() {
+        let (w, h) = (300, 200);
+        let page = bgra(w, h, |x, y| if (x / 7 + y / 11) % 5 == 0 { [0, 0, 0, 255] } else { [255, 255, 255, 255] });
+        let encoded = encode_page(&page, w, h, &mut Vec::new()).expect("encode");
+        assert_eq!(encoded.format, ImageFormat::Png);
+        assert!(encoded.grayscale);
+        let decoded = image::load_from_memory(&encoded.bytes).expect("decodes").to_luma8();
+        assert_eq!(decoded.dimensions(), (w, h));
+        assert_eq!(decoded.get_pixel(0, 0).0, [0]);
+        assert_eq!(decoded.get_pixel(1, 1).0, [0]);
+        assert_eq!(decoded.get_pixel(7, 0).0, [255]);
+    }
+
+    #[test]
+    fn a_photo_like_page_is_kept_as_jpeg_smaller_than_its_png() {
+        let (w, h) = (400, 300);
+        // Smooth colour noise: what JPEG is made for, and PNG is not.
+        let page = bgra(w, h, |x, y| {
+            let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) % 64;
+            [(x % 256) as u8, (y % 256) as u8, (128 + n) as u8, 255]
+        });
+        let encoded = encode_page(&page, w, h, &mut Vec::new()).expect("encode");
+        assert_eq!(encoded.format, ImageFormat::Jpeg);
+        assert!(!encoded.grayscale);
+        assert_eq!(encoded.jpeg_size, Some(encoded.bytes.len()));
+        assert!(encoded.bytes.len() < encoded.png_size);
+        let decoded = image::load_from_memory_with_format(&encoded.bytes, image::ImageFormat::Jpeg).expect("decodes");
+        assert_eq!((decoded.width(), decoded.height()), (w, h));
+        let rgb = decoded.to_rgb8();
+        // Blue is x and green is y in the source (BGRA order).
+        let [_, g, b] = rgb.get_pixel(200, 100).0;
+        assert!(b.abs_diff(200) < 24 && g.abs_diff(100) < 24, "colours survive: {g} {b}");
+    }
+
+    #[test]
+    fn the_abandoned_jpeg_would_really_have_been_larger() {
+        let (w, h) = (256, 256);
+        let page = bgra(w, h, |x, _| if x < 128 { [255, 255, 255, 255] } else { [0, 0, 255, 255] });
+        let pixels = convert(&page, Vec::new());
+        assert!(!pixels.grayscale);
+        let png = encode_png(&pixels, w, h).expect("png");
+        let capped = encode_jpeg_below(&pixels, w, h, png.len()).expect("jpeg");
+        let full = encode_jpeg_below(&pixels, w, h, usize::MAX).expect("jpeg").expect("no cap");
+        match capped {
+            None => assert!(full.len() > png.len(), "abandoned only when larger"),
+            Some(bytes) => assert_eq!(bytes, full),
+        }
+    }
+
+    #[test]
+    fn a_bitmap_of_the_wrong_size_is_an_error_not_a_panic() {
+        assert!(matches!(
+            encode_page(&[0; 10], 4, 4, &mut Vec::new()),
+            Err(EncodeError::WrongBufferSize { .. })
+        ));
+    }
+}

@@ -1,0 +1,223 @@
+//! The renderer: the part of the preview pipeline that touches the
+//! untrusted PDF. It runs in a child process of its own (`kiln render-pdf`),
+//! so a file that crashes pdfium or makes it spin kills only that process;
+//! the worker bounds its memory (an address-space limit set here, before
+//! pdfium is loaded) and its time (the worker kills it).
+//!
+//! It renders the pages of its shard (page indexes `i` with
+//! `i % shards == shard`), one at a time, writes each image into the output
+//! folder and reports it on standard output ([`crate::protocol`]). It knows
+//! nothing of runs, storage or the network.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use pdfium_render::prelude::*;
+
+use crate::encode::encode_page;
+use crate::layout::layout;
+use crate::protocol::{Message, PageLink, PageReport, failure};
+
+/// A renderer's command line.
+#[derive(Debug, Clone)]
+pub struct RendererArgs {
+    pub input: PathBuf,
+    pub output_dir: PathBuf,
+    pub shard: u32,
+    pub shards: u32,
+    /// The address-space limit for this process, in bytes.
+    pub memory_limit: Option<u64>,
+    pub library: PathBuf,
+    /// Documents with more pages are refused.
+    pub max_pages: u32,
+}
+
+/// A reason the document cannot be rendered.
+#[derive(Debug)]
+struct Failure {
+    name: &'static str,
+    message: String,
+}
+
+fn fail(name: &'static str, message: impl Into<String>) -> Failure {
+    Failure { name, message: message.into() }
+}
+
+/// Exit codes the worker reads.
+pub const EXIT_FAILED: u8 = 3;
+
+/// Renders `args`' shard; the exit code says how it ended.
+pub fn run(args: &RendererArgs) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match render(args, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let message = Message::Failed { name: failure.name.to_owned(), message: failure.message };
+            let _ = emit(&mut out, &message);
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn emit(out: &mut impl Write, message: &Message) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}
+
+fn lost_stdout(error: std::io::Error) -> Failure {
+    fail(failure::RENDERER_UNAVAILABLE, format!("cannot report to the worker: {error}"))
+}
+
+fn render(args: &RendererArgs, out: &mut impl Write) -> Result<(), Failure> {
+    if let Some(limit) = args.memory_limit {
+        rlimit::setrlimit(rlimit::Resource::AS, limit, limit)
+            .map_err(|e| fail(failure::RENDERER_UNAVAILABLE, format!("cannot set the memory limit: {e}")))?;
+    }
+    let bindings = Pdfium::bind_to_library(&args.library).map_err(|e| {
+        fail(failure::RENDERER_UNAVAILABLE, format!("cannot load {}: {e}", args.library.display()))
+    })?;
+    let pdfium = Pdfium::new(bindings);
+    let document = open(&pdfium, &args.input)?;
+    let pages = document.pages();
+    let page_count = u32::try_from(pages.len()).unwrap_or(0);
+    if page_count == 0 {
+        return Err(fail(failure::EMPTY, "the PDF has no pages"));
+    }
+    if page_count > args.max_pages {
+        return Err(fail(
+            failure::TOO_MANY_PAGES,
+            format!("the PDF has {page_count} pages; at most {} are rendered", args.max_pages),
+        ));
+    }
+    emit(out, &Message::Document { page_count }).map_err(lost_stdout)?;
+
+    let mut bitmap_bytes: Vec<u8> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
+    for index in (args.shard..page_count).step_by(args.shards.max(1) as usize) {
+        let report = render_page(&document, index, args, &mut bitmap_bytes, &mut scratch)?;
+        emit(out, &Message::Page(report)).map_err(lost_stdout)?;
+    }
+    Ok(())
+}
+
+fn open<'a>(pdfium: &'a Pdfium, input: &Path) -> Result<PdfDocument<'a>, Failure> {
+    pdfium.load_pdf_from_file(input, None).map_err(|error| match error {
+        PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::PasswordError) => {
+            fail(failure::ENCRYPTED, "the PDF is protected by a password")
+        }
+        PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::SecurityError) => {
+            fail(failure::ENCRYPTED, "the PDF uses an encryption pdfium does not support")
+        }
+        PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::FormatError) => {
+            fail(failure::CORRUPT, "the file is damaged: pdfium cannot read its structure")
+        }
+        PdfiumError::IoError(e) => fail(failure::RENDERER_UNAVAILABLE, format!("cannot read the downloaded file: {e}")),
+        other => fail(failure::CORRUPT, format!("pdfium cannot open the file: {other}")),
+    })
+}
+
+fn render_page(
+    document: &PdfDocument<'_>,
+    index: u32,
+    args: &RendererArgs,
+    bitmap_bytes: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<PageReport, Failure> {
+    let page_number = index + 1;
+    let page_index = i32::try_from(index).map_err(|_| fail(failure::TOO_MANY_PAGES, "page index out of range"))?;
+    let page = document
+        .pages()
+        .get(page_index)
+        .map_err(|e| fail(failure::CORRUPT, format!("page {page_number} cannot be read: {e}")))?;
+    let (width_pt, height_pt) = (page.width().value, page.height().value);
+    let size = layout(width_pt, height_pt)
+        .map_err(|e| fail(failure::ABSURD_PAGE_SIZE, format!("page {page_number}: {e}")))?;
+    let (w, h) = (size.width as i32, size.height as i32);
+
+    let needed = size.width as usize * size.height as usize * 4;
+    bitmap_bytes.resize(needed, 0);
+    let encoded = {
+        let mut bitmap = PdfBitmap::from_bytes(w, h, PdfBitmapFormat::BGRA, bitmap_bytes)
+            .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number}: no bitmap: {e}")))?;
+        let config = PdfRenderConfig::new()
+            .set_target_size(w, h)
+            .set_clear_color(PdfColor::WHITE)
+            .render_form_data(true)
+            .render_annotations(true);
+        page.render_into_bitmap_with_config(&mut bitmap, &config)
+            .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number} cannot be drawn: {e}")))?;
+        drop(bitmap);
+        encode_page(bitmap_bytes, size.width, size.height, scratch)
+            .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number}: {e}")))?
+    };
+
+    let file = format!("page-{page_number}.{}", encoded.format.extension());
+    write_atomically(&args.output_dir, &file, &encoded.bytes)?;
+    Ok(PageReport {
+        page_number,
+        file,
+        format: encoded.format,
+        width: size.width,
+        height: size.height,
+        original_width: width_pt,
+        original_height: height_pt,
+        scale_factor: size.scale,
+        png_size: encoded.png_size,
+        jpeg_size: encoded.jpeg_size,
+        links: links(document, &page, height_pt),
+    })
+}
+
+/// Written under a temporary name and renamed, so the worker never reads a
+/// half-written image.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Failure> {
+    let partial = dir.join(format!(".{name}.partial"));
+    std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::rename(&partial, dir.join(name)))
+        .map_err(|e| fail(failure::RENDERER_UNAVAILABLE, format!("cannot write {name}: {e}")))
+}
+
+fn links(document: &PdfDocument<'_>, page: &PdfPage<'_>, page_height: f32) -> Vec<PageLink> {
+    let page_count = document.pages().len();
+    let mut found = Vec::new();
+    for link in page.links().iter() {
+        let Ok(rect) = link.rect() else { continue };
+        let coords = format!(
+            "{},{},{},{}",
+            round2(rect.left().value),
+            round2(page_height - rect.top().value),
+            round2(rect.right().value),
+            round2(page_height - rect.bottom().value),
+        );
+        let action = link.action();
+        if let Some(uri) = action.as_ref().and_then(|a| a.as_uri_action()).and_then(|a| a.uri().ok()) {
+            found.push(PageLink { href: uri, coords, is_internal: false, target_page: None });
+            continue;
+        }
+        let destination = link.destination().or_else(|| {
+            action
+                .as_ref()
+                .and_then(|a| a.as_local_destination_action())
+                .and_then(|a| a.destination().ok())
+        });
+        let target = destination.and_then(|d| d.page_index().ok()).filter(|i| (0..page_count).contains(i));
+        if let Some(target) = target {
+            let target_page = (target + 1) as u32;
+            found.push(PageLink {
+                href: format!("#page={target_page}"),
+                coords,
+                is_internal: true,
+                target_page: Some(target_page),
+            });
+        }
+    }
+    found
+}
+
+fn round2(value: f32) -> f32 {
+    (value * 100.0).round() / 100.0
+}
