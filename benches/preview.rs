@@ -69,7 +69,11 @@ fn measure(commands: Vec<Vec<String>>, out_dir: &Path) -> BenchResult<Measured> 
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum();
-    Ok(Measured { seconds, peak_rss_kib, output_bytes })
+    Ok(Measured {
+        seconds,
+        peak_rss_kib,
+        output_bytes,
+    })
 }
 
 fn kiln_commands(kiln: &str, library: &str, pdf: &Path, out: &Path, shards: usize) -> Vec<Vec<String>> {
@@ -137,16 +141,22 @@ fn main() -> BenchResult<()> {
         })
         .collect();
     let documents: Vec<(String, PathBuf, usize)> = vec![
-        ("report (letter, text, 1 in 5 with a photo)".into(), work.join("report.pdf"), pages),
-        ("slides (16:9, every other with a photo)".into(), work.join("slides.pdf"), slides.len()),
+        (
+            "report (letter, text, 1 in 5 with a photo)".into(),
+            work.join("report.pdf"),
+            pages,
+        ),
+        (
+            "slides (16:9, every other with a photo)".into(),
+            work.join("slides.pdf"),
+            slides.len(),
+        ),
     ];
     std::fs::write(&documents[0].1, pdfgen::sample_document(pages))?;
     std::fs::write(&documents[1].1, pdfgen::build(&slides))?;
 
     println!("\nPage previews at 212 dpi (scale 2.95), {cores} cores; kiln uses {shards} renderer processes\n");
-    println!(
-        "| document | renderer | pages | seconds | pages/s | × MuPDF | peak RSS MiB | output MiB |"
-    );
+    println!("| document | renderer | pages | seconds | pages/s | × MuPDF | peak RSS MiB | output MiB |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for (name, pdf, count) in &documents {
         let out = work.join("out");
@@ -156,7 +166,10 @@ fn main() -> BenchResult<()> {
                 format!("kiln (pdfium + PNG/JPEG, smaller kept), {shards} processes"),
                 measure(kiln_commands(&kiln, &library, pdf, &out, shards), &out)?,
             ),
-            (format!("MuPDF mutool draw -r 212, {shards} processes"), measure(mutool_commands(pdf, &out, *count, shards), &out)?),
+            (
+                format!("MuPDF mutool draw -r 212, {shards} processes"),
+                measure(mutool_commands(pdf, &out, *count, shards), &out)?,
+            ),
             (
                 "poppler pdftoppm -r 212 -png".into(),
                 measure(

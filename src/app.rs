@@ -156,13 +156,11 @@ pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile, storage: &Stora
 /// start-up; the task stays registered and its runs fail with the same
 /// message until the library is installed.
 fn preview_config(settings: &crate::config::PreviewSettings) -> anyhow::Result<PreviewConfig> {
-    let library = match kiln_worker_preview::library::locate(settings.pdfium_lib_path.as_deref()) {
-        Ok(path) => path,
-        Err(error) => {
-            tracing::error!(%error, "kiln.pdf.preview cannot render until libpdfium is installed");
-            settings.pdfium_lib_path.clone().unwrap_or_else(|| "libpdfium.so".into())
-        }
-    };
+    let library = kiln_worker_preview::library::locate(settings.pdfium_lib_path.as_deref());
+    match &library {
+        Ok(path) => tracing::info!(library = %path.display(), "kiln.pdf.preview renders with pdfium"),
+        Err(error) => tracing::error!(%error, "kiln.pdf.preview cannot render until libpdfium is installed"),
+    }
     let program = std::env::current_exe().context("cannot find the kiln binary to start renderers from")?;
     Ok(PreviewConfig {
         renderer: RendererCommand {

@@ -341,7 +341,10 @@ impl PreviewSettings {
         }
         let memory_mb = parsed("KILN_PREVIEW_MEMORY_LIMIT_MB", 2048u64, "a number of MiB")?;
         if memory_mb < 256 {
-            return Err(error("KILN_PREVIEW_MEMORY_LIMIT_MB", "must be at least 256 (pdfium itself needs room)"));
+            return Err(error(
+                "KILN_PREVIEW_MEMORY_LIMIT_MB",
+                "must be at least 256 (pdfium itself needs room)",
+            ));
         }
         let page_timeout = duration("KILN_PREVIEW_PAGE_TIMEOUT", Duration::from_secs(60))?;
         if page_timeout.is_zero() {

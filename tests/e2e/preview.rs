@@ -48,10 +48,15 @@ fn mixed_document() -> Vec<u8> {
     pdfgen::build(&[
         Page::new(612.0, 792.0)
             .with_text(&["Page one", "See the appendix"])
-            .with_link([72.0, 700.0, 272.0, 720.0], LinkTarget::Uri("https://example.com/deck".into()))
+            .with_link(
+                [72.0, 700.0, 272.0, 720.0],
+                LinkTarget::Uri("https://example.com/deck".into()),
+            )
             .with_link([72.0, 600.0, 172.0, 620.0], LinkTarget::Page(2)),
         Page::new(792.0, 612.0).with_photo(640, 480),
-        Page::new(1700.0, 1000.0).with_text(&["A wide page"]).with_rect([100.0, 100.0, 300.0, 200.0], [0.8, 0.1, 0.1]),
+        Page::new(1700.0, 1000.0)
+            .with_text(&["A wide page"])
+            .with_rect([100.0, 100.0, 300.0, 200.0], [0.8, 0.1, 0.1]),
         Page::new(5000.0, 5000.0).with_text(&["A poster"]),
     ])
 }
@@ -69,17 +74,28 @@ async fn a_mixed_document_renders_to_the_right_sizes_scales_links_and_formats() 
     assert_eq!(pages.len(), 4);
 
     // (points, expected pixels or None for the capped poster, scale)
-    let expected = [(612.0, 792.0, Some((1805, 2336)), 2.95), (792.0, 612.0, Some((2336, 1805)), 2.95), (1700.0, 1000.0, Some((3400, 2000)), 2.0)];
+    let expected = [
+        (612.0, 792.0, Some((1805, 2336)), 2.95),
+        (792.0, 612.0, Some((2336, 1805)), 2.95),
+        (1700.0, 1000.0, Some((3400, 2000)), 2.0),
+    ];
     for (page, (w, h, pixels, scale)) in pages.iter().zip(expected) {
         assert_eq!(number(&page["originalWidth"]), w, "{page}");
         assert_eq!(number(&page["originalHeight"]), h, "{page}");
-        assert!((number(&page["scaleFactor"]) - scale).abs() < 1e-4, "{page}");
+        assert_eq!(number(&page["scaleFactor"]), scale, "{page}");
         if let Some((pw, ph)) = pixels {
-            assert_eq!((page["width"].as_u64(), page["height"].as_u64()), (Some(pw), Some(ph)), "{page}");
+            assert_eq!(
+                (page["width"].as_u64(), page["height"].as_u64()),
+                (Some(pw), Some(ph)),
+                "{page}"
+            );
         }
     }
     let poster = &pages[3];
-    let (pw, ph) = (poster["width"].as_u64().unwrap_or(0), poster["height"].as_u64().unwrap_or(0));
+    let (pw, ph) = (
+        poster["width"].as_u64().unwrap_or(0),
+        poster["height"].as_u64().unwrap_or(0),
+    );
     assert!(pw <= 8000 && ph <= 8000 && pw * ph <= 32_000_000, "capped: {poster}");
     assert!(pw * ph > 31_000_000, "as large as the caps allow: {poster}");
     assert!(number(&poster["scaleFactor"]) < 2.0);
@@ -91,13 +107,20 @@ async fn a_mixed_document_renders_to_the_right_sizes_scales_links_and_formats() 
     for (index, page) in pages.iter().enumerate() {
         assert_eq!(page["pageNumber"], index + 1);
         let key = page["key"].as_str().expect("key");
-        let extension = if page["contentType"] == "image/png" { "png" } else { "jpg" };
+        let extension = if page["contentType"] == "image/png" {
+            "png"
+        } else {
+            "jpg"
+        };
         assert_eq!(key, format!("previews/mixed/page-{}.{extension}", index + 1));
         let bytes = std::fs::read(storage.join(key)).expect("image in storage");
         let image = image::load_from_memory(&bytes).expect("every image decodes");
         assert_eq!(
             (u64::from(image.width()), u64::from(image.height())),
-            (page["width"].as_u64().unwrap_or(0), page["height"].as_u64().unwrap_or(0)),
+            (
+                page["width"].as_u64().unwrap_or(0),
+                page["height"].as_u64().unwrap_or(0)
+            ),
             "{key}"
         );
     }
@@ -139,7 +162,10 @@ async fn progress_is_readable_while_pages_render() {
         .await;
     let midway = kiln
         .wait_for(&run_id, WITHIN, |run| {
-            run["isCompleted"] == true || run["metadata"]["progress"].as_u64().is_some_and(|p| (1..100).contains(&p))
+            run["isCompleted"] == true
+                || run["metadata"]["progress"]
+                    .as_u64()
+                    .is_some_and(|p| (1..100).contains(&p))
         })
         .await;
     assert_eq!(midway["status"], "EXECUTING", "seen before the end: {midway}");
@@ -171,11 +197,22 @@ fn slow_document() -> Vec<u8> {
     let mut content = String::from("/GS1 gs 0.5 w\n");
     for i in 0..400_000 {
         let (x, y) = ((i * 37) % 600, (i * 53) % 780);
-        content.push_str(&format!("{x} {y} m {} {} {} {} {} {} c S\n", x + 300, y + 10, x - 200, y + 400, x + 5, y + 7));
+        content.push_str(&format!(
+            "{x} {y} m {} {} {} {} {} {} c S\n",
+            x + 300,
+            y + 10,
+            x - 200,
+            y + 400,
+            x + 5,
+            y + 7
+        ));
     }
     let mut page = Page::new(612.0, 792.0);
     page.content = content;
-    pdfgen::build(&[page]).replace_resources("/Font << /F1 3 0 R >>", "/Font << /F1 3 0 R >> /ExtGState << /GS1 << /ca 0.3 /CA 0.3 >> >>")
+    pdfgen::build(&[page]).replace_resources(
+        "/Font << /F1 3 0 R >>",
+        "/Font << /F1 3 0 R >> /ExtGState << /GS1 << /ca 0.3 /CA 0.3 >> >>",
+    )
 }
 
 trait ReplaceBytes {
@@ -186,7 +223,11 @@ impl ReplaceBytes for Vec<u8> {
     /// Rewrites a dictionary in place and fixes nothing else: pdfium
     /// rebuilds the cross-reference table of a file whose offsets moved.
     fn replace_resources(self, from: &str, to: &str) -> Vec<u8> {
-        let text = self.iter().map(|&b| b as char).collect::<String>().replacen(from, to, 1);
+        let text = self
+            .iter()
+            .map(|&b| b as char)
+            .collect::<String>()
+            .replacen(from, to, 1);
         text.chars().map(|c| c as u8).collect()
     }
 }
@@ -201,14 +242,19 @@ async fn hostile_files_fail_at_once_with_a_reason_and_the_worker_keeps_serving()
     let good = pdfgen::sample_document(3);
     let mut empty = pdfgen::build(&[Page::new(612.0, 792.0)]);
     empty = empty.replace_resources("/Kids [4 0 R] /Count 1", "/Kids [] /Count 0");
-    let absurd = pdfgen::build(&[Page::new(612.0, 792.0)]).replace_resources("/MediaBox [0 0 612 792]", "/MediaBox [0 0 9000000 3]");
+    let absurd = pdfgen::build(&[Page::new(612.0, 792.0)])
+        .replace_resources("/MediaBox [0 0 612 792]", "/MediaBox [0 0 9000000 3]");
     let mut bomb_page = Page::new(612.0, 792.0);
     bomb_page.raw_content = Some((pdfgen::zero_bomb(3 << 30), "FlateDecode"));
     let mut corrupt = b"%PDF-1.7\n".to_vec();
     corrupt.extend((0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
     corrupt.extend_from_slice(b"\n%%EOF\n");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("not-a-pdf", b"\x89PNG\r\n\x1a\nthis is an image, not a document".to_vec(), "NotAPdf"),
+        (
+            "not-a-pdf",
+            b"\x89PNG\r\n\x1a\nthis is an image, not a document".to_vec(),
+            "NotAPdf",
+        ),
         ("truncated", good[..good.len() / 2].to_vec(), "TruncatedPdf"),
         ("corrupt", corrupt, "CorruptPdf"),
         ("encrypted", encrypted_copy(&good), "EncryptedPdf"),
@@ -222,6 +268,7 @@ async fn hostile_files_fail_at_once_with_a_reason_and_the_worker_keeps_serving()
     }
     put(&storage, "docs/good.pdf", &good);
 
+    let mut run_ids = Vec::new();
     for (name, _, expected) in &cases {
         let run = preview(&kiln, &format!("hostile/{name}.pdf"), &format!("previews/{name}")).await;
         assert_eq!(run["status"], "FAILED", "{name}: {run}");
@@ -229,9 +276,13 @@ async fn hostile_files_fail_at_once_with_a_reason_and_the_worker_keeps_serving()
         let message = run["error"]["message"].as_str().unwrap_or_default();
         assert!(message.len() > 10, "{name}: a reason is given: {run}");
         assert_eq!(run["attemptCount"], 1, "{name}: not retried: {run}");
+        run_ids.push(run["id"].as_str().unwrap_or_default().to_owned());
         assert!(
             !storage.join(format!("previews/{name}")).exists()
-                || std::fs::read_dir(storage.join(format!("previews/{name}"))).map(|d| d.count()).unwrap_or(0) == 0,
+                || std::fs::read_dir(storage.join(format!("previews/{name}")))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+                    == 0,
             "{name}: no images left behind"
         );
         // The worker is still there, and still renders.
@@ -239,12 +290,12 @@ async fn hostile_files_fail_at_once_with_a_reason_and_the_worker_keeps_serving()
         assert_eq!(after["status"], "COMPLETED", "after {name}: {after}");
         assert_eq!(after["output"]["numPages"], 3);
     }
+    // Every run's work folder (named after its run id) is gone.
     let leftovers: Vec<String> = std::fs::read_dir(std::env::temp_dir())
         .expect("tmp")
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("kiln-preview-"))
-        .filter(|n| n.contains(&kiln.redis_prefix))
+        .filter(|n| run_ids.iter().any(|id| n.starts_with(&format!("kiln-preview-{id}-"))))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -277,24 +328,47 @@ async fn a_url_source_is_fetched_only_where_allowed() {
     let fetched = open.wait_for(&run_id, WITHIN, |run| run["isCompleted"] == true).await;
     assert_eq!(fetched["status"], "COMPLETED", "{fetched}");
     assert_eq!(fetched["output"]["numPages"], 2);
-    assert!(storage.join("previews/by-url/page-1.png").is_file());
+    for page in fetched["output"]["pages"].as_array().expect("pages") {
+        let key = page["key"].as_str().unwrap_or_default();
+        assert!(key.starts_with("previews/by-url/page-"), "{key}");
+        assert!(storage.join(key).is_file(), "{key} in storage");
+    }
 
-    let (listed, _) = kiln_with_storage(&[("KILN_HTTP_ALLOW_PRIVATE", "true"), ("KILN_HTTP_ALLOWED_HOSTS", "files.example.com")]).await;
+    let (listed, _) = kiln_with_storage(&[
+        ("KILN_HTTP_ALLOW_PRIVATE", "true"),
+        ("KILN_HTTP_ALLOWED_HOSTS", "files.example.com"),
+    ])
+    .await;
     let run_id = listed
-        .trigger("kiln.pdf.preview", json!({ "payload": { "source": { "url": format!("http://{addr}/files/doc.pdf") }, "outputPrefix": "p" } }))
+        .trigger(
+            "kiln.pdf.preview",
+            json!({ "payload": { "source": { "url": format!("http://{addr}/files/doc.pdf") }, "outputPrefix": "p" } }),
+        )
         .await;
     let unlisted = listed.wait_for(&run_id, WITHIN, |run| run["isCompleted"] == true).await;
-    assert_eq!(unlisted["error"]["name"], "ForbiddenHost", "a host not in the list: {unlisted}");
+    assert_eq!(
+        unlisted["error"]["name"], "ForbiddenHost",
+        "a host not in the list: {unlisted}"
+    );
 }
 
 #[tokio::test]
 async fn a_bad_payload_or_missing_source_fails_without_retrying() {
     let (kiln, _) = kiln_with_storage(&[]).await;
     for (payload, expected) in [
-        (json!({ "source": { "key": "docs/none.pdf" }, "outputPrefix": "p" }), "MissingSourceFile"),
+        (
+            json!({ "source": { "key": "docs/none.pdf" }, "outputPrefix": "p" }),
+            "MissingSourceFile",
+        ),
         (json!({ "source": { "key": "docs/a.pdf" } }), "InvalidPayload"),
-        (json!({ "source": { "key": "../etc/passwd" }, "outputPrefix": "p" }), "InvalidPayload"),
-        (json!({ "source": { "key": "docs/a.pdf" }, "outputPrefix": "../up" }), "InvalidPayload"),
+        (
+            json!({ "source": { "key": "../etc/passwd" }, "outputPrefix": "p" }),
+            "InvalidPayload",
+        ),
+        (
+            json!({ "source": { "key": "docs/a.pdf" }, "outputPrefix": "../up" }),
+            "InvalidPayload",
+        ),
     ] {
         let run_id = kiln.trigger("kiln.pdf.preview", json!({ "payload": payload })).await;
         let run = kiln.wait_for(&run_id, WITHIN, |run| run["isCompleted"] == true).await;
@@ -302,4 +376,30 @@ async fn a_bad_payload_or_missing_source_fails_without_retrying() {
         assert_eq!(run["error"]["name"], expected, "{payload}: {run}");
         assert_eq!(run["attemptCount"], 1);
     }
+}
+
+#[tokio::test]
+async fn without_libpdfium_kiln_says_so_at_start_and_runs_fail_naming_the_fix() {
+    let (kiln, storage) = kiln_with_storage(&[
+        ("PDFIUM_LIB_PATH", "/nowhere/libpdfium.so"),
+        ("KILN_RETRY_MIN_DELAY", "10ms"),
+        ("KILN_RETRY_MAX_DELAY", "50ms"),
+    ])
+    .await;
+    let log = std::fs::read_to_string(&kiln.log_path).expect("log");
+    assert!(
+        log.contains("PDFIUM_LIB_PATH=/nowhere/libpdfium.so names no file"),
+        "start-up says what is missing: {log}"
+    );
+    put(&storage, "docs/a.pdf", &pdfgen::sample_document(1));
+    let run = preview(&kiln, "docs/a.pdf", "previews/a").await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["error"]["name"], "RendererUnavailable");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("PDFIUM_LIB_PATH"),
+        "{run}"
+    );
 }

@@ -33,7 +33,11 @@ pub struct Page {
 
 impl Page {
     pub fn new(width: f32, height: f32) -> Self {
-        Page { width, height, ..Page::default() }
+        Page {
+            width,
+            height,
+            ..Page::default()
+        }
     }
 
     /// Lines of text from the top, at 12 pt.
@@ -189,7 +193,11 @@ pub fn build(pages: &[Page]) -> Vec<u8> {
     for offset in offsets {
         let _ = writeln!(table, "{offset:010} 00000 n ");
     }
-    let _ = write!(table, "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1);
+    let _ = write!(
+        table,
+        "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+        objects.len() + 1
+    );
     out.extend_from_slice(table.as_bytes());
     out
 }

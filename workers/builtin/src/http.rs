@@ -248,10 +248,16 @@ impl kiln_core::task::UrlFetcher for HttpSender {
                 .map_err(|e| TaskError::retryable("HttpError", describe(&e)))?;
             let status = response.status();
             if status.is_client_error() {
-                return Err(TaskError::fatal("SourceUnavailable", format!("GET {url} answered {status}")));
+                return Err(TaskError::fatal(
+                    "SourceUnavailable",
+                    format!("GET {url} answered {status}"),
+                ));
             }
             if !status.is_success() {
-                return Err(TaskError::retryable("SourceUnavailable", format!("GET {url} answered {status}")));
+                return Err(TaskError::retryable(
+                    "SourceUnavailable",
+                    format!("GET {url} answered {status}"),
+                ));
             }
             let too_large = || TaskError::fatal("SourceTooLarge", format!("{url} is larger than {limit} bytes"));
             if response.content_length().is_some_and(|length| length > limit) {

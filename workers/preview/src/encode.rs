@@ -48,7 +48,12 @@ pub struct EncodedPage {
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     #[error("the bitmap holds {got} bytes, not {expected} for {width} × {height} BGRA")]
-    WrongBufferSize { got: usize, expected: usize, width: u32, height: u32 },
+    WrongBufferSize {
+        got: usize,
+        expected: usize,
+        width: u32,
+        height: u32,
+    },
     #[error("page too large to encode as JPEG ({width} × {height})")]
     TooLargeForJpeg { width: u32, height: u32 },
     #[error("PNG encoding failed: {0}")]
@@ -76,7 +81,10 @@ fn convert(bgra: &[u8], mut scratch: Vec<u8>) -> Pixels {
             scratch.extend_from_slice(&[p[2], p[1], p[0]]);
         }
     }
-    Pixels { data: scratch, grayscale: colourless }
+    Pixels {
+        data: scratch,
+        grayscale: colourless,
+    }
 }
 
 /// Encodes a `width` × `height` BGRA bitmap (stride `width * 4`) and keeps
@@ -84,7 +92,12 @@ fn convert(bgra: &[u8], mut scratch: Vec<u8>) -> Pixels {
 pub fn encode_page(bgra: &[u8], width: u32, height: u32, scratch: &mut Vec<u8>) -> Result<EncodedPage, EncodeError> {
     let expected = width as usize * height as usize * 4;
     if bgra.len() != expected {
-        return Err(EncodeError::WrongBufferSize { got: bgra.len(), expected, width, height });
+        return Err(EncodeError::WrongBufferSize {
+            got: bgra.len(),
+            expected,
+            width,
+            height,
+        });
     }
     let pixels = convert(bgra, std::mem::take(scratch));
     let result = encode_converted(&pixels, width, height);
@@ -118,7 +131,11 @@ fn encode_png(pixels: &Pixels, width: u32, height: u32) -> Result<Vec<u8>, Encod
     let mut out = Vec::with_capacity(pixels.data.len() / 8);
     {
         let mut encoder = png::Encoder::new(&mut out, width, height);
-        encoder.set_color(if pixels.grayscale { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+        encoder.set_color(if pixels.grayscale {
+            png::ColorType::Grayscale
+        } else {
+            png::ColorType::Rgb
+        });
         encoder.set_depth(png::BitDepth::Eight);
         encoder.set_compression(png::Compression::Fast);
         let mut writer = encoder.write_header()?;
@@ -156,8 +173,16 @@ fn encode_jpeg_below(pixels: &Pixels, width: u32, height: u32, limit: usize) -> 
     let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
         return Err(EncodeError::TooLargeForJpeg { width, height });
     };
-    let mut writer = CappedWriter { bytes: Vec::with_capacity(limit.min(1 << 22)), limit, exceeded: false };
-    let colour = if pixels.grayscale { jpeg_encoder::ColorType::Luma } else { jpeg_encoder::ColorType::Rgb };
+    let mut writer = CappedWriter {
+        bytes: Vec::with_capacity(limit.min(1 << 22)),
+        limit,
+        exceeded: false,
+    };
+    let colour = if pixels.grayscale {
+        jpeg_encoder::ColorType::Luma
+    } else {
+        jpeg_encoder::ColorType::Rgb
+    };
     let encoder = jpeg_encoder::Encoder::new(&mut writer, JPEG_QUALITY);
     match encoder.encode(&pixels.data, w, h, colour) {
         Ok(()) => Ok(Some(writer.bytes)),
@@ -183,7 +208,13 @@ mod tests {
     #[test]
     fn a_flat_text_like_page_is_kept_as_grey_png_and_decodes_to_the_same_pixels() {
         let (w, h) = (300, 200);
-        let page = bgra(w, h, |x, y| if (x / 7 + y / 11) % 5 == 0 { [0, 0, 0, 255] } else { [255, 255, 255, 255] });
+        let page = bgra(w, h, |x, y| {
+            if (x / 7 + y / 11) % 5 == 0 {
+                [0, 0, 0, 255]
+            } else {
+                [255, 255, 255, 255]
+            }
+        });
         let encoded = encode_page(&page, w, h, &mut Vec::new()).expect("encode");
         assert_eq!(encoded.format, ImageFormat::Png);
         assert!(encoded.grayscale);
@@ -218,12 +249,20 @@ mod tests {
     #[test]
     fn the_abandoned_jpeg_would_really_have_been_larger() {
         let (w, h) = (256, 256);
-        let page = bgra(w, h, |x, _| if x < 128 { [255, 255, 255, 255] } else { [0, 0, 255, 255] });
+        let page = bgra(w, h, |x, _| {
+            if x < 128 {
+                [255, 255, 255, 255]
+            } else {
+                [0, 0, 255, 255]
+            }
+        });
         let pixels = convert(&page, Vec::new());
         assert!(!pixels.grayscale);
         let png = encode_png(&pixels, w, h).expect("png");
         let capped = encode_jpeg_below(&pixels, w, h, png.len()).expect("jpeg");
-        let full = encode_jpeg_below(&pixels, w, h, usize::MAX).expect("jpeg").expect("no cap");
+        let full = encode_jpeg_below(&pixels, w, h, usize::MAX)
+            .expect("jpeg")
+            .expect("no cap");
         match capped {
             None => assert!(full.len() > png.len(), "abandoned only when larger"),
             Some(bytes) => assert_eq!(bytes, full),

@@ -48,7 +48,11 @@ pub fn layout(width: f32, height: f32) -> Result<PageLayout, AbsurdPageSize> {
     if width > MAX_PAGE_POINTS || height > MAX_PAGE_POINTS {
         return Err(absurd("a side is over 100,000 pt"));
     }
-    let mut scale = if width >= WIDE_PAGE_POINTS { WIDE_SCALE } else { DEFAULT_SCALE };
+    let mut scale = if width >= WIDE_PAGE_POINTS {
+        WIDE_SCALE
+    } else {
+        DEFAULT_SCALE
+    };
     let (w, h) = (f64::from(width), f64::from(height));
     let side_cap = f64::from(MAX_SIDE) / w.max(h);
     let area_cap = (MAX_PIXELS as f64 / (w * h)).sqrt();
@@ -65,7 +69,11 @@ pub fn layout(width: f32, height: f32) -> Result<PageLayout, AbsurdPageSize> {
     if px_w == 0 || px_h == 0 {
         return Err(absurd("so narrow that its image would have no pixels"));
     }
-    Ok(PageLayout { width: px_w, height: px_h, scale })
+    Ok(PageLayout {
+        width: px_w,
+        height: px_h,
+        scale,
+    })
 }
 
 #[cfg(test)]
@@ -100,12 +108,23 @@ mod tests {
         let page = layout(5000.0, 5000.0).expect("square poster");
         assert!(u64::from(page.width) * u64::from(page.height) <= MAX_PIXELS);
         assert!(page.width <= MAX_SIDE && page.height <= MAX_SIDE);
-        assert!(page.width >= 5650, "the cap keeps as many pixels as it may: {}", page.width);
+        assert!(
+            page.width >= 5650,
+            "the cap keeps as many pixels as it may: {}",
+            page.width
+        );
     }
 
     #[test]
     fn sizes_that_are_not_sizes_are_refused() {
-        for (w, h) in [(0.0, 792.0), (-612.0, 792.0), (f32::NAN, 1.0), (f32::INFINITY, 10.0), (1e9, 1e9), (2.0, 99_999.0)] {
+        for (w, h) in [
+            (0.0, 792.0),
+            (-612.0, 792.0),
+            (f32::NAN, 1.0),
+            (f32::INFINITY, 10.0),
+            (1e9, 1e9),
+            (2.0, 99_999.0),
+        ] {
             assert!(layout(w, h).is_err(), "{w} × {h}");
         }
     }

@@ -48,8 +48,8 @@ pub struct RendererCommand {
 #[derive(Debug, Clone)]
 pub struct PreviewConfig {
     pub renderer: RendererCommand,
-    /// libpdfium, as [`library::locate`] found it.
-    pub library: PathBuf,
+    /// libpdfium, as [`library::locate`] found it, or why it did not.
+    pub library: Result<PathBuf, library::LibraryError>,
     /// Renderer processes at once, across every run of this worker.
     pub parallelism: usize,
     /// Each renderer's address-space limit, in bytes.
@@ -73,7 +73,12 @@ pub struct PdfPreview {
 impl PdfPreview {
     pub fn new(storage: Storage, fetcher: Arc<dyn UrlFetcher>, config: PreviewConfig) -> Self {
         let slots = Arc::new(Semaphore::new(config.parallelism.max(1)));
-        Self { storage, fetcher, config: Arc::new(config), renderer_slots: slots }
+        Self {
+            storage,
+            fetcher,
+            config: Arc::new(config),
+            renderer_slots: slots,
+        }
     }
 }
 
@@ -138,11 +143,15 @@ pub async fn download_source(
     path: &Path,
     limit: u64,
 ) -> Result<u64, TaskError> {
-    let mut file = tokio::fs::File::create(path).await.map_err(|e| local_io("cannot create the download", &e))?;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| local_io("cannot create the download", &e))?;
     let written = match source {
         Source::Url { url } => {
             let bytes = fetcher.fetch(url, limit).await?;
-            file.write_all(&bytes).await.map_err(|e| local_io("cannot write the download", &e))?;
+            file.write_all(&bytes)
+                .await
+                .map_err(|e| local_io("cannot write the download", &e))?;
             bytes.len() as u64
         }
         Source::Key { key } => {
@@ -152,19 +161,27 @@ pub async fn download_source(
                 other => storage_failure(&other),
             })?;
             if body.size > limit {
-                return Err(TaskError::fatal("SourceTooLarge", format!("{key} is {} bytes; the limit is {limit}", body.size)));
+                return Err(TaskError::fatal(
+                    "SourceTooLarge",
+                    format!("{key} is {} bytes; the limit is {limit}", body.size),
+                ));
             }
             let mut reader = body.reader.take(limit + 1);
             let copied = tokio::io::copy(&mut reader, &mut file)
                 .await
                 .map_err(|e| TaskError::retryable("SourceReadFailed", format!("{key}: {e}")))?;
             if copied > limit {
-                return Err(TaskError::fatal("SourceTooLarge", format!("{key} is over {limit} bytes")));
+                return Err(TaskError::fatal(
+                    "SourceTooLarge",
+                    format!("{key} is over {limit} bytes"),
+                ));
             }
             copied
         }
     };
-    file.sync_all().await.map_err(|e| local_io("cannot write the download", &e))?;
+    file.sync_all()
+        .await
+        .map_err(|e| local_io("cannot write the download", &e))?;
     Ok(written)
 }
 
@@ -174,18 +191,27 @@ pub async fn download_source(
 pub async fn check_envelope(path: &Path, size: u64) -> Result<(), TaskError> {
     const HEAD: u64 = 1024;
     const TAIL: u64 = 4096;
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| local_io("cannot read the download", &e))?;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| local_io("cannot read the download", &e))?;
     let mut head = vec![0; HEAD.min(size) as usize];
-    file.read_exact(&mut head).await.map_err(|e| local_io("cannot read the download", &e))?;
+    file.read_exact(&mut head)
+        .await
+        .map_err(|e| local_io("cannot read the download", &e))?;
     if !head.windows(5).any(|w| w == b"%PDF-") {
-        return Err(TaskError::fatal(failure::NOT_A_PDF, "the file is not a PDF (no %PDF- header)"));
+        return Err(TaskError::fatal(
+            failure::NOT_A_PDF,
+            "the file is not a PDF (no %PDF- header)",
+        ));
     }
     let tail_len = TAIL.min(size);
     file.seek(std::io::SeekFrom::Start(size - tail_len))
         .await
         .map_err(|e| local_io("cannot read the download", &e))?;
     let mut tail = vec![0; tail_len as usize];
-    file.read_exact(&mut tail).await.map_err(|e| local_io("cannot read the download", &e))?;
+    file.read_exact(&mut tail)
+        .await
+        .map_err(|e| local_io("cannot read the download", &e))?;
     if !tail.windows(5).any(|w| w == b"%%EOF") {
         return Err(TaskError::fatal(
             failure::TRUNCATED,
@@ -207,13 +233,21 @@ enum ShardEvent {
     Message(Message),
     /// The renderer ended without a `Failed` message: fine when its exit
     /// status is success.
-    Ended { shard: u32, outcome: Result<(), TaskError> },
+    Ended {
+        shard: u32,
+        outcome: Result<(), TaskError>,
+    },
 }
 
 impl Job {
     async fn preview(&self, ctx: &TaskContext, payload: Value) -> Result<Value, TaskError> {
         let payload: PreviewPayload =
             serde_json::from_value(payload).map_err(|e| invalid(format!("kiln.pdf.preview payload: {e}")))?;
+        let library = self
+            .config
+            .library
+            .as_ref()
+            .map_err(|e| TaskError::retryable(failure::RENDERER_UNAVAILABLE, e.to_string()))?;
         let prefix = payload.output_prefix.trim_end_matches('/').to_owned();
         ObjectKey::parse(format!("{prefix}/page-1.png").as_str()).map_err(|e| invalid(format!("outputPrefix: {e}")))?;
 
@@ -223,7 +257,9 @@ impl Job {
             ctx.attempt,
             kiln_core::id::random_alphanumeric(6)
         ));
-        tokio::fs::create_dir_all(dir.join("pages")).await.map_err(|e| local_io("cannot make a work folder", &e))?;
+        tokio::fs::create_dir_all(dir.join("pages"))
+            .await
+            .map_err(|e| local_io("cannot make a work folder", &e))?;
         let work = WorkDir(dir);
         let input = work.0.join("source.pdf");
 
@@ -239,7 +275,9 @@ impl Job {
         check_envelope(&input, size).await?;
 
         let permits = self.renderer_permits(ctx).await?;
-        let pages = self.render_and_upload(ctx, &work.0, &input, &prefix, permits.len() as u32).await?;
+        let pages = self
+            .render_and_upload(ctx, &work.0, &input, library, &prefix, permits.len() as u32)
+            .await?;
         drop(permits);
 
         let is_vertical = pages.first().is_some_and(|p| p.original_height >= p.original_width);
@@ -289,6 +327,7 @@ impl Job {
         ctx: &TaskContext,
         work: &Path,
         input: &Path,
+        library: &Path,
         prefix: &str,
         shards: u32,
     ) -> Result<Vec<PageReport>, TaskError> {
@@ -296,8 +335,12 @@ impl Job {
         let (events_tx, mut events) = mpsc::channel::<ShardEvent>(64);
         let mut readers = tokio::task::JoinSet::new();
         for shard in 0..shards {
-            let child = self.spawn_renderer(input, &out_dir, shard, shards)?;
-            readers.spawn(read_shard(child, shard, self.config.page_timeout, events_tx.clone()));
+            let child = self.spawn_renderer(input, library, &out_dir, shard, shards)?;
+            let limits = Limits {
+                page_timeout: self.config.page_timeout,
+                memory_limit: self.config.memory_limit,
+            };
+            readers.spawn(read_shard(child, shard, limits, events_tx.clone()));
         }
         drop(events_tx);
 
@@ -316,7 +359,10 @@ impl Job {
             match event {
                 ShardEvent::Message(Message::Document { page_count: count }) => match page_count {
                     Some(known) if known != count => {
-                        return Err(TaskError::fatal(failure::CORRUPT, "the renderers disagree on the page count"));
+                        return Err(TaskError::fatal(
+                            failure::CORRUPT,
+                            "the renderers disagree on the page count",
+                        ));
                     }
                     _ => page_count = Some(count),
                 },
@@ -330,7 +376,8 @@ impl Job {
                     self.upload_page(&out_dir, prefix, &report).await?;
                     done.insert(report.page_number, report);
                     let percent = (done.len() * 100 / total as usize) as u32;
-                    ctx.metadata.progress(percent.min(99), format!("{} / {total} pages processed", done.len()));
+                    ctx.metadata
+                        .progress(percent.min(99), format!("{} / {total} pages processed", done.len()));
                 }
                 ShardEvent::Message(Message::Failed { name, message }) => {
                     readers.abort_all();
@@ -348,12 +395,22 @@ impl Job {
         }
         let total = page_count.ok_or_else(|| broken_renderer("no renderer opened the document"))?;
         if done.len() != total as usize {
-            return Err(broken_renderer(&format!("{} of {total} pages were rendered", done.len())));
+            return Err(broken_renderer(&format!(
+                "{} of {total} pages were rendered",
+                done.len()
+            )));
         }
         Ok(done.into_values().collect())
     }
 
-    fn spawn_renderer(&self, input: &Path, out_dir: &Path, shard: u32, shards: u32) -> Result<tokio::process::Child, TaskError> {
+    fn spawn_renderer(
+        &self,
+        input: &Path,
+        library: &Path,
+        out_dir: &Path,
+        shard: u32,
+        shards: u32,
+    ) -> Result<tokio::process::Child, TaskError> {
         let config = &self.config;
         tokio::process::Command::new(&config.renderer.program)
             .args(&config.renderer.leading_args)
@@ -364,7 +421,7 @@ impl Job {
             .arg("--shard")
             .arg(format!("{shard}/{shards}"))
             .arg("--library")
-            .arg(&config.library)
+            .arg(library)
             .arg("--memory-limit")
             .arg(config.memory_limit.to_string())
             .arg("--max-pages")
@@ -388,7 +445,9 @@ impl Job {
         let path = out_dir.join(&report.file);
         let key = ObjectKey::parse(format!("{prefix}/{}", report.file).as_str())
             .map_err(|e| invalid(format!("outputPrefix: {e}")))?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| local_io("cannot read a page image", &e))?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| local_io("cannot read a page image", &e))?;
         self.storage
             .put(&key, Box::pin(file), report.format.content_type())
             .await
@@ -411,13 +470,24 @@ fn renderer_failure(name: &str, message: String) -> TaskError {
     }
 }
 
+/// What a renderer is held to.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    page_timeout: Duration,
+    memory_limit: u64,
+}
+
 /// Reads one renderer's reports until it exits, killing it when it stays
-/// silent past `page_timeout`.
-async fn read_shard(mut child: tokio::process::Child, shard: u32, page_timeout: Duration, events: mpsc::Sender<ShardEvent>) {
+/// silent past the page timeout.
+async fn read_shard(mut child: tokio::process::Child, shard: u32, limits: Limits, events: mpsc::Sender<ShardEvent>) {
+    let page_timeout = limits.page_timeout;
     const STDERR_KEPT: usize = 2048;
     let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = events
-            .send(ShardEvent::Ended { shard, outcome: Err(broken_renderer("no output pipes")) })
+            .send(ShardEvent::Ended {
+                shard,
+                outcome: Err(broken_renderer("no output pipes")),
+            })
             .await;
         return;
     };
@@ -470,26 +540,35 @@ async fn read_shard(mut child: tokio::process::Child, shard: u32, page_timeout: 
     let stderr = stderr_tail.await.unwrap_or_default();
     let outcome = match status {
         Ok(status) if status.success() || reported_failure => Ok(()),
-        Ok(status) => Err(crash_error(status, &stderr)),
+        Ok(status) => Err(crash_error(status, &stderr, limits.memory_limit)),
         Err(e) => Err(broken_renderer(&format!("cannot wait for it: {e}"))),
     };
     let _ = events.send(ShardEvent::Ended { shard, outcome }).await;
 }
 
-fn crash_error(status: std::process::ExitStatus, stderr: &str) -> TaskError {
+fn crash_error(status: std::process::ExitStatus, stderr: &str, memory_limit: u64) -> TaskError {
+    const SIGABRT: i32 = 6;
     let how = match (status.signal(), status.code()) {
         (Some(signal), _) => format!("was killed by signal {signal}"),
         (None, Some(code)) => format!("exited with status {code}"),
         (None, None) => "ended".to_owned(),
     };
-    let last_line = stderr.lines().last().unwrap_or("");
-    let memory = stderr.contains("memory allocation") || stderr.contains("Out of memory") || stderr.contains("OOM");
-    let hint = if memory {
-        " after running out of memory (KILN_PREVIEW_MEMORY_LIMIT_MB)".to_owned()
+    // pdfium aborts when an allocation fails, Rust prints a line first.
+    let out_of_memory = status.signal() == Some(SIGABRT) || stderr.contains("memory allocation");
+    let hint = if out_of_memory {
+        format!(
+            ", which is what an allocation past its memory limit of {} MiB causes (KILN_PREVIEW_MEMORY_LIMIT_MB)",
+            memory_limit >> 20
+        )
     } else {
         String::new()
     };
-    let detail = if last_line.is_empty() { String::new() } else { format!(": {last_line}") };
+    let last_line = stderr.lines().last().unwrap_or("");
+    let detail = if last_line.is_empty() {
+        String::new()
+    } else {
+        format!(": {last_line}")
+    };
     TaskError::fatal(
         failure::RENDERER_CRASHED,
         format!("the PDF crashed its renderer, which {how}{hint}{detail}"),

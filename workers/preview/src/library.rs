@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 
 pub const LIB_PATH_VARIABLE: &str = "PDFIUM_LIB_PATH";
 const FILE_NAME: &str = "libpdfium.so";
-const STANDARD_PLACES: &[&str] = &["/usr/local/lib", "/usr/lib", "/opt/pdfium/lib", "/usr/lib/x86_64-linux-gnu"];
+const STANDARD_PLACES: &[&str] = &[
+    "/usr/local/lib",
+    "/usr/lib",
+    "/opt/pdfium/lib",
+    "/usr/lib/x86_64-linux-gnu",
+];
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LibraryError {
@@ -21,7 +26,11 @@ pub enum LibraryError {
 /// The library file to load, given `PDFIUM_LIB_PATH`'s value if set.
 pub fn locate(configured: Option<&Path>) -> Result<PathBuf, LibraryError> {
     if let Some(path) = configured {
-        let candidate = if path.is_dir() { path.join(FILE_NAME) } else { path.to_path_buf() };
+        let candidate = if path.is_dir() {
+            path.join(FILE_NAME)
+        } else {
+            path.to_path_buf()
+        };
         return if candidate.is_file() {
             Ok(candidate)
         } else {
@@ -29,7 +38,10 @@ pub fn locate(configured: Option<&Path>) -> Result<PathBuf, LibraryError> {
         };
     }
     let mut places: Vec<PathBuf> = STANDARD_PLACES.iter().map(PathBuf::from).collect();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
         places.push(dir);
     }
     places
@@ -37,7 +49,11 @@ pub fn locate(configured: Option<&Path>) -> Result<PathBuf, LibraryError> {
         .map(|dir| dir.join(FILE_NAME))
         .find(|file| file.is_file())
         .ok_or_else(|| LibraryError::NotFound {
-            searched: places.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            searched: places
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         })
 }
 
@@ -48,6 +64,9 @@ mod tests {
     #[test]
     fn a_configured_path_that_is_not_there_is_named() {
         let error = locate(Some(Path::new("/nowhere/libpdfium.so"))).expect_err("missing");
-        assert!(error.to_string().contains("PDFIUM_LIB_PATH=/nowhere/libpdfium.so"), "{error}");
+        assert!(
+            error.to_string().contains("PDFIUM_LIB_PATH=/nowhere/libpdfium.so"),
+            "{error}"
+        );
     }
 }

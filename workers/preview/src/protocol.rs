@@ -31,7 +31,8 @@ pub struct PageReport {
     /// The page's size in points.
     pub original_width: f32,
     pub original_height: f32,
-    pub scale_factor: f32,
+    /// Pixels per point, to four decimals.
+    pub scale_factor: f64,
     pub png_size: usize,
     pub jpeg_size: Option<usize>,
     pub links: Vec<PageLink>,

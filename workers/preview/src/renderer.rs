@@ -41,7 +41,10 @@ struct Failure {
 }
 
 fn fail(name: &'static str, message: impl Into<String>) -> Failure {
-    Failure { name, message: message.into() }
+    Failure {
+        name,
+        message: message.into(),
+    }
 }
 
 /// Exit codes the worker reads.
@@ -54,7 +57,10 @@ pub fn run(args: &RendererArgs) -> ExitCode {
     match render(args, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            let message = Message::Failed { name: failure.name.to_owned(), message: failure.message };
+            let message = Message::Failed {
+                name: failure.name.to_owned(),
+                message: failure.message,
+            };
             let _ = emit(&mut out, &message);
             ExitCode::from(EXIT_FAILED)
         }
@@ -69,16 +75,26 @@ fn emit(out: &mut impl Write, message: &Message) -> std::io::Result<()> {
 }
 
 fn lost_stdout(error: std::io::Error) -> Failure {
-    fail(failure::RENDERER_UNAVAILABLE, format!("cannot report to the worker: {error}"))
+    fail(
+        failure::RENDERER_UNAVAILABLE,
+        format!("cannot report to the worker: {error}"),
+    )
 }
 
 fn render(args: &RendererArgs, out: &mut impl Write) -> Result<(), Failure> {
     if let Some(limit) = args.memory_limit {
-        rlimit::setrlimit(rlimit::Resource::AS, limit, limit)
-            .map_err(|e| fail(failure::RENDERER_UNAVAILABLE, format!("cannot set the memory limit: {e}")))?;
+        rlimit::setrlimit(rlimit::Resource::AS, limit, limit).map_err(|e| {
+            fail(
+                failure::RENDERER_UNAVAILABLE,
+                format!("cannot set the memory limit: {e}"),
+            )
+        })?;
     }
     let bindings = Pdfium::bind_to_library(&args.library).map_err(|e| {
-        fail(failure::RENDERER_UNAVAILABLE, format!("cannot load {}: {e}", args.library.display()))
+        fail(
+            failure::RENDERER_UNAVAILABLE,
+            format!("cannot load {}: {e}", args.library.display()),
+        )
     })?;
     let pdfium = Pdfium::new(bindings);
     let document = open(&pdfium, &args.input)?;
@@ -90,7 +106,10 @@ fn render(args: &RendererArgs, out: &mut impl Write) -> Result<(), Failure> {
     if page_count > args.max_pages {
         return Err(fail(
             failure::TOO_MANY_PAGES,
-            format!("the PDF has {page_count} pages; at most {} are rendered", args.max_pages),
+            format!(
+                "the PDF has {page_count} pages; at most {} are rendered",
+                args.max_pages
+            ),
         ));
     }
     emit(out, &Message::Document { page_count }).map_err(lost_stdout)?;
@@ -112,12 +131,25 @@ fn open<'a>(pdfium: &'a Pdfium, input: &Path) -> Result<PdfDocument<'a>, Failure
         PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::SecurityError) => {
             fail(failure::ENCRYPTED, "the PDF uses an encryption pdfium does not support")
         }
-        PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::FormatError) => {
-            fail(failure::CORRUPT, "the file is damaged: pdfium cannot read its structure")
-        }
-        PdfiumError::IoError(e) => fail(failure::RENDERER_UNAVAILABLE, format!("cannot read the downloaded file: {e}")),
+        PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::FormatError) => diagnose_unreadable(input),
+        PdfiumError::IoError(e) => fail(
+            failure::RENDERER_UNAVAILABLE,
+            format!("cannot read the downloaded file: {e}"),
+        ),
         other => fail(failure::CORRUPT, format!("pdfium cannot open the file: {other}")),
     })
+}
+
+/// pdfium refuses a well-formed PDF with no pages as it refuses a damaged
+/// one; lopdf tells the two apart.
+fn diagnose_unreadable(input: &Path) -> Failure {
+    match lopdf::Document::load(input) {
+        Ok(document) if document.get_pages().is_empty() => fail(failure::EMPTY, "the PDF has no pages"),
+        _ => fail(
+            failure::CORRUPT,
+            "the file is damaged: pdfium cannot read its structure",
+        ),
+    }
 }
 
 fn render_page(
@@ -134,8 +166,8 @@ fn render_page(
         .get(page_index)
         .map_err(|e| fail(failure::CORRUPT, format!("page {page_number} cannot be read: {e}")))?;
     let (width_pt, height_pt) = (page.width().value, page.height().value);
-    let size = layout(width_pt, height_pt)
-        .map_err(|e| fail(failure::ABSURD_PAGE_SIZE, format!("page {page_number}: {e}")))?;
+    let size =
+        layout(width_pt, height_pt).map_err(|e| fail(failure::ABSURD_PAGE_SIZE, format!("page {page_number}: {e}")))?;
     let (w, h) = (size.width as i32, size.height as i32);
 
     let needed = size.width as usize * size.height as usize * 4;
@@ -148,8 +180,12 @@ fn render_page(
             .set_clear_color(PdfColor::WHITE)
             .render_form_data(true)
             .render_annotations(true);
-        page.render_into_bitmap_with_config(&mut bitmap, &config)
-            .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number} cannot be drawn: {e}")))?;
+        page.render_into_bitmap_with_config(&mut bitmap, &config).map_err(|e| {
+            fail(
+                failure::RENDER_FAILED,
+                format!("page {page_number} cannot be drawn: {e}"),
+            )
+        })?;
         drop(bitmap);
         encode_page(bitmap_bytes, size.width, size.height, scratch)
             .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number}: {e}")))?
@@ -165,7 +201,7 @@ fn render_page(
         height: size.height,
         original_width: width_pt,
         original_height: height_pt,
-        scale_factor: size.scale,
+        scale_factor: (f64::from(size.scale) * 10_000.0).round() / 10_000.0,
         png_size: encoded.png_size,
         jpeg_size: encoded.jpeg_size,
         links: links(document, &page, height_pt),
@@ -194,8 +230,17 @@ fn links(document: &PdfDocument<'_>, page: &PdfPage<'_>, page_height: f32) -> Ve
             round2(page_height - rect.bottom().value),
         );
         let action = link.action();
-        if let Some(uri) = action.as_ref().and_then(|a| a.as_uri_action()).and_then(|a| a.uri().ok()) {
-            found.push(PageLink { href: uri, coords, is_internal: false, target_page: None });
+        if let Some(uri) = action
+            .as_ref()
+            .and_then(|a| a.as_uri_action())
+            .and_then(|a| a.uri().ok())
+        {
+            found.push(PageLink {
+                href: uri,
+                coords,
+                is_internal: false,
+                target_page: None,
+            });
             continue;
         }
         let destination = link.destination().or_else(|| {
@@ -204,7 +249,9 @@ fn links(document: &PdfDocument<'_>, page: &PdfPage<'_>, page_height: f32) -> Ve
                 .and_then(|a| a.as_local_destination_action())
                 .and_then(|a| a.destination().ok())
         });
-        let target = destination.and_then(|d| d.page_index().ok()).filter(|i| (0..page_count).contains(i));
+        let target = destination
+            .and_then(|d| d.page_index().ok())
+            .filter(|i| (0..page_count).contains(i));
         if let Some(target) = target {
             let target_page = (target + 1) as u32;
             found.push(PageLink {
