@@ -17,6 +17,8 @@ use kiln_storage::{LinkSigner, LocalStore, S3Store, Storage};
 use kiln_store::{Store, StoreOptions};
 use kiln_worker_builtin::http::{BoundHttpTask, EgressPolicy, HttpSender, HttpTask};
 use kiln_worker_builtin::{Fail, Noop, Sleep};
+use kiln_worker_convert::OfficeToPdf;
+use kiln_worker_convert::pool::{OfficePool, PoolConfig};
 use kiln_worker_export::{CleanupExports, ExportZip};
 use kiln_worker_preview::{PdfPreview, PreviewConfig, RendererCommand};
 use tokio_util::sync::CancellationToken;
@@ -88,7 +90,26 @@ pub async fn open_storage(config: &StorageConfig, api_addr: Option<SocketAddr>) 
     }
 }
 
-pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile, storage: &Storage) -> anyhow::Result<TaskRegistry> {
+/// The pool of LibreOffice instances; none starts until a worker warms it
+/// or a conversion needs one.
+pub fn office_pool(config: &RuntimeConfig) -> Arc<OfficePool> {
+    let office = &config.office;
+    Arc::new(OfficePool::new(PoolConfig {
+        size: office.pool_size,
+        soffice: office.soffice.clone(),
+        python: office.python.clone(),
+        conversion_timeout: office.timeout,
+        memory_limit: office.memory_limit_bytes,
+        work_dir: std::env::temp_dir(),
+    }))
+}
+
+pub fn build_registry(
+    config: &RuntimeConfig,
+    tasks: &TasksFile,
+    storage: &Storage,
+    office: &Arc<OfficePool>,
+) -> anyhow::Result<TaskRegistry> {
     let policy = EgressPolicy {
         allowed_hosts: config.http_allowed_hosts.clone(),
         allow_private: config.http_allow_private,
@@ -129,6 +150,17 @@ pub fn build_registry(config: &RuntimeConfig, tasks: &TasksFile, storage: &Stora
             preview_config(&config.preview)?,
         )),
         TaskDefaults::for_task("kiln.pdf.preview"),
+    );
+    registry.register(
+        "kiln.office.to-pdf",
+        Arc::new(OfficeToPdf {
+            storage: Arc::clone(storage),
+            fetcher: Arc::new(sender.clone()),
+            pool: Arc::clone(office),
+            work_dir: std::env::temp_dir(),
+            max_source_bytes: config.office.max_source_bytes,
+        }),
+        TaskDefaults::for_task("kiln.office.to-pdf"),
     );
     for task in &tasks.tasks {
         let mut defaults = TaskDefaults::for_task(&task.id);
@@ -253,7 +285,17 @@ pub async fn run(
     };
     let api_addr = listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
     let storage = open_storage(&storage_config, api_addr).await?;
-    let registry = Arc::new(build_registry(&config, &tasks, &storage.storage)?);
+    let office = office_pool(&config);
+    let registry = Arc::new(build_registry(&config, &tasks, &storage.storage, &office)?);
+    if roles.worker && config.office.warm_up {
+        let office = Arc::clone(&office);
+        tokio::spawn(async move {
+            match office.warm_up().await {
+                Ok(()) => tracing::info!("LibreOffice pool warm"),
+                Err(error) => tracing::error!(%error, "kiln.office.to-pdf cannot convert until LibreOffice starts"),
+            }
+        });
+    }
     let store = connect_store(&database)?;
     let queue = Queue::connect_lazy(&config.redis_url, &config.redis_prefix)
         .context("REDIS_URL")?

@@ -118,6 +118,7 @@ pub struct RuntimeConfig {
     pub retry: RetryPolicy,
     pub tasks_file: Option<PathBuf>,
     pub preview: PreviewSettings,
+    pub office: OfficeSettings,
     pub http_signing_secret: Option<String>,
     pub http_allowed_hosts: Vec<String>,
     pub http_allow_private: bool,
@@ -217,6 +218,7 @@ impl RuntimeConfig {
             retry,
             tasks_file: var("KILN_TASKS_FILE").map(PathBuf::from),
             preview: PreviewSettings::from_env()?,
+            office: OfficeSettings::from_env()?,
             http_signing_secret: var("KILN_HTTP_SIGNING_SECRET"),
             http_allowed_hosts: list("KILN_HTTP_ALLOWED_HOSTS"),
             http_allow_private: parsed("KILN_HTTP_ALLOW_PRIVATE", false, "true or false")?,
@@ -362,6 +364,53 @@ impl PreviewSettings {
             page_timeout,
             max_source_bytes: max_source_mb * 1024 * 1024,
             max_pages,
+        })
+    }
+}
+
+/// The office conversion worker's pool and limits (`kiln.office.to-pdf`).
+#[derive(Debug, Clone)]
+pub struct OfficeSettings {
+    pub pool_size: usize,
+    pub soffice: PathBuf,
+    pub python: PathBuf,
+    pub timeout: Duration,
+    pub memory_limit_bytes: u64,
+    pub max_source_bytes: u64,
+    /// Start every instance when a worker starts, not at the first document.
+    pub warm_up: bool,
+}
+
+impl OfficeSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let pool_size = parsed("KILN_OFFICE_POOL_SIZE", cores, "a number of LibreOffice instances")?;
+        if pool_size == 0 {
+            return Err(error("KILN_OFFICE_POOL_SIZE", "must be at least 1"));
+        }
+        let timeout = duration("KILN_OFFICE_TIMEOUT", Duration::from_secs(120))?;
+        if timeout.is_zero() {
+            return Err(error("KILN_OFFICE_TIMEOUT", "must be longer than 0s"));
+        }
+        let memory_mb = parsed("KILN_OFFICE_MEMORY_LIMIT_MB", 4096u64, "a number of MiB")?;
+        if memory_mb < 512 {
+            return Err(error(
+                "KILN_OFFICE_MEMORY_LIMIT_MB",
+                "must be at least 512 (LibreOffice itself needs room)",
+            ));
+        }
+        let max_source_mb = parsed("KILN_OFFICE_MAX_SOURCE_MB", 256u64, "a number of MiB")?;
+        Ok(Self {
+            pool_size,
+            soffice: var("KILN_SOFFICE_PATH").map_or_else(
+                || PathBuf::from("/usr/lib/libreoffice/program/soffice.bin"),
+                PathBuf::from,
+            ),
+            python: var("KILN_OFFICE_PYTHON").map_or_else(|| PathBuf::from("/usr/bin/python3"), PathBuf::from),
+            timeout,
+            memory_limit_bytes: memory_mb * 1024 * 1024,
+            max_source_bytes: max_source_mb * 1024 * 1024,
+            warm_up: parsed("KILN_OFFICE_WARM_UP", true, "true or false")?,
         })
     }
 }

@@ -128,6 +128,8 @@ impl KilnBuilder {
             // Postgres accepts 100 connections in all.
             ("KILN_DB_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
             ("RUST_LOG".to_owned(), "info,kiln_runtime=debug,sqlx=warn".to_owned()),
+            // LibreOffice starts only in the tests that convert documents.
+            ("KILN_OFFICE_WARM_UP".to_owned(), "false".to_owned()),
         ];
         let env: Vec<(String, String)> = base_env.into_iter().chain(self.env).collect();
 

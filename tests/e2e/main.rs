@@ -6,6 +6,7 @@
 #![allow(unreachable_pub)]
 
 mod cli;
+mod convert;
 mod errors;
 mod export;
 mod faults;

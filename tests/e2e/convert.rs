@@ -1,0 +1,222 @@
+//! `kiln.office.to-pdf` end to end: documents of every listed format, made
+//! in the test's setup by LibreOffice itself (`tests/support/
+//! make_office_docs.py`), converted by the real kiln binary's warm pool and
+//! read back with poppler's `pdftotext`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Kiln, Mode, temp_dir};
+
+const WITHIN: Duration = Duration::from_secs(180);
+const MARKER: &str = "Kilnmarker";
+
+async fn kiln_with_office(extra: &[(&str, &str)]) -> (Kiln, PathBuf) {
+    let dir = temp_dir("convert-objects");
+    let mut builder = Kiln::builder(Mode::Dev)
+        .env("KILN_STORAGE_DIR", dir.to_string_lossy())
+        .env("KILN_OFFICE_WARM_UP", "true");
+    for (name, value) in extra {
+        builder = builder.env(name, *value);
+    }
+    (builder.spawn().await, dir)
+}
+
+fn put(storage: &Path, key: &str, bytes: &[u8]) {
+    let path = storage.join(key);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, bytes).expect("write source");
+}
+
+async fn convert(kiln: &Kiln, source_key: &str, output_key: &str) -> Value {
+    let run_id = kiln
+        .trigger(
+            "kiln.office.to-pdf",
+            json!({ "payload": { "source": { "key": source_key }, "output": { "key": output_key } } }),
+        )
+        .await;
+    kiln.wait_for(&run_id, WITHIN, |run| run["isCompleted"] == true).await
+}
+
+fn pdf_text(path: &Path) -> String {
+    let out = std::process::Command::new("pdftotext")
+        .arg(path)
+        .arg("-")
+        .output()
+        .expect("pdftotext (scripts/test installs poppler-utils)");
+    assert!(out.status.success(), "pdftotext {}", path.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn make_documents() -> PathBuf {
+    let dir = temp_dir("office-docs");
+    let status = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/make_office_docs.py"
+        ))
+        .arg(&dir)
+        .arg(MARKER)
+        .status()
+        .expect("python3");
+    assert!(status.success(), "making the sample documents");
+    dir
+}
+
+fn png_image() -> Vec<u8> {
+    let image = image::RgbImage::from_fn(320, 200, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, image::ImageFormat::Png).expect("png");
+    bytes.into_inner()
+}
+
+fn jpeg_image() -> Vec<u8> {
+    let image = image::RgbImage::from_fn(320, 200, |x, _| image::Rgb([200, (x % 256) as u8, 30]));
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, image::ImageFormat::Jpeg).expect("jpeg");
+    bytes.into_inner()
+}
+
+fn webp_image() -> Vec<u8> {
+    let image = image::RgbaImage::from_fn(320, 200, |x, y| {
+        image::Rgba([30, (x % 256) as u8, (y % 256) as u8, 255])
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, image::ImageFormat::WebP).expect("webp");
+    bytes.into_inner()
+}
+
+#[tokio::test]
+async fn every_listed_format_converts_to_a_pdf_with_its_text() {
+    let documents = make_documents();
+    let (kiln, storage) = kiln_with_office(&[]).await;
+    let formats = [
+        "docx", "doc", "pptx", "ppt", "xlsx", "xls", "odt", "odp", "ods", "rtf", "txt", "csv", "html",
+    ];
+    for ext in formats {
+        let bytes = std::fs::read(documents.join(format!("sample.{ext}"))).expect("sample");
+        put(&storage, &format!("uploads/sample.{ext}"), &bytes);
+    }
+    put(&storage, "uploads/picture.png", &png_image());
+    put(&storage, "uploads/picture.jpg", &jpeg_image());
+    put(&storage, "uploads/picture.webp", &webp_image());
+
+    for ext in formats {
+        let output = format!("pdfs/sample-{ext}.pdf");
+        let run = convert(&kiln, &format!("uploads/sample.{ext}"), &output).await;
+        assert_eq!(run["status"], "COMPLETED", "{ext}: {run}");
+        let pdf = storage.join(&output);
+        assert_eq!(run["output"]["key"], output.as_str());
+        assert_eq!(
+            run["output"]["size"],
+            std::fs::metadata(&pdf).expect("pdf in storage").len()
+        );
+        let expected_pages = if matches!(ext, "pptx" | "ppt" | "odp") { 2 } else { 1 };
+        assert_eq!(run["output"]["numPages"], expected_pages, "{ext}: {run}");
+        let text = pdf_text(&pdf);
+        assert!(
+            text.contains(MARKER),
+            "{ext}: the PDF's text holds the marker: {text:?}"
+        );
+    }
+    for name in ["picture.png", "picture.jpg", "picture.webp"] {
+        let output = format!("pdfs/{name}.pdf");
+        let run = convert(&kiln, &format!("uploads/{name}"), &output).await;
+        assert_eq!(run["status"], "COMPLETED", "{name}: {run}");
+        assert_eq!(run["output"]["numPages"], 1, "{name}: one page");
+        let pdf = std::fs::read(storage.join(&output)).expect("pdf");
+        assert!(pdf.starts_with(b"%PDF-"));
+        assert!(
+            pdf.windows(8).any(|w| w == b"/Subtype"),
+            "{name}: the image is in the PDF"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_documents_fail_with_a_reason_and_the_pool_keeps_serving() {
+    let documents = make_documents();
+    let good = std::fs::read(documents.join("sample.docx")).expect("docx");
+    // A document that would load a remote picture: it must never be fetched.
+    let fetched = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&fetched);
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { "tracked" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (kiln, storage) = kiln_with_office(&[("KILN_OFFICE_POOL_SIZE", "1"), ("KILN_OFFICE_TIMEOUT", "8s")]).await;
+    let mut truncated_zip = good.clone();
+    truncated_zip.truncate(good.len() / 3);
+    // Far more cells than fit in the time limit.
+    let mut huge_csv = String::with_capacity(60 << 20);
+    for row in 0..1_000_000 {
+        huge_csv.push_str(&format!(
+            "{row},{MARKER} row {row},{},{},{}\n",
+            row * 3,
+            row * 7,
+            row % 13
+        ));
+    }
+    let remote = format!(
+        "<!DOCTYPE html><html><body><p>{MARKER} with a remote picture</p><img src=\"http://{addr}/pixel.png\"><link rel=\"stylesheet\" href=\"http://{addr}/style.css\"></body></html>"
+    );
+    let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        ("wrong-extension.docx", png_image(), Some("UnsupportedFormat")),
+        (
+            "locked.docx",
+            std::fs::read(documents.join("locked.docx")).expect("locked"),
+            Some("EncryptedDocument"),
+        ),
+        ("program.exe", b"MZ\x90\x00\x03".to_vec(), Some("UnsupportedFormat")),
+        ("truncated.docx", truncated_zip, Some("ConversionFailed")),
+        (
+            "corrupt.xls",
+            {
+                let mut b = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+                b.extend((0..9000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+                b
+            },
+            Some("ConversionFailed"),
+        ),
+        ("huge.csv", huge_csv.into_bytes(), Some("ConversionTimeout")),
+        ("remote.html", remote.into_bytes(), None),
+    ];
+    put(&storage, "uploads/good.docx", &good);
+    for (name, bytes, expected) in &cases {
+        put(&storage, &format!("hostile/{name}"), bytes);
+        let run = convert(&kiln, &format!("hostile/{name}"), &format!("pdfs/{name}.pdf")).await;
+        match expected {
+            Some(error) => {
+                assert_eq!(run["status"], "FAILED", "{name}: {run}");
+                assert_eq!(run["error"]["name"], *error, "{name}: {run}");
+                assert!(
+                    run["error"]["message"].as_str().unwrap_or_default().len() > 10,
+                    "{name}: a reason"
+                );
+                assert_eq!(run["attemptCount"], 1, "{name}: not retried");
+                assert!(
+                    !storage.join(format!("pdfs/{name}.pdf")).exists(),
+                    "{name}: no PDF written"
+                );
+            }
+            None => {
+                assert_eq!(run["status"], "COMPLETED", "{name}: {run}");
+                assert!(pdf_text(&storage.join(format!("pdfs/{name}.pdf"))).contains(MARKER));
+            }
+        }
+        // The pool (of one) still converts.
+        let after = convert(&kiln, "uploads/good.docx", &format!("pdfs/after-{name}.pdf")).await;
+        assert_eq!(after["status"], "COMPLETED", "after {name}: {after}");
+    }
+    assert_eq!(
+        fetched.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no remote content was fetched"
+    );
+}

@@ -1,0 +1,79 @@
+# kiln's bridge to one warm LibreOffice: connects to the soffice process the
+# worker started (over a named pipe), then converts one document at a time.
+# Requests and answers are JSON lines on stdin/stdout:
+#   {"input": "/abs/in.docx", "output": "/abs/out.pdf", "filter": "MS Word 2007 XML", "filterOptions": ""}
+#     -> {"ok": true} | {"ok": false, "error": "..."}
+# It never asks questions (no interaction handler: a password prompt is an
+# error), never runs macros and never updates links.
+import json
+import sys
+import time
+
+import uno
+from com.sun.star.beans import PropertyValue
+
+
+def props(**values):
+    out = []
+    for name, value in values.items():
+        p = PropertyValue()
+        p.Name = name
+        p.Value = value
+        out.append(p)
+    return tuple(out)
+
+
+def connect(pipe):
+    local = uno.getComponentContext()
+    resolver = local.ServiceManager.createInstanceWithContext("com.sun.star.bridge.UnoUrlResolver", local)
+    deadline = time.time() + 60
+    while True:
+        try:
+            ctx = resolver.resolve("uno:pipe,name=%s;urp;StarOffice.ComponentContext" % pipe)
+            return ctx.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def pdf_filter(doc):
+    if doc.supportsService("com.sun.star.sheet.SpreadsheetDocument"):
+        return "calc_pdf_Export"
+    if doc.supportsService("com.sun.star.presentation.PresentationDocument"):
+        return "impress_pdf_Export"
+    if doc.supportsService("com.sun.star.drawing.DrawingDocument"):
+        return "draw_pdf_Export"
+    return "writer_pdf_Export"
+
+
+def convert(desktop, request):
+    options = dict(Hidden=True, ReadOnly=True, MacroExecutionMode=0, UpdateDocMode=0, Password="")
+    if request.get("filter"):
+        options["FilterName"] = request["filter"]
+        options["FilterOptions"] = request.get("filterOptions", "")
+    doc = desktop.loadComponentFromURL(uno.systemPathToFileUrl(request["input"]), "_blank", 0, props(**options))
+    if doc is None:
+        return {"ok": False, "error": "LibreOffice cannot open the file (damaged, protected or not a document)"}
+    try:
+        doc.storeToURL(uno.systemPathToFileUrl(request["output"]), props(FilterName=pdf_filter(doc)))
+    finally:
+        doc.close(True)
+    return {"ok": True}
+
+
+def main():
+    desktop = connect(sys.argv[1])
+    sys.stdout.write(json.dumps({"ready": True}) + "\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        try:
+            answer = convert(desktop, json.loads(line))
+        except Exception as error:  # an answer, not a dead bridge
+            text = getattr(error, "Message", "") or str(error) or type(error).__name__
+            answer = {"ok": False, "error": text}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+main()

@@ -1,0 +1,188 @@
+//! Office documents to PDF: `kiln.office.to-pdf` converts docx, doc, pptx,
+//! ppt, xlsx, xls, odt, odp, ods, rtf, txt, csv and html, and png, jpeg and
+//! webp images (one page each), with a pool of warm LibreOffice instances
+//! ([`pool`]), as Supermark's `convert-files-to-pdf` job does with a
+//! Gotenberg-style service.
+//!
+//! The source is downloaded into a private folder under a name with the
+//! extension of the format it really is (checked from its first bytes, so a
+//! renamed file is refused or converted as what it is), converted, checked
+//! with lopdf (it must be a PDF with pages) and uploaded to `output.key`.
+//! This crate knows its payload, its output and the [`ObjectStore`]
+//! interface; it does not know Postgres, Redis or HTTP routes.
+//!
+//! [`ObjectStore`]: kiln_storage::ObjectStore
+
+pub mod format;
+pub mod pool;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler, UrlFetcher};
+use kiln_storage::{ObjectKey, Storage};
+use kiln_worker_preview::Source;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::pool::{ConvertError, OfficePool};
+
+/// `kiln.office.to-pdf`.
+pub struct OfficeToPdf {
+    pub storage: Storage,
+    pub fetcher: Arc<dyn UrlFetcher>,
+    pub pool: Arc<OfficePool>,
+    pub work_dir: PathBuf,
+    pub max_source_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConvertPayload {
+    source: Source,
+    output: OutputSpec,
+    /// A file name, for its extension, when the source key or URL has none.
+    file_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputSpec {
+    key: String,
+}
+
+fn invalid(message: impl Into<String>) -> TaskError {
+    TaskError::fatal("InvalidPayload", message)
+}
+
+/// A run's private folder, removed however the run ends.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TaskHandler for OfficeToPdf {
+    fn run(&self, ctx: TaskContext, payload: Value) -> TaskFuture {
+        let storage = Arc::clone(&self.storage);
+        let fetcher = Arc::clone(&self.fetcher);
+        let pool = Arc::clone(&self.pool);
+        let work_dir = self.work_dir.clone();
+        let limit = self.max_source_bytes;
+        Box::pin(async move {
+            let payload: ConvertPayload =
+                serde_json::from_value(payload).map_err(|e| invalid(format!("kiln.office.to-pdf payload: {e}")))?;
+            let output =
+                ObjectKey::parse(payload.output.key.as_str()).map_err(|e| invalid(format!("output.key: {e}")))?;
+            let named = payload.file_name.clone().unwrap_or_else(|| match &payload.source {
+                Source::Key { key } => key.clone(),
+                Source::Url { url } => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
+            });
+            let dir = work_dir.join(format!(
+                "kiln-convert-{}-{}-{}",
+                ctx.run_id,
+                ctx.attempt,
+                kiln_core::id::random_alphanumeric(6)
+            ));
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("work folder: {e}")))?;
+            let work = WorkDir(dir);
+            let download = work.0.join("download");
+            ctx.metadata.progress(0, "downloading the document");
+            kiln_worker_preview::download_source(storage.as_ref(), fetcher.as_ref(), &payload.source, &download, limit)
+                .await?;
+            let head = read_head(&download).await?;
+            let kind =
+                format::detect(&named, &head).map_err(|e| TaskError::fatal("UnsupportedFormat", e.to_string()))?;
+            if format::is_encrypted_ooxml(kind, &head) {
+                return Err(TaskError::fatal(
+                    "EncryptedDocument",
+                    format!("the .{} document is protected by a password", kind.extension()),
+                ));
+            }
+            let input = work.0.join(format!("source.{}", kind.extension()));
+            tokio::fs::rename(&download, &input)
+                .await
+                .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("rename: {e}")))?;
+            let pdf = work.0.join("source.pdf");
+            ctx.metadata.progress(10, "converting to PDF");
+            pool.convert(&input, &pdf, kind.import_filter())
+                .await
+                .map_err(|e| match e {
+                    ConvertError::Rejected(reason) => TaskError::fatal("ConversionFailed", rejected_reason(&reason)),
+                    ConvertError::TimedOut(_) => TaskError::fatal("ConversionTimeout", e.to_string()),
+                    ConvertError::Crashed(_) => TaskError::fatal("ConverterCrashed", e.to_string()),
+                    ConvertError::Unavailable(_) => TaskError::retryable("ConverterUnavailable", e.to_string()),
+                })?;
+            let pages = count_pages(&pdf).await?;
+            let file = tokio::fs::File::open(&pdf)
+                .await
+                .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("read the PDF: {e}")))?;
+            let size = storage
+                .put(&output, Box::pin(file), "application/pdf")
+                .await
+                .map_err(|e| {
+                    if e.is_transient() {
+                        TaskError::retryable("StorageUnavailable", e.to_string())
+                    } else {
+                        TaskError::fatal("StorageError", e.to_string())
+                    }
+                })?;
+            ctx.metadata.progress(100, format!("converted: {pages} pages"));
+            tracing::info!(key = %output, pages, size, format = kind.extension(), "converted to PDF");
+            Ok(json!({ "key": output.as_str(), "size": size, "numPages": pages, "sourceFormat": kind.extension() }))
+        })
+    }
+}
+
+fn rejected_reason(reason: &str) -> String {
+    if reason.trim().is_empty() {
+        "LibreOffice cannot open the file (damaged, password-protected or not a document)".to_owned()
+    } else {
+        format!("LibreOffice cannot convert the file: {reason}")
+    }
+}
+
+async fn read_head(path: &std::path::Path) -> Result<Vec<u8>, TaskError> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("read the download: {e}")))?;
+    let mut head = vec![0; 8192];
+    let mut filled = 0;
+    while filled < head.len() {
+        let n = file
+            .read(&mut head[filled..])
+            .await
+            .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("read the download: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    head.truncate(filled);
+    Ok(head)
+}
+
+/// The converted file's page count; LibreOffice answering "done" without a
+/// readable PDF with pages is a failure, not an output.
+async fn count_pages(pdf: &std::path::Path) -> Result<usize, TaskError> {
+    let path = pdf.to_path_buf();
+    let counted = tokio::task::spawn_blocking(move || lopdf::Document::load(&path).map(|d| d.get_pages().len()))
+        .await
+        .map_err(|e| TaskError::fatal("ConversionFailed", format!("cannot read the PDF: {e}")))?;
+    match counted {
+        Ok(0) => Err(TaskError::fatal(
+            "ConversionFailed",
+            "LibreOffice produced a PDF without pages",
+        )),
+        Ok(pages) => Ok(pages),
+        Err(e) => Err(TaskError::fatal(
+            "ConversionFailed",
+            format!("LibreOffice produced no readable PDF: {e}"),
+        )),
+    }
+}

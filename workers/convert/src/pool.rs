@@ -1,0 +1,308 @@
+//! A pool of warm LibreOffice instances. Each instance is one headless
+//! `soffice` with its own profile folder, listening on a private pipe, and
+//! one bridge process (`bridge.py`, on Debian's python3-uno) that converts
+//! a document at a time on it. Starting LibreOffice takes about a second;
+//! a warm instance converts a small document in about a tenth of that.
+//!
+//! The pool never gives one instance two documents at once. A conversion
+//! past its time limit is killed with its instance; an instance that
+//! crashed is dropped; either is replaced by a fresh one when next needed.
+//! Each soffice runs under an address-space limit (`prlimit`) and with a
+//! profile that blocks remote content (an unreachable proxy, untrusted
+//! links blocked), so a document cannot fetch anything.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::Semaphore;
+
+const BRIDGE_SOURCE: &str = include_str!("bridge.py");
+/// soffice.bin's exit code asking its launcher to start it again.
+const RESTART_REQUESTED: i32 = 81;
+
+/// Blocks every way a document could reach the network from LibreOffice.
+const PROFILE_SETTINGS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<oor:items xmlns:oor="http://openoffice.org/2001/registry" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<item oor:path="/org.openoffice.Inet/Settings"><prop oor:name="ooInetProxyType" oor:op="fuse"><value>1</value></prop></item>
+<item oor:path="/org.openoffice.Inet/Settings"><prop oor:name="ooInetHTTPProxyName" oor:op="fuse"><value>127.0.0.1</value></prop></item>
+<item oor:path="/org.openoffice.Inet/Settings"><prop oor:name="ooInetHTTPProxyPort" oor:op="fuse"><value>9</value></prop></item>
+<item oor:path="/org.openoffice.Inet/Settings"><prop oor:name="ooInetHTTPSProxyName" oor:op="fuse"><value>127.0.0.1</value></prop></item>
+<item oor:path="/org.openoffice.Inet/Settings"><prop oor:name="ooInetHTTPSProxyPort" oor:op="fuse"><value>9</value></prop></item>
+<item oor:path="/org.openoffice.Inet/Settings"><prop oor:name="ooInetNoProxy" oor:op="fuse"><value></value></prop></item>
+<item oor:path="/org.openoffice.Office.Common/Security/Scripting"><prop oor:name="BlockUntrustedRefererLinks" oor:op="fuse"><value>true</value></prop></item>
+<item oor:path="/org.openoffice.Office.Common/Security/Scripting"><prop oor:name="MacroSecurityLevel" oor:op="fuse"><value>3</value></prop></item>
+<item oor:path="/org.openoffice.Office.Common/Misc"><prop oor:name="FirstRun" oor:op="fuse"><value>false</value></prop></item>
+</oor:items>
+"#;
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub size: usize,
+    /// `soffice.bin` itself (not the `soffice` script, whose launcher would
+    /// survive a kill of its child).
+    pub soffice: PathBuf,
+    /// A python3 that can `import uno` (Debian's, with python3-uno).
+    pub python: PathBuf,
+    pub conversion_timeout: Duration,
+    /// Address-space limit of each soffice, in bytes.
+    pub memory_limit: u64,
+    /// Profiles and the bridge script live here.
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConvertError {
+    /// The document itself: damaged, protected, not a document.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the conversion took longer than {0:?} and was stopped")]
+    TimedOut(Duration),
+    #[error("LibreOffice crashed while converting it: {0}")]
+    Crashed(String),
+    /// The machine's fault: LibreOffice is missing or will not start.
+    #[error("LibreOffice is unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct Instance {
+    number: usize,
+    soffice: Child,
+    bridge: Child,
+    requests: ChildStdin,
+    answers: Lines<BufReader<ChildStdout>>,
+}
+
+pub struct OfficePool {
+    config: PoolConfig,
+    idle: Mutex<Vec<Instance>>,
+    slots: Arc<Semaphore>,
+    next_number: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for OfficePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfficePool")
+            .field("size", &self.config.size)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Answer {
+    #[serde(default)]
+    ok: bool,
+    #[serde(default)]
+    ready: bool,
+    error: Option<String>,
+}
+
+impl OfficePool {
+    pub fn new(config: PoolConfig) -> Self {
+        let size = config.size.max(1);
+        Self {
+            config,
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(size)),
+            next_number: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts every instance now, so the first documents find them warm.
+    pub async fn warm_up(&self) -> Result<(), ConvertError> {
+        let mut started = Vec::new();
+        for _ in 0..self.config.size.max(1) {
+            started.push(self.start_instance().await?);
+        }
+        self.lock_idle().extend(started);
+        Ok(())
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Converts `input` into the PDF `output` on an instance of its own.
+    pub async fn convert(
+        &self,
+        input: &Path,
+        output: &Path,
+        import_filter: Option<(&str, &str)>,
+    ) -> Result<(), ConvertError> {
+        let _slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| ConvertError::Unavailable("the pool is closed".into()))?;
+        let idle = self.lock_idle().pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => self.start_instance().await?,
+        };
+        let (filter, filter_options) = import_filter.unwrap_or_default();
+        let request = serde_json::json!({
+            "input": input,
+            "output": output,
+            "filter": filter,
+            "filterOptions": filter_options,
+        })
+        .to_string()
+            + "\n";
+        let exchange = async {
+            instance.requests.write_all(request.as_bytes()).await?;
+            instance.requests.flush().await?;
+            instance.answers.next_line().await
+        };
+        match tokio::time::timeout(self.config.conversion_timeout, exchange).await {
+            Err(_) => {
+                tracing::warn!(
+                    instance = instance.number,
+                    "conversion timed out; replacing the instance"
+                );
+                kill(instance).await;
+                Err(ConvertError::TimedOut(self.config.conversion_timeout))
+            }
+            Ok(Ok(Some(line))) => {
+                let answer: Answer = serde_json::from_str(&line).unwrap_or(Answer {
+                    ok: false,
+                    ready: false,
+                    error: Some(format!("unreadable answer from the bridge: {line}")),
+                });
+                // A document that made soffice die can still get an answer
+                // from the bridge; only a live instance goes back.
+                let alive = matches!(instance.soffice.try_wait(), Ok(None));
+                if alive {
+                    self.lock_idle().push(instance);
+                } else {
+                    kill(instance).await;
+                }
+                match (answer.ok, answer.error) {
+                    (true, _) => Ok(()),
+                    (false, error) if alive => Err(ConvertError::Rejected(error.unwrap_or_default())),
+                    (false, error) => Err(ConvertError::Crashed(error.unwrap_or_default())),
+                }
+            }
+            Ok(Ok(None) | Err(_)) => {
+                let status = instance.soffice.try_wait().ok().flatten();
+                tracing::warn!(
+                    instance = instance.number,
+                    ?status,
+                    "LibreOffice instance died; replacing it"
+                );
+                kill(instance).await;
+                Err(ConvertError::Crashed(match status {
+                    Some(status) => format!("soffice ended ({status})"),
+                    None => "the bridge to soffice ended".into(),
+                }))
+            }
+        }
+    }
+
+    async fn start_instance(&self) -> Result<Instance, ConvertError> {
+        let number = self.next_number.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let unavailable = |what: &str, e: std::io::Error| ConvertError::Unavailable(format!("{what}: {e}"));
+        let dir = self
+            .config
+            .work_dir
+            .join(format!("kiln-office-{}-{number}", std::process::id()));
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        let profile = dir.join("profile");
+        tokio::fs::create_dir_all(profile.join("user"))
+            .await
+            .map_err(|e| unavailable("profile folder", e))?;
+        tokio::fs::write(profile.join("user/registrymodifications.xcu"), PROFILE_SETTINGS)
+            .await
+            .map_err(|e| unavailable("profile settings", e))?;
+        let bridge_path = dir.join("bridge.py");
+        tokio::fs::write(&bridge_path, BRIDGE_SOURCE)
+            .await
+            .map_err(|e| unavailable("bridge script", e))?;
+        let pipe = format!("kiln_office_{}_{number}", std::process::id());
+        let profile_url = format!("file://{}", profile.display());
+
+        let start_soffice = || {
+            Command::new("prlimit")
+                .arg(format!("--as={}", self.config.memory_limit))
+                .arg("--")
+                .arg(&self.config.soffice)
+                .args([
+                    "--headless",
+                    "--invisible",
+                    "--nologo",
+                    "--norestore",
+                    "--nodefault",
+                    "--nolockcheck",
+                ])
+                .arg(format!("--accept=pipe,name={pipe};urp;"))
+                .arg(format!("-env:UserInstallation={profile_url}"))
+                .env("HOME", &dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| unavailable(&format!("cannot start {}", self.config.soffice.display()), e))
+        };
+        let mut soffice = start_soffice()?;
+        let mut bridge = Command::new(&self.config.python)
+            .arg(&bridge_path)
+            .arg(&pipe)
+            .env(
+                "PYTHONPATH",
+                "/usr/lib/python3/dist-packages:/usr/lib/libreoffice/program",
+            )
+            .env("HOME", &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| unavailable(&format!("cannot start {}", self.config.python.display()), e))?;
+        let (Some(requests), Some(stdout)) = (bridge.stdin.take(), bridge.stdout.take()) else {
+            return Err(ConvertError::Unavailable("the bridge has no pipes".into()));
+        };
+        let mut answers = BufReader::new(stdout).lines();
+        let not_started = || {
+            ConvertError::Unavailable(
+                "LibreOffice did not start (are libreoffice-core and python3-uno installed? see KILN_SOFFICE_PATH)"
+                    .into(),
+            )
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut restarts = 0;
+        loop {
+            tokio::select! {
+                line = answers.next_line() => match line {
+                    Ok(Some(line)) if serde_json::from_str::<Answer>(&line).is_ok_and(|a| a.ready) => break,
+                    _ => return Err(not_started()),
+                },
+                exited = soffice.wait() => {
+                    // soffice.bin ends with 81 after making a new profile and
+                    // expects to be started again.
+                    let restart = matches!(exited, Ok(status) if status.code() == Some(RESTART_REQUESTED));
+                    if !restart || restarts > 2 {
+                        return Err(not_started());
+                    }
+                    restarts += 1;
+                    soffice = start_soffice()?;
+                }
+                () = tokio::time::sleep_until(deadline) => return Err(not_started()),
+            }
+        }
+        tracing::info!(instance = number, "LibreOffice instance ready");
+        Ok(Instance {
+            number,
+            soffice,
+            bridge,
+            requests,
+            answers,
+        })
+    }
+}
+
+async fn kill(mut instance: Instance) {
+    let _ = instance.bridge.kill().await;
+    let _ = instance.soffice.kill().await;
+}
