@@ -220,3 +220,46 @@ async fn hostile_documents_fail_with_a_reason_and_the_pool_keeps_serving() {
         "no remote content was fetched"
     );
 }
+
+#[tokio::test]
+async fn a_chained_conversion_ends_with_page_images_and_two_linked_runs() {
+    let documents = make_documents();
+    let (kiln, storage) = kiln_with_office(&[]).await;
+    put(
+        &storage,
+        "uploads/deck.pptx",
+        &std::fs::read(documents.join("sample.pptx")).expect("pptx"),
+    );
+    let payload = json!({ "payload": {
+        "source": { "key": "uploads/deck.pptx" },
+        "output": { "key": "pdfs/deck.pdf" },
+        "preview": { "outputPrefix": "previews/deck" },
+    } });
+    let parent_id = kiln.trigger("kiln.office.to-pdf", payload).await;
+    let parent = kiln
+        .wait_for(&parent_id, WITHIN, |run| run["isCompleted"] == true)
+        .await;
+    assert_eq!(parent["status"], "COMPLETED", "{parent}");
+    let child_id = parent["output"]["previewRunId"]
+        .as_str()
+        .expect("the child run's id")
+        .to_owned();
+    let child = kiln.wait_for(&child_id, WITHIN, |run| run["isCompleted"] == true).await;
+    assert_eq!(child["status"], "COMPLETED", "{child}");
+    assert_eq!(child["taskIdentifier"], "kiln.pdf.preview");
+    assert_eq!(child["payload"]["source"]["key"], "pdfs/deck.pdf");
+    assert_eq!(child["output"]["numPages"], 2, "{child}");
+    for page in child["output"]["pages"].as_array().expect("pages") {
+        let key = page["key"].as_str().expect("key");
+        assert!(key.starts_with("previews/deck/page-"));
+        image::load_from_memory(&std::fs::read(storage.join(key)).expect("image")).expect("decodes");
+    }
+    // Linked both ways, as Trigger's relatedRuns.
+    assert_eq!(child["relatedRuns"]["parent"]["id"], parent_id.as_str());
+    assert_eq!(child["depth"], 1);
+    let parent = kiln.retrieve(&parent_id).await;
+    let children = parent["relatedRuns"]["children"].as_array().expect("children");
+    assert_eq!(children.len(), 1);
+    assert_eq!(children[0]["id"], child_id.as_str());
+    assert_eq!(children[0]["status"], "COMPLETED");
+}

@@ -104,6 +104,36 @@ pub fn retrieved_run(row: &RunRow) -> Result<Value, StoreError> {
     Ok(Value::Object(run))
 }
 
+/// Sets `relatedRuns` (Trigger's `parent` and `children`, each with the
+/// fields every view of a run shares) and `depth` on a retrieved run.
+pub fn with_related(mut run: Value, parent: Option<&RunRow>, children: &[RunRow]) -> Result<Value, StoreError> {
+    let mut related = Map::new();
+    let mut depth = 0;
+    if let Some(parent) = parent {
+        depth = if parent.parent_run_id.is_some() { 2 } else { 1 };
+        let mut summary = common(parent)?;
+        summary.insert("depth".into(), json!(depth - 1));
+        related.insert("parent".into(), Value::Object(summary));
+    }
+    if !children.is_empty() {
+        let children = children
+            .iter()
+            .map(|child| {
+                common(child).map(|mut summary| {
+                    summary.insert("depth".into(), json!(depth + 1));
+                    Value::Object(summary)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        related.insert("children".into(), Value::Array(children));
+    }
+    if let Some(object) = run.as_object_mut() {
+        object.insert("depth".into(), json!(depth));
+        object.insert("relatedRuns".into(), Value::Object(related));
+    }
+    Ok(run)
+}
+
 /// An item of `GET /api/v1/runs`.
 pub fn listed_run(row: &RunRow, environment: Environment) -> Result<Value, StoreError> {
     let mut run = common(row)?;

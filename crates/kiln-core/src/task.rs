@@ -34,6 +34,35 @@ pub struct TaskContext {
     /// The run's metadata; what the handler sets is visible through the run
     /// API while it runs (progress, a status text).
     pub metadata: RunMetadata,
+    /// Triggers runs linked to this one as its children.
+    pub children: Arc<dyn ChildRuns>,
+}
+
+/// Triggers a child run from a handler, recorded as this run's child. The
+/// same task triggered again by a later attempt of the same run answers
+/// the child the first attempt made, so retries do not duplicate work.
+pub trait ChildRuns: Send + Sync + std::fmt::Debug + 'static {
+    /// The child's run id.
+    fn trigger(
+        &self,
+        task_id: &str,
+        payload: Value,
+    ) -> Pin<Box<dyn Future<Output = Result<String, TaskError>> + Send + '_>>;
+}
+
+/// For handlers run outside a worker (tests): every child trigger fails.
+#[derive(Debug)]
+pub struct NoChildRuns;
+
+impl ChildRuns for NoChildRuns {
+    fn trigger(
+        &self,
+        task_id: &str,
+        _payload: Value,
+    ) -> Pin<Box<dyn Future<Output = Result<String, TaskError>> + Send + '_>> {
+        let message = format!("cannot trigger {task_id}: this handler runs without a worker");
+        Box::pin(async move { Err(TaskError::fatal("NoChildRuns", message)) })
+    }
 }
 
 /// A run's metadata object as its handler updates it. Updates are cheap and

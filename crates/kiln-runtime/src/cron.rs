@@ -147,6 +147,7 @@ fn plan_firing(registry: &TaskRegistry, schedule: &ScheduleRow, now: DateTime<Ut
         spec,
         created_at: now,
         replayed_from: None,
+        parent_run_id: None,
     };
     tracing::info!(run_id = %run.id.as_str(), tick = %timestamp(tick), "schedule fired");
     Firing {

@@ -11,6 +11,7 @@
 //! It wires the store and the queue together but knows nothing of HTTP and
 //! nothing of what any particular task does.
 
+mod children;
 pub mod cron;
 pub mod registry;
 pub mod scheduler;

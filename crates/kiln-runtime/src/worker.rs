@@ -380,6 +380,14 @@ impl Worker {
             max_attempts,
             cancel: cancel.clone(),
             metadata,
+            children: Arc::new(crate::children::StoreChildRuns {
+                store: self.store.clone(),
+                queue: self.queue.clone(),
+                registry: Arc::clone(&self.registry),
+                parent: run.id.clone(),
+                environment: kiln_core::auth::Environment::parse(&run.environment)
+                    .unwrap_or(kiln_core::auth::Environment::Prod),
+            }),
         };
         // Its own task, so a panic fails the attempt, not the worker.
         let mut handle = tokio::spawn(task.handler.run(ctx, run.payload.clone()));

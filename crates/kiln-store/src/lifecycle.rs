@@ -33,6 +33,8 @@ pub struct ClaimedRun {
     /// The metadata the run carries so far (from its trigger, or an earlier
     /// attempt).
     pub metadata: Option<Value>,
+    /// `dev` or `prod`: where the run's children are recorded.
+    pub environment: String,
 }
 
 /// How an attempt ended, as the worker reports it.
@@ -77,7 +79,7 @@ const CLAIM_SET: &str = "status = 'EXECUTING', attempt_count = runs.attempt_coun
     lease_expires_at = now() + $2 * interval '1 millisecond', worker_id = $3";
 
 const CLAIM_RETURNING: &str = "RETURNING runs.id, runs.task_identifier, runs.queue, runs.concurrency_key,
-    runs.payload, runs.attempt_count, runs.max_attempts, runs.max_duration_ms, runs.metadata";
+    runs.payload, runs.attempt_count, runs.max_attempts, runs.max_duration_ms, runs.metadata, runs.environment";
 
 /// The distinct queues of runs matching `predicate`, found by skipping
 /// through an index one queue at a time (a loose index scan): a backlog of

@@ -24,6 +24,8 @@ pub struct NewRun {
     pub spec: RunSpec,
     pub created_at: DateTime<Utc>,
     pub replayed_from: Option<String>,
+    /// The run whose handler triggered this one.
+    pub parent_run_id: Option<String>,
 }
 
 impl NewRun {
@@ -84,6 +86,7 @@ pub struct RunRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub delay_until: Option<DateTime<Utc>>,
     pub replayed_from: Option<String>,
+    pub parent_run_id: Option<String>,
     pub is_test: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -101,7 +104,7 @@ impl RunRow {
 
 const RUN_COLUMNS: &str = "id, environment, task_identifier, queue, concurrency_key, status, payload, \
     payload_type, output, error, metadata, tags, idempotency_key, max_attempts, attempt_count, \
-    max_duration_ms, ttl_ms, expires_at, delay_until, replayed_from, is_test, created_at, \
+    max_duration_ms, ttl_ms, expires_at, delay_until, replayed_from, parent_run_id, is_test, created_at, \
     updated_at, started_at, completed_at";
 
 /// Filters of `GET /api/v1/runs`; empty lists match everything.
@@ -178,9 +181,9 @@ impl Store {
                 "INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
                      payload, payload_type, metadata, tags, idempotency_key, idempotency_key_expires_at,
                      max_attempts, max_duration_ms, ttl_ms, expires_at, delay_until, dispatch_at,
-                     enqueued_at, replayed_from, is_test, created_at, updated_at)
+                     enqueued_at, replayed_from, is_test, created_at, updated_at, parent_run_id)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $17, CASE WHEN $6 = 'QUEUED' THEN $20 END, $18, $19, $20, $20)
+                     $17, $17, CASE WHEN $6 = 'QUEUED' THEN $20 END, $18, $19, $20, $20, $21)
                  ON CONFLICT (environment, task_identifier, idempotency_key)
                      WHERE idempotency_key IS NOT NULL DO NOTHING",
             )
@@ -204,6 +207,7 @@ impl Store {
             .bind(&run.replayed_from)
             .bind(run.spec.is_test)
             .bind(run.created_at)
+            .bind(&run.parent_run_id)
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 1 {
@@ -230,6 +234,28 @@ impl Store {
             .bind(environment.as_str())
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// The run's parent (when a handler triggered it) and the runs its own
+    /// handler triggered, oldest first (at most 100).
+    pub async fn related_runs(
+        &self,
+        environment: Environment,
+        run: &RunRow,
+    ) -> Result<(Option<RunRow>, Vec<RunRow>), StoreError> {
+        let parent = match &run.parent_run_id {
+            Some(id) => self.get_run(environment, id).await?,
+            None => None,
+        };
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = $1 AND environment = $2 ORDER BY id LIMIT 100"
+        );
+        let children = sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql))
+            .bind(&run.id)
+            .bind(environment.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok((parent, children))
     }
 
     /// Newest first. Returns up to `limit + 1` rows so the caller can tell
@@ -425,6 +451,7 @@ pub(crate) async fn insert_runs_on<'e>(executor: impl sqlx::PgExecutor<'e>, runs
     let mut expiries = Vec::with_capacity(runs.len());
     let mut delays = Vec::with_capacity(runs.len());
     let mut replayed_from = Vec::with_capacity(runs.len());
+    let mut parents = Vec::with_capacity(runs.len());
     let mut is_test = Vec::with_capacity(runs.len());
     let mut created = Vec::with_capacity(runs.len());
     for run in runs {
@@ -444,6 +471,7 @@ pub(crate) async fn insert_runs_on<'e>(executor: impl sqlx::PgExecutor<'e>, runs
         expiries.push(run.spec.expires_at(run.created_at));
         delays.push(run.spec.delay_until);
         replayed_from.push(run.replayed_from.as_deref());
+        parents.push(run.parent_run_id.as_deref());
         is_test.push(run.spec.is_test);
         created.push(run.created_at);
     }
@@ -451,7 +479,8 @@ pub(crate) async fn insert_runs_on<'e>(executor: impl sqlx::PgExecutor<'e>, runs
         "WITH inserted AS (
          INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
              payload, payload_type, metadata, tags, max_attempts, max_duration_ms, ttl_ms,
-             expires_at, delay_until, dispatch_at, enqueued_at, replayed_from, is_test, created_at, updated_at)
+             expires_at, delay_until, dispatch_at, enqueued_at, replayed_from, is_test, created_at, updated_at,
+             parent_run_id)
          SELECT u.id, u.environment, u.task, u.queue, u.concurrency_key, u.status,
              u.payload, u.payload_type, u.metadata,
              ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.max_attempts, u.max_duration_ms,
@@ -459,14 +488,14 @@ pub(crate) async fn insert_runs_on<'e>(executor: impl sqlx::PgExecutor<'e>, runs
              -- Ready runs are pushed right after this insert; a run the
              -- push does not take is marked back (see `unmark_enqueued`).
              CASE WHEN u.status = 'QUEUED' THEN u.created_at END,
-             u.replayed_from, u.is_test, u.created_at, u.created_at
+             u.replayed_from, u.is_test, u.created_at, u.created_at, u.parent_run_id
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
              $7::jsonb[], $8::text[], $9::jsonb[], $10::jsonb[], $11::int4[], $12::int8[],
              $13::int8[], $14::timestamptz[], $15::timestamptz[], $16::text[], $17::bool[],
-             $18::timestamptz[])
+             $18::timestamptz[], $19::text[])
            AS u(id, environment, task, queue, concurrency_key, status, payload, payload_type,
              metadata, tags, max_attempts, max_duration_ms, ttl_ms, expires_at, delay_until,
-             replayed_from, is_test, created_at)
+             replayed_from, is_test, created_at, parent_run_id)
          RETURNING id, tags)
          INSERT INTO run_tags (tag, run_id) SELECT DISTINCT unnest(tags), id FROM inserted",
     )
@@ -488,6 +517,7 @@ pub(crate) async fn insert_runs_on<'e>(executor: impl sqlx::PgExecutor<'e>, runs
     .bind(&replayed_from)
     .bind(&is_test)
     .bind(&created)
+    .bind(&parents)
     .execute(executor)
     .await?;
     Ok(())

@@ -43,6 +43,15 @@ struct ConvertPayload {
     output: OutputSpec,
     /// A file name, for its extension, when the source key or URL has none.
     file_name: Option<String>,
+    /// When given, page previews of the PDF are made by a child run of
+    /// `kiln.pdf.preview`.
+    preview: Option<PreviewSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PreviewSpec {
+    output_prefix: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,9 +140,21 @@ impl TaskHandler for OfficeToPdf {
                         TaskError::fatal("StorageError", e.to_string())
                     }
                 })?;
-            ctx.metadata.progress(100, format!("converted: {pages} pages"));
             tracing::info!(key = %output, pages, size, format = kind.extension(), "converted to PDF");
-            Ok(json!({ "key": output.as_str(), "size": size, "numPages": pages, "sourceFormat": kind.extension() }))
+            let mut answer =
+                json!({ "key": output.as_str(), "size": size, "numPages": pages, "sourceFormat": kind.extension() });
+            if let Some(preview) = payload.preview {
+                let child = ctx
+                    .children
+                    .trigger(
+                        "kiln.pdf.preview",
+                        json!({ "source": { "key": output.as_str() }, "outputPrefix": preview.output_prefix }),
+                    )
+                    .await?;
+                answer["previewRunId"] = json!(child);
+            }
+            ctx.metadata.progress(100, format!("converted: {pages} pages"));
+            Ok(answer)
         })
     }
 }

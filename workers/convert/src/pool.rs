@@ -136,10 +136,21 @@ impl OfficePool {
             .acquire_owned()
             .await
             .map_err(|_| ConvertError::Unavailable("the pool is closed".into()))?;
-        let idle = self.lock_idle().pop();
-        let mut instance = match idle {
-            Some(instance) => instance,
-            None => self.start_instance().await?,
+        let mut instance = loop {
+            let idle = self.lock_idle().pop();
+            let Some(mut instance) = idle else {
+                break self.start_instance().await?;
+            };
+            if matches!(instance.soffice.try_wait(), Ok(None)) {
+                break instance;
+            }
+            // An instance that died while idle is replaced, so the next
+            // document does not pay for it.
+            tracing::warn!(
+                instance = instance.number,
+                "LibreOffice instance died while idle; replacing it"
+            );
+            kill(instance).await;
         };
         let (filter, filter_options) = import_filter.unwrap_or_default();
         let request = serde_json::json!({

@@ -91,6 +91,7 @@ fn context() -> TaskContext {
         max_attempts: 3,
         cancel: CancellationToken::new(),
         metadata: RunMetadata::new(None),
+        children: std::sync::Arc::new(kiln_core::task::NoChildRuns),
     }
 }
 

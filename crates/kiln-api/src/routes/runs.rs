@@ -50,7 +50,12 @@ pub async fn retrieve(
             "this public access token may not read run {run_id}"
         )));
     }
-    Ok(Json(presenter::retrieved_run(&row)?))
+    let (parent, children) = app.store.related_runs(caller.environment, &row).await?;
+    Ok(Json(presenter::with_related(
+        presenter::retrieved_run(&row)?,
+        parent.as_ref(),
+        &children,
+    )?))
 }
 
 pub async fn cancel(
@@ -108,6 +113,7 @@ pub async fn replay(
         },
         created_at: now,
         replayed_from: Some(original.id),
+        parent_run_id: None,
     };
     let (id, _) = app.recorder.record(run).await?;
     Ok(with_run_token(&caller, &id, Json(json!({ "id": id }))))

@@ -190,6 +190,7 @@ pub fn new_run(
         spec,
         created_at: now,
         replayed_from: None,
+        parent_run_id: None,
     })
 }
 
