@@ -8,26 +8,17 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Kiln, Mode, temp_dir};
+use crate::helpers::{self, Kiln, put_object as put, temp_dir};
 
 const WITHIN: Duration = Duration::from_secs(180);
 const MARKER: &str = "Kilnmarker";
 
 async fn kiln_with_office(extra: &[(&str, &str)]) -> (Kiln, PathBuf) {
-    let dir = temp_dir("convert-objects");
-    let mut builder = Kiln::builder(Mode::Dev)
-        .env("KILN_STORAGE_DIR", dir.to_string_lossy())
-        .env("KILN_OFFICE_WARM_UP", "true");
-    for (name, value) in extra {
-        builder = builder.env(name, *value);
-    }
-    (builder.spawn().await, dir)
-}
-
-fn put(storage: &Path, key: &str, bytes: &[u8]) {
-    let path = storage.join(key);
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(path, bytes).expect("write source");
+    let extra: Vec<(&str, &str)> = [("KILN_OFFICE_WARM_UP", "true")]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    helpers::kiln_with_storage("convert-objects", &extra).await
 }
 
 async fn convert(kiln: &Kiln, source_key: &str, output_key: &str) -> Value {

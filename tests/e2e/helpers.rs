@@ -567,3 +567,21 @@ pub fn temp_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
 }
+
+/// `kiln dev` whose local storage folder is a fresh one the test can
+/// write sources into (a file put there is an object), with `extra` env.
+pub async fn kiln_with_storage(label: &str, extra: &[(&str, &str)]) -> (Kiln, PathBuf) {
+    let dir = temp_dir(label);
+    let mut builder = Kiln::builder(Mode::Dev).env("KILN_STORAGE_DIR", dir.to_string_lossy());
+    for (name, value) in extra {
+        builder = builder.env(name, *value);
+    }
+    (builder.spawn().await, dir)
+}
+
+/// Writes `bytes` as the object `key` of a local storage folder.
+pub fn put_object(storage: &Path, key: &str, bytes: &[u8]) {
+    let path = storage.join(key);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, bytes).expect("write source");
+}

@@ -2,30 +2,18 @@
 //! (and one encrypted by qpdf) rendered by the real kiln binary with the
 //! real libpdfium, read back from the storage folder and decoded.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Kiln, Mode, temp_dir};
+use crate::helpers::{self, Kiln, put_object as put, temp_dir};
 use crate::pdfgen::{self, LinkTarget, Page};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
-/// kiln with a storage folder the test can write sources into.
 async fn kiln_with_storage(extra: &[(&str, &str)]) -> (Kiln, PathBuf) {
-    let dir = temp_dir("preview-objects");
-    let mut builder = Kiln::builder(Mode::Dev).env("KILN_STORAGE_DIR", dir.to_string_lossy());
-    for (name, value) in extra {
-        builder = builder.env(name, *value);
-    }
-    (builder.spawn().await, dir)
-}
-
-fn put(storage: &Path, key: &str, bytes: &[u8]) {
-    let path = storage.join(key);
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(path, bytes).expect("write source");
+    helpers::kiln_with_storage("preview-objects", extra).await
 }
 
 async fn preview(kiln: &Kiln, source_key: &str, prefix: &str) -> Value {

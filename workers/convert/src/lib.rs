@@ -133,13 +133,7 @@ impl TaskHandler for OfficeToPdf {
             let size = storage
                 .put(&output, Box::pin(file), "application/pdf")
                 .await
-                .map_err(|e| {
-                    if e.is_transient() {
-                        TaskError::retryable("StorageUnavailable", e.to_string())
-                    } else {
-                        TaskError::fatal("StorageError", e.to_string())
-                    }
-                })?;
+                .map_err(|e| kiln_worker_preview::storage_failure(&e))?;
             tracing::info!(key = %output, pages, size, format = kind.extension(), "converted to PDF");
             let mut answer =
                 json!({ "key": output.as_str(), "size": size, "numPages": pages, "sourceFormat": kind.extension() });

@@ -114,7 +114,8 @@ fn invalid(message: impl Into<String>) -> TaskError {
     TaskError::fatal("InvalidPayload", message)
 }
 
-fn storage_failure(error: &StorageError) -> TaskError {
+/// A storage failure as a task error: retried when it may pass.
+pub fn storage_failure(error: &StorageError) -> TaskError {
     if error.is_transient() {
         TaskError::retryable("StorageUnavailable", error.to_string())
     } else {
