@@ -11,6 +11,7 @@
 
 mod app;
 mod config;
+mod doctor;
 mod tasks_file;
 
 use std::process::ExitCode;
@@ -54,6 +55,10 @@ enum Command {
     },
     /// Applies the database migrations and exits.
     Migrate,
+    /// Checks the configuration, Postgres, Redis, storage, libpdfium and
+    /// LibreOffice, and prints what is missing and how to fix it; exits 1
+    /// when anything is.
+    Doctor,
     /// Manages secret keys.
     Keys {
         #[command(subcommand)]
@@ -164,8 +169,16 @@ fn main() -> ExitCode {
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {
+    if let Command::Doctor = command {
+        return if doctor::run().await? {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("kiln doctor found something missing"))
+        };
+    }
     let database = DatabaseConfig::from_env()?;
     match command {
+        Command::Doctor => Ok(()),
         Command::Migrate => {
             app::connect_store(&database)?.migrate().await?;
             println!("migrations applied");

@@ -106,3 +106,70 @@ async fn configuration_errors_name_the_variable() {
         assert!(stderr.contains(variable), "the error should name {variable}: {stderr}");
     }
 }
+
+fn doctor(env: &[(&str, &str)]) -> (bool, String) {
+    let output = Command::new(kiln_bin())
+        .arg("doctor")
+        .env_remove("PDFIUM_LIB_PATH")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run kiln doctor");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn doctor_reports_a_stopped_redis_and_a_missing_libpdfium_with_their_fixes() {
+    let database_url = fresh_database().await;
+    let storage = crate::helpers::temp_dir("doctor-objects");
+    let storage = storage.to_string_lossy();
+    let pdfium = std::env::var("PDFIUM_LIB_PATH").unwrap_or_else(|_| "/usr/local/lib/libpdfium.so".into());
+    let healthy_redis = redis_url();
+    let base = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("KILN_SECRET", SERVER_SECRET),
+        ("KILN_STORAGE_DIR", &*storage),
+    ];
+
+    let (ok, out) = doctor(
+        &[
+            base.as_slice(),
+            &[("REDIS_URL", &healthy_redis), ("PDFIUM_LIB_PATH", &pdfium)],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("ok       postgres"), "{out}");
+    assert!(out.contains("ok       redis"), "{out}");
+    assert!(out.contains("ok       libpdfium"), "{out}");
+    assert!(out.contains("ok       storage"), "{out}");
+    assert_eq!(ok, !out.contains("MISSING"), "exit status follows the report: {out}");
+
+    // A Redis that was running and is stopped, and no libpdfium.
+    let redis = crate::helpers::RedisServer::start().await;
+    let stopped_url = redis.url.clone();
+    redis.stop();
+    let (ok, out) = doctor(
+        &[
+            base.as_slice(),
+            &[
+                ("REDIS_URL", &stopped_url),
+                ("PDFIUM_LIB_PATH", "/nowhere/libpdfium.so"),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(!ok, "doctor fails when something is missing: {out}");
+    assert!(
+        out.contains(&format!("MISSING  redis: {stopped_url} does not answer")),
+        "{out}"
+    );
+    assert!(out.contains("fix: start Redis"), "{out}");
+    assert!(
+        out.contains("MISSING  libpdfium: PDFIUM_LIB_PATH=/nowhere/libpdfium.so names no file"),
+        "{out}"
+    );
+    assert!(out.contains("fix: run scripts/install-pdfium"), "{out}");
+    assert!(out.contains("ok       postgres"), "what works is still reported: {out}");
+}

@@ -1,0 +1,177 @@
+//! `kiln doctor`: checks what a kiln process needs — its configuration,
+//! Postgres, Redis, storage, libpdfium and LibreOffice — and prints one
+//! line for each, with the fix for what is missing. Exits non-zero when
+//! anything is. It changes nothing (no migration, no bucket created).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::{DatabaseConfig, RuntimeConfig, StorageConfig};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Report {
+    failures: usize,
+}
+
+impl Report {
+    fn ok(&self, what: &str, detail: impl std::fmt::Display) {
+        println!("ok       {what}: {detail}");
+    }
+
+    fn missing(&mut self, what: &str, problem: impl std::fmt::Display, fix: &str) {
+        self.failures += 1;
+        println!("MISSING  {what}: {problem}\n         fix: {fix}");
+    }
+}
+
+/// Runs every check; `Ok(false)` when something is missing.
+pub async fn run() -> anyhow::Result<bool> {
+    let mut report = Report { failures: 0 };
+    let database = match DatabaseConfig::from_env() {
+        Ok(database) => Some(database),
+        Err(error) => {
+            report.missing("configuration", &error, "set it in .env (see .env.example)");
+            None
+        }
+    };
+    let runtime = match RuntimeConfig::from_env() {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            report.missing("configuration", &error, "set it in .env (see .env.example)");
+            None
+        }
+    };
+    if let Err(error) = crate::config::server_secret() {
+        report.missing(
+            "configuration",
+            &error,
+            "set KILN_SECRET in .env (scripts/dev writes one)",
+        );
+    }
+    let storage = match StorageConfig::from_env() {
+        Ok(storage) => Some(storage),
+        Err(error) => {
+            report.missing("configuration", &error, "set it in .env (see .env.example)");
+            None
+        }
+    };
+    if report.failures == 0 {
+        report.ok("configuration", "every variable reads");
+    }
+
+    if let Some(database) = &database {
+        let checked = match crate::app::connect_store(database) {
+            Ok(store) => tokio::time::timeout(TIMEOUT, store.ping())
+                .await
+                .map_err(|_| "no answer within 3 s".to_owned())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+            Err(error) => Err(format!("{error:#}")),
+        };
+        match checked {
+            Ok(()) => report.ok("postgres", "answers"),
+            Err(error) => report.missing(
+                "postgres",
+                error,
+                "start PostgreSQL, or point DATABASE_URL at it (scripts/dev starts one on Debian)",
+            ),
+        }
+    }
+    if let Some(runtime) = &runtime {
+        let checked = match kiln_queue::Queue::connect_lazy(&runtime.redis_url, &runtime.redis_prefix) {
+            Ok(queue) => tokio::time::timeout(TIMEOUT, queue.ping())
+                .await
+                .map_err(|_| "no answer within 3 s".to_owned())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+            Err(error) => Err(error.to_string()),
+        };
+        match checked {
+            Ok(()) => report.ok("redis", format!("answers at {}", runtime.redis_url)),
+            Err(error) => report.missing(
+                "redis",
+                format!("{} does not answer: {error}", runtime.redis_url),
+                "start Redis (redis-server --daemonize yes), or point REDIS_URL at it",
+            ),
+        }
+    }
+    if let Some(storage) = &storage {
+        check_storage(&mut report, storage).await;
+    }
+    if let Some(runtime) = &runtime {
+        match kiln_worker_preview::library::locate(runtime.preview.pdfium_lib_path.as_deref()) {
+            Ok(path) => report.ok("libpdfium", path.display()),
+            Err(error) => report.missing(
+                "libpdfium",
+                error,
+                "run scripts/install-pdfium (as root), or set PDFIUM_LIB_PATH to libpdfium.so",
+            ),
+        }
+        check_libreoffice(&mut report, &runtime.office.soffice, &runtime.office.python).await;
+    }
+    if report.failures > 0 {
+        println!("\n{} thing(s) missing", report.failures);
+    }
+    Ok(report.failures == 0)
+}
+
+async fn check_storage(report: &mut Report, storage: &StorageConfig) {
+    match storage {
+        StorageConfig::Local { dir, .. } => {
+            let probe = dir.join(".kiln-doctor");
+            let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b"ok"));
+            let _ = std::fs::remove_file(&probe);
+            match written {
+                Ok(()) => report.ok("storage", format!("local folder {} is writable", dir.display())),
+                Err(error) => report.missing(
+                    "storage",
+                    format!("cannot write in {}: {error}", dir.display()),
+                    "make KILN_STORAGE_DIR writable for kiln, or configure S3 (KILN_S3_BUCKET)",
+                ),
+            }
+        }
+        StorageConfig::S3(s3) => {
+            let checked = match kiln_storage::S3Store::new(s3) {
+                Ok(store) => tokio::time::timeout(TIMEOUT * 2, kiln_storage::ObjectStore::list(&store, "_kiln/"))
+                    .await
+                    .map_err(|_| "no answer within 6 s".to_owned())
+                    .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+                Err(error) => Err(error.to_string()),
+            };
+            match checked {
+                Ok(()) => report.ok("storage", format!("S3 bucket {} answers", s3.bucket)),
+                Err(error) => report.missing(
+                    "storage",
+                    format!("S3 bucket {}: {error}", s3.bucket),
+                    "check KILN_S3_ENDPOINT, the keys and the bucket (kiln serve creates a missing bucket)",
+                ),
+            }
+        }
+    }
+}
+
+async fn check_libreoffice(report: &mut Report, soffice: &Path, python: &Path) {
+    if !soffice.is_file() {
+        report.missing(
+            "libreoffice",
+            format!("{} is not there", soffice.display()),
+            "apt-get install libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui python3-uno, or set KILN_SOFFICE_PATH",
+        );
+        return;
+    }
+    let uno = tokio::process::Command::new(python)
+        .args(["-c", "import uno"])
+        .env(
+            "PYTHONPATH",
+            "/usr/lib/python3/dist-packages:/usr/lib/libreoffice/program",
+        )
+        .output()
+        .await;
+    match uno {
+        Ok(out) if out.status.success() => report.ok("libreoffice", format!("{} with Python UNO", soffice.display())),
+        Ok(_) | Err(_) => report.missing(
+            "libreoffice",
+            format!("{} cannot import uno", python.display()),
+            "apt-get install python3-uno, or set KILN_OFFICE_PYTHON to a python3 that has it",
+        ),
+    }
+}
