@@ -13,6 +13,7 @@ mod faults;
 mod helpers;
 mod http_task;
 mod lifecycle;
+mod metrics;
 #[path = "../support/pdfgen.rs"]
 mod pdfgen;
 mod preview;

@@ -24,6 +24,7 @@ pub mod batch;
 pub mod batches;
 pub mod keys;
 pub mod lifecycle;
+pub mod metrics;
 pub mod runs;
 pub mod schedules;
 

@@ -2,6 +2,7 @@
 
 pub mod batches;
 pub mod health;
+pub mod metrics;
 pub mod objects;
 pub mod packets;
 pub mod realtime;
@@ -20,6 +21,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/tasks/{task_id}/trigger", post(trigger::trigger))
         .route("/api/v1/tasks/batch", post(batches::batch_v1))
         .route("/api/v2/tasks/batch", post(batches::batch_v2))
