@@ -7,6 +7,7 @@
 
 mod cli;
 mod convert;
+mod deploy;
 mod errors;
 mod export;
 mod faults;
