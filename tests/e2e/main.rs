@@ -15,6 +15,7 @@ mod helpers;
 mod http_task;
 mod lifecycle;
 mod metrics;
+mod openapi;
 #[path = "../support/pdfgen.rs"]
 mod pdfgen;
 mod preview;
