@@ -391,3 +391,21 @@ async fn without_libpdfium_kiln_says_so_at_start_and_runs_fail_naming_the_fix() 
         "{run}"
     );
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_run_id_on_the_handler_s_lines() {
+    let (kiln, storage) = kiln_with_storage(&[("KILN_LOG_FORMAT", "json")]).await;
+    put(&storage, "docs/a.pdf", &pdfgen::sample_document(2));
+    let run = preview(&kiln, "docs/a.pdf", "previews/logged").await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    let run_id = run["id"].as_str().expect("id");
+    let log = std::fs::read_to_string(&kiln.log_path).expect("log");
+    let lines: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!lines.is_empty(), "the log is JSON lines: {log}");
+    let written = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "preview written")
+        .unwrap_or_else(|| panic!("the handler logged: {log}"));
+    assert_eq!(written["span"]["run_id"], run_id, "{written}");
+    assert_eq!(written["span"]["task"], "kiln.pdf.preview");
+}

@@ -390,7 +390,12 @@ impl Worker {
             }),
         };
         // Its own task, so a panic fails the attempt, not the worker.
-        let mut handle = tokio::spawn(task.handler.run(ctx, run.payload.clone()));
+        // The handler keeps the run's span, so its log lines carry the run id.
+        let mut handle = tokio::spawn(
+            task.handler
+                .run(ctx, run.payload.clone())
+                .instrument(tracing::Span::current()),
+        );
         let limit = run
             .max_duration_ms
             .and_then(|ms| u64::try_from(ms).ok())
