@@ -76,13 +76,14 @@ impl CronRunner {
 
     /// Fires what is due now; answers how many schedules fired.
     pub async fn fire_due(&self) -> Result<usize, StoreError> {
-        let now = Utc::now();
         let fired = std::sync::atomic::AtomicUsize::new(0);
         let ready = self
             .store
             .fire_due_schedules(FIRE_BATCH, |schedule| {
                 fired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                plan_firing(&self.registry, schedule, now)
+                // Read after Postgres found the schedule due, so a run is
+                // never recorded as made before its own tick.
+                plan_firing(&self.registry, schedule, Utc::now())
             })
             .await?;
         crate::push_ready(&self.store, &self.queue, &ready).await;
