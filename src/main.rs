@@ -71,6 +71,8 @@ enum KeysCommand {
     /// Creates a secret key and prints it as the last line of output; use
     /// it as TRIGGER_SECRET_KEY.
     Create {
+        /// The environment the key's runs belong to; the key starts
+        /// tr_dev_ or tr_prod_ accordingly.
         #[arg(long, value_enum)]
         env: KeyEnv,
     },

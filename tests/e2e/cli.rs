@@ -173,3 +173,36 @@ async fn doctor_reports_a_stopped_redis_and_a_missing_libpdfium_with_their_fixes
     assert!(out.contains("fix: run scripts/install-pdfium"), "{out}");
     assert!(out.contains("ok       postgres"), "what works is still reported: {out}");
 }
+
+#[test]
+fn every_command_and_option_has_help_text() {
+    let help = |args: &[&str]| {
+        let output = Command::new(kiln_bin()).args(args).output().expect("kiln --help");
+        assert!(output.status.success(), "{args:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    for command in ["serve", "worker", "dev", "migrate", "doctor", "keys"] {
+        let line = top
+            .lines()
+            .find(|l| l.trim_start().starts_with(command))
+            .unwrap_or_default();
+        assert!(line.split_whitespace().count() > 2, "{command} is described: {top}");
+    }
+    assert!(!top.contains("render-pdf"), "the renderer's command is internal");
+    for args in [
+        &["worker", "--help"][..],
+        &["dev", "--help"],
+        &["keys", "create", "--help"],
+    ] {
+        let text = help(args);
+        for line in text.lines().filter(|l| l.trim_start().starts_with("--")) {
+            let described = line
+                .trim_start()
+                .splitn(2, "  ")
+                .nth(1)
+                .is_some_and(|rest| !rest.trim().starts_with('['));
+            assert!(described, "{args:?}: option without a description: {line:?}");
+        }
+    }
+}
