@@ -414,3 +414,114 @@ impl OfficeSettings {
         })
     }
 }
+
+/// Logs and traces: how log lines are written, and where spans are
+/// exported (OpenTelemetry's own variables, so a collector set up for
+/// other services needs nothing new).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    pub json_logs: bool,
+    /// The OTLP/HTTP traces URL; `None`: no export.
+    pub traces_endpoint: Option<String>,
+    pub service_name: String,
+}
+
+impl TelemetryConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(var)
+    }
+
+    fn from_lookup(var: impl Fn(&'static str) -> Option<String>) -> Result<Self, ConfigError> {
+        let json_logs = var("KILN_LOG_FORMAT").is_some_and(|f| f == "json");
+        // As OpenTelemetry's SDKs read them: the signal's own URL is used as
+        // it is; the general one is a base that /v1/traces is added to.
+        let traces_endpoint = match (
+            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(url), _) => Some(otlp_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &url)?.to_owned()),
+            (None, Some(base)) => Some(format!(
+                "{}/v1/traces",
+                otlp_url("OTEL_EXPORTER_OTLP_ENDPOINT", &base)?.trim_end_matches('/')
+            )),
+            (None, None) => None,
+        };
+        if traces_endpoint.is_some() {
+            for name in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+                if let Some(protocol) = var(name).filter(|p| p != "http/protobuf") {
+                    return Err(error(
+                        name,
+                        format!("{protocol:?} is not supported; kiln exports traces as http/protobuf"),
+                    ));
+                }
+            }
+        }
+        let service_name = var("OTEL_SERVICE_NAME").unwrap_or_else(|| "kiln".into());
+        Ok(Self {
+            json_logs,
+            traces_endpoint,
+            service_name,
+        })
+    }
+}
+
+fn otlp_url<'a>(name: &'static str, url: &'a str) -> Result<&'a str, ConfigError> {
+    let host = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or_default());
+    match host {
+        Some(host) if !host.is_empty() => Ok(url),
+        _ => Err(error(
+            name,
+            format!("{url:?} is not an http:// or https:// URL (e.g. http://otel-collector:4318)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn telemetry(vars: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {
+        TelemetryConfig::from_lookup(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()))
+    }
+
+    #[test]
+    fn traces_are_exported_only_when_an_endpoint_is_set() {
+        let config = telemetry(&[]).expect("valid");
+        assert_eq!(config.traces_endpoint, None);
+        assert_eq!(config.service_name, "kiln");
+        assert!(!config.json_logs);
+    }
+
+    #[test]
+    fn the_general_endpoint_is_a_base_and_the_traces_endpoint_is_used_as_it_is() {
+        let base = telemetry(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")]).expect("valid");
+        assert_eq!(base.traces_endpoint.as_deref(), Some("http://collector:4318/v1/traces"));
+        let own = telemetry(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces.example/ingest"),
+            ("OTEL_SERVICE_NAME", "kiln-eu"),
+        ])
+        .expect("valid");
+        assert_eq!(own.traces_endpoint.as_deref(), Some("https://traces.example/ingest"));
+        assert_eq!(own.service_name, "kiln-eu");
+    }
+
+    #[test]
+    fn a_bad_endpoint_or_protocol_names_its_variable() {
+        let error = telemetry(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]).expect_err("no scheme");
+        assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_ENDPOINT");
+        let error = telemetry(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://")]).expect_err("no host");
+        assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        let error = telemetry(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ])
+        .expect_err("grpc");
+        assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_PROTOCOL");
+        // The protocol does not matter while nothing is exported.
+        assert!(telemetry(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).is_ok());
+    }
+}

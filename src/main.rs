@@ -13,6 +13,7 @@ mod app;
 mod config;
 mod doctor;
 mod tasks_file;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -84,21 +85,6 @@ enum KeyEnv {
     Prod,
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if std::env::var("KILN_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().with_current_span(true).init();
-    } else {
-        builder.init();
-    }
-}
-
 /// The hidden command a preview worker starts its renderers with.
 pub const RENDER_PDF_COMMAND: &str = "render-pdf";
 
@@ -153,7 +139,16 @@ fn main() -> ExitCode {
         return render_pdf(std::env::args_os().skip(1));
     }
     let cli = Cli::parse();
-    init_tracing();
+    let telemetry = match config::TelemetryConfig::from_env()
+        .map_err(anyhow::Error::from)
+        .and_then(|config| Ok(telemetry::init(&config)?))
+    {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("kiln: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -161,7 +156,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    let ended = runtime.block_on(execute(cli.command));
+    drop(runtime);
+    telemetry.shutdown();
+    match ended {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("kiln: {error:#}");

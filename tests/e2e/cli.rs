@@ -72,7 +72,7 @@ async fn migrate_creates_the_schema() {
 #[tokio::test]
 async fn configuration_errors_name_the_variable() {
     let database_url = fresh_database().await;
-    let cases: [(&[(&str, &str)], &str); 11] = [
+    let cases: [(&[(&str, &str)], &str); 13] = [
         (&[("DATABASE_URL", "")], "DATABASE_URL"),
         (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
         (&[("KILN_SECRET", "short")], "KILN_SECRET"),
@@ -87,6 +87,17 @@ async fn configuration_errors_name_the_variable() {
         (
             &[("KILN_EXPORTS_CLEANUP_CRON", "0 25 * * *")],
             "KILN_EXPORTS_CLEANUP_CRON",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
         ),
     ];
     for (overrides, variable) in cases {
@@ -199,9 +210,8 @@ fn every_command_and_option_has_help_text() {
         for line in text.lines().filter(|l| l.trim_start().starts_with("--")) {
             let described = line
                 .trim_start()
-                .splitn(2, "  ")
-                .nth(1)
-                .is_some_and(|rest| !rest.trim().starts_with('['));
+                .split_once("  ")
+                .is_some_and(|(_, rest)| !rest.trim().starts_with('['));
             assert!(described, "{args:?}: option without a description: {line:?}");
         }
     }

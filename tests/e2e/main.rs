@@ -22,3 +22,4 @@ mod preview;
 mod schedules;
 mod sdk;
 mod storage;
+mod telemetry;

@@ -24,13 +24,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use kiln_core::auth::KeyVault;
 use kiln_queue::Queue;
 use kiln_runtime::TaskRegistry;
 use kiln_store::Store;
+use tracing::Instrument;
 
 pub use error::ApiError;
 
@@ -100,12 +101,29 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// One span per request, named after its route so traces group by
+/// operation; a trigger records the `run_id` it made on it.
 async fn log_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        run_id = tracing::field::Empty,
+    );
     let started = Instant::now();
-    let response = next.run(request).await;
-    tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    tracing::debug!(parent: &span, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     response
 }
 

@@ -270,8 +270,14 @@ impl Worker {
     }
 
     async fn execute(self: Arc<Self>, run: ClaimedRun, slot: OwnedSemaphorePermit, hard_stop: CancellationToken) {
-        let span =
-            tracing::info_span!("run", run_id = %run.id, task = %run.task_identifier, attempt = run.attempt_count);
+        let span = tracing::info_span!(
+            "run",
+            otel.name = %format_args!("run {}", run.task_identifier),
+            run_id = %run.id,
+            task = %run.task_identifier,
+            attempt = run.attempt_count,
+            outcome = tracing::field::Empty,
+        );
         async move {
             let cancel = hard_stop.child_token();
             lock(&self.running).insert(run.id.clone(), Running { cancel: cancel.clone() });
@@ -312,6 +318,7 @@ impl Worker {
                     error: json!({ "name": "Canceled", "message": "the run was canceled" }),
                 },
             };
+            tracing::Span::current().record("outcome", result.name());
             let outcome = Outcome {
                 id: run.id.clone(),
                 attempt: run.attempt_count,

@@ -67,6 +67,19 @@ pub enum AttemptResult {
     HandBack,
 }
 
+impl AttemptResult {
+    /// How the attempt ended, in a word: the run's next status, or
+    /// `HANDED_BACK`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Completed { .. } => RunStatus::Completed.as_str(),
+            Self::Retry { .. } => "RETRYING",
+            Self::Ended { status, .. } => status.as_str(),
+            Self::HandBack => "HANDED_BACK",
+        }
+    }
+}
+
 /// A slot in a (queue, concurrency key) pair was released.
 type Released = (String, Option<String>);
 

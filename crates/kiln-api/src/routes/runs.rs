@@ -116,6 +116,7 @@ pub async fn replay(
         parent_run_id: None,
     };
     let (id, _) = app.recorder.record(run).await?;
+    tracing::Span::current().record("run_id", id.as_str());
     Ok(with_run_token(&caller, &id, Json(json!({ "id": id }))))
 }
 

@@ -149,6 +149,7 @@ pub async fn trigger(
     let packet = crate::routes::packets::load_offloaded(&app, &caller, &mut body).await?;
     let run = new_run(&app, &caller, task_id, body, Utc::now())?;
     let (id, cached) = app.recorder.record(run).await?;
+    tracing::Span::current().record("run_id", id.as_str());
     crate::routes::packets::forget(&app, packet).await;
     Ok(with_run_token(
         &caller,
