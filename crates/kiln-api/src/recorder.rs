@@ -14,6 +14,8 @@ use crate::error::ApiError;
 const MAX_BATCH: usize = 500;
 /// INSERTs in flight at once.
 const WRITERS: usize = 2;
+/// How long a loaded writer waits for a batch to fill (see `Batcher`).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 #[derive(Clone)]
 pub struct RunRecorder {
@@ -25,7 +27,7 @@ pub struct RunRecorder {
 impl RunRecorder {
     pub fn new(store: Store, queue: Queue) -> Self {
         let (writer_store, writer_queue) = (store.clone(), queue.clone());
-        let plain = Batcher::spawn(WRITERS, MAX_BATCH, move |runs: Vec<NewRun>| {
+        let plain = Batcher::spawn(WRITERS, MAX_BATCH, LINGER, move |runs: Vec<NewRun>| {
             let (store, queue) = (writer_store.clone(), writer_queue.clone());
             async move {
                 store.insert_runs(&runs).await?;

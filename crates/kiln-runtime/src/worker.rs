@@ -74,6 +74,9 @@ impl WorkerConfig {
 /// queues, shutdown). Not a latency: a push wakes the pop at once.
 const POP_WAIT: Duration = Duration::from_secs(1);
 const QUEUE_REFRESH: Duration = Duration::from_secs(2);
+/// How long a loaded outcome writer waits for a batch to fill. The run's
+/// slot is already free by then, so this delays only the recorded end.
+const OUTCOME_LINGER: Duration = Duration::from_millis(2);
 
 /// A running attempt, as the heartbeat sees it.
 struct Running {
@@ -92,7 +95,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(store: Store, queue: Queue, registry: Arc<TaskRegistry>, config: WorkerConfig) -> Self {
         let writer_store = store.clone();
-        let outcomes = Batcher::spawn(2, 512, move |batch: Vec<Outcome>| {
+        let outcomes = Batcher::spawn(2, 512, OUTCOME_LINGER, move |batch: Vec<Outcome>| {
             let store = writer_store.clone();
             async move { store.finish_attempts(&batch).await }
         });

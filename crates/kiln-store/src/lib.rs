@@ -117,9 +117,15 @@ impl Store {
     /// Connects lazily: the pool opens connections on first use, so kiln
     /// starts (and answers 503) while Postgres is down.
     pub fn connect_lazy(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        // Plans are made for each execution's own parameters and the
+        // table's current size. A cached generic plan is made once per
+        // connection, often while `runs` is still empty (a fresh install, a
+        // test), and then scans the whole table or a whole partial index
+        // for each statement that looks up a few ids.
         let connect: PgConnectOptions = url
             .parse::<PgConnectOptions>()?
-            .log_statements(tracing::log::LevelFilter::Trace);
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)

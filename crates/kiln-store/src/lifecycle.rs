@@ -250,7 +250,7 @@ impl Store {
             retry_in_ms.push(retry);
             hand_back.push(back);
         }
-        let recorded: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        let recorded: Vec<(String, String, Option<String>, bool)> = sqlx::query_as(
             "UPDATE runs SET status = u.status, output = u.output,
                  error = COALESCE(u.error, runs.error),
                  attempt_count = CASE WHEN u.hand_back THEN runs.attempt_count - 1 ELSE runs.attempt_count END,
@@ -262,7 +262,8 @@ impl Store {
              FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[], $7::bool[], $8::jsonb[])
                  AS u(id, attempt, status, output, error, retry_in_ms, hand_back, metadata)
              WHERE runs.id = u.id AND runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
-             RETURNING runs.id, runs.queue, runs.concurrency_key",
+             RETURNING runs.id, runs.queue, runs.concurrency_key,
+                 EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL)",
         )
         .bind(&ids)
         .bind(&attempts)
@@ -274,9 +275,15 @@ impl Store {
         .bind(&metadata)
         .fetch_all(&self.pool)
         .await?;
-        let released: Vec<Released> = recorded.iter().map(|(_, q, k)| (q.clone(), k.clone())).collect();
+        // Only queues with a limit park runs; the others have nothing to
+        // release.
+        let released: Vec<Released> = recorded
+            .iter()
+            .filter(|(_, _, _, limited)| *limited)
+            .map(|(_, q, k, _)| (q.clone(), k.clone()))
+            .collect();
         self.unpark_after_release(&released).await?;
-        let recorded_ids: std::collections::HashSet<&str> = recorded.iter().map(|(id, _, _)| id.as_str()).collect();
+        let recorded_ids: std::collections::HashSet<&str> = recorded.iter().map(|(id, _, _, _)| id.as_str()).collect();
         Ok(ids.iter().map(|id| recorded_ids.contains(id)).collect())
     }
 
@@ -297,8 +304,7 @@ impl Store {
     }
 
     /// Releases one parked run per freed slot, for queues with a limit.
-    /// Unlimited queues never park, so this costs nothing for them beyond
-    /// one indexed look-up that finds no row.
+    /// Only queues with a limit park runs, so callers pass only theirs.
     pub(crate) async fn unpark_after_release(&self, released: &[Released]) -> Result<(), StoreError> {
         if released.is_empty() {
             return Ok(());
