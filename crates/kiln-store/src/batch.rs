@@ -120,3 +120,50 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A batcher whose writer records each batch's size.
+    fn recording(max_batch: usize, linger: Duration) -> (Batcher<u32, u32>, Arc<Mutex<Vec<usize>>>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let batcher = Batcher::spawn(1, max_batch, linger, move |items: Vec<u32>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().map_err(|_| StoreError::WriterStopped)?.push(items.len());
+                Ok(items.into_iter().map(|i| i * 10).collect())
+            }
+        });
+        (batcher, sizes)
+    }
+
+    #[tokio::test]
+    async fn a_lone_item_on_an_idle_batcher_is_written_at_once_whatever_the_linger() {
+        let (batcher, sizes) = recording(8, Duration::from_secs(3600));
+        for i in 0..3 {
+            let answer = tokio::time::timeout(Duration::from_secs(10), batcher.submit(i)).await;
+            assert_eq!(answer.expect("written without lingering").expect("written"), i * 10);
+        }
+        assert_eq!(*sizes.lock().expect("sizes"), vec![1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_written_without_waiting_out_the_linger() {
+        let (batcher, sizes) = recording(2, Duration::from_secs(3600));
+        // Two at once: one batch of two, after which the writer lingers.
+        let (a, b) = tokio::join!(batcher.submit(1), batcher.submit(2));
+        assert_eq!((a.expect("a"), b.expect("b")), (10, 20));
+        // The next two fill the batch, which ends the linger.
+        let (c, d) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(batcher.submit(3), batcher.submit(4))
+        })
+        .await
+        .expect("a full batch is written at once");
+        assert_eq!((c.expect("c"), d.expect("d")), (30, 40));
+        assert_eq!(*sizes.lock().expect("sizes"), vec![2, 2]);
+    }
+}
