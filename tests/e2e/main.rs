@@ -19,6 +19,7 @@ mod openapi;
 #[path = "../support/pdfgen.rs"]
 mod pdfgen;
 mod preview;
+mod recording;
 mod schedules;
 mod sdk;
 mod storage;

@@ -3,8 +3,13 @@
 //!
 //! 1. pop up to "free slots" run ids from Redis (blocking, so an idle worker
 //!    starts a new run as soon as it is pushed);
-//! 2. claim them in Postgres (QUEUED → EXECUTING, attempt + 1, lease);
-//!    ids that are not claimable (canceled, duplicate) are dropped;
+//! 2. read them from Postgres (ids that are not claimable, canceled or
+//!    duplicate, are dropped) and start them at once; a run still going
+//!    [`RECORD_AFTER`] later is recorded EXECUTING (attempt + 1, lease) in
+//!    one statement with the others due, so a short run goes from QUEUED
+//!    straight to its outcome and costs Postgres one row version less.
+//!    Runs of queues with a concurrency limit, and runs redelivered after a
+//!    worker died with them, are recorded before they start;
 //! 3. run each handler in its own task, bounded by `maxDuration`, with a
 //!    cancellation token; a panic is an attempt's failure, not the worker's;
 //! 4. record the outcome through a batched writer: COMPLETED, a retry after
@@ -78,9 +83,34 @@ const QUEUE_REFRESH: Duration = Duration::from_secs(2);
 /// slot is already free by then, so this delays only the recorded end.
 const OUTCOME_LINGER: Duration = Duration::from_millis(2);
 
-/// A running attempt, as the heartbeat sees it.
+/// How long a run goes before it is recorded EXECUTING. Shorter runs are
+/// never recorded as executing: their outcome is their first write. A run
+/// that kills its worker within this time leaves no attempt; the stale-push
+/// sweep finds it and marks it redelivered, and it is recorded before it
+/// starts from then on.
+pub const RECORD_AFTER: Duration = Duration::from_millis(50);
+
+/// Whether a running attempt is recorded EXECUTING in Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    /// Started unrecorded; the run is QUEUED in Postgres.
+    NotYet,
+    /// Being recorded now.
+    InFlight,
+    Yes,
+    /// The run changed before it could be recorded (canceled, expired,
+    /// started elsewhere): the attempt is stopped and its outcome dropped.
+    Refused,
+}
+
+/// A running attempt, as the heartbeat and the recorder see it.
 struct Running {
     cancel: CancellationToken,
+    attempt: i32,
+    started: tokio::time::Instant,
+    started_at: chrono::DateTime<chrono::Utc>,
+    metadata: RunMetadata,
+    recorded: tokio::sync::watch::Sender<Recorded>,
 }
 
 pub struct Worker {
@@ -116,6 +146,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(worker.config.concurrency.max(1)));
         let mut attempts = JoinSet::new();
         let heartbeat = tokio::spawn(Arc::clone(&worker).heartbeat_loop());
+        let recorder = tokio::spawn(Arc::clone(&worker).record_loop());
         tracing::info!(worker = %worker.config.worker_id, concurrency = worker.config.concurrency, "worker started");
 
         let mut consumer = worker.queue.consumer();
@@ -177,12 +208,12 @@ impl Worker {
                     continue;
                 }
             };
-            for run in claimed {
+            for (run, recorded) in claimed {
                 let Some(permit) = permits.pop() else {
                     tracing::error!(run_id = %run.id, "claimed more runs than slots");
                     break;
                 };
-                attempts.spawn(Arc::clone(&worker).execute(run, permit, hard_stop.child_token()));
+                attempts.spawn(Arc::clone(&worker).execute(run, recorded, permit, hard_stop.child_token()));
             }
         }
 
@@ -200,6 +231,7 @@ impl Worker {
             while attempts.join_next().await.is_some() {}
         }
         heartbeat.abort();
+        recorder.abort();
         tracing::info!("worker stopped");
     }
 
@@ -229,28 +261,37 @@ impl Worker {
         }
     }
 
+    /// Reads the runs behind `deliveries`, recording EXECUTING those that
+    /// must be recorded before they start; answers each startable run and
+    /// whether it is recorded.
     async fn claim(
         &self,
         deliveries: Vec<Delivery>,
         limited: &HashMap<String, u32>,
-    ) -> Result<Vec<ClaimedRun>, kiln_store::StoreError> {
+    ) -> Result<Vec<(ClaimedRun, bool)>, kiln_store::StoreError> {
         let (limited_runs, free_runs): (Vec<Delivery>, Vec<Delivery>) =
             deliveries.into_iter().partition(|d| limited.contains_key(&d.queue));
         let mut claimed = Vec::new();
         let mut limited_runs = limited_runs;
         if !free_runs.is_empty() {
             let ids: Vec<String> = free_runs.iter().map(|d| d.run_id.clone()).collect();
-            claimed = self
-                .store
-                .claim_runs(&ids, self.config.lease, &self.config.worker_id)
-                .await?;
-            if claimed.len() < ids.len() {
+            let peeked = self.store.peek_runs(&ids).await?;
+            let found: std::collections::HashSet<String> = peeked.iter().map(|run| run.id.clone()).collect();
+            let (redelivered, fresh): (Vec<ClaimedRun>, Vec<ClaimedRun>) =
+                peeked.into_iter().partition(|run| run.redelivered);
+            claimed.extend(fresh.into_iter().map(|run| (run, false)));
+            if !redelivered.is_empty() {
+                let ids: Vec<String> = redelivered.into_iter().map(|run| run.id).collect();
+                let recorded = self
+                    .store
+                    .claim_runs(&ids, self.config.lease, &self.config.worker_id)
+                    .await?;
+                claimed.extend(recorded.into_iter().map(|run| (run, true)));
+            }
+            if found.len() < ids.len() {
                 // Our view of limits lags; the store refuses runs of queues
                 // that have gained a limit since. Claim those one by one.
-                let unclaimed: Vec<String> = ids
-                    .into_iter()
-                    .filter(|id| !claimed.iter().any(|run| &run.id == id))
-                    .collect();
+                let unclaimed: Vec<String> = ids.into_iter().filter(|id| !found.contains(id)).collect();
                 let now_limited = self.store.limited_among(&unclaimed).await?;
                 limited_runs.extend(free_runs.into_iter().filter(|d| now_limited.contains(&d.run_id)));
             }
@@ -266,13 +307,19 @@ impl Worker {
                 )
                 .await?
             {
-                claimed.push(run);
+                claimed.push((run, true));
             }
         }
         Ok(claimed)
     }
 
-    async fn execute(self: Arc<Self>, run: ClaimedRun, slot: OwnedSemaphorePermit, hard_stop: CancellationToken) {
+    async fn execute(
+        self: Arc<Self>,
+        run: ClaimedRun,
+        recorded: bool,
+        slot: OwnedSemaphorePermit,
+        hard_stop: CancellationToken,
+    ) {
         let span = tracing::info_span!(
             "run",
             otel.name = %format_args!("run {}", run.task_identifier),
@@ -283,19 +330,32 @@ impl Worker {
         );
         async move {
             let cancel = hard_stop.child_token();
-            lock(&self.running).insert(run.id.clone(), Running { cancel: cancel.clone() });
             let metadata = RunMetadata::new(run.metadata.as_ref());
+            let (recorded, recorded_changes) =
+                tokio::sync::watch::channel(if recorded { Recorded::Yes } else { Recorded::NotYet });
+            lock(&self.running).insert(
+                run.id.clone(),
+                Running {
+                    cancel: cancel.clone(),
+                    attempt: run.attempt_count,
+                    started: tokio::time::Instant::now(),
+                    started_at: run.started_at,
+                    metadata: metadata.clone(),
+                    recorded,
+                },
+            );
             let metadata_writer = tokio::spawn(
                 write_metadata(
                     self.store.clone(),
                     run.id.clone(),
                     run.attempt_count,
                     metadata.subscribe(),
+                    recorded_changes,
                 )
                 .in_current_span(),
             );
             let result = self.attempt(&run, cancel.clone(), metadata.clone()).await;
-            lock(&self.running).remove(&run.id);
+            let recorded = self.settle(&run.id).await;
             metadata_writer.abort();
             // The outcome carries the last state, so a change the writer had
             // not written yet is not lost.
@@ -322,11 +382,16 @@ impl Worker {
                 },
             };
             tracing::Span::current().record("outcome", result.name());
+            let Some(claimed) = recorded else {
+                return tracing::info!("run changed before it was recorded as started; outcome dropped");
+            };
             let outcome = Outcome {
                 id: run.id.clone(),
                 attempt: run.attempt_count,
                 result,
                 metadata: final_metadata,
+                claimed,
+                started_at: run.started_at,
             };
             self.record(outcome).await;
         }
@@ -466,13 +531,103 @@ impl Worker {
         }
     }
 
+    /// Takes a finished attempt out of the running set once no record of
+    /// it is in flight. Answers whether it was recorded EXECUTING, or
+    /// `None` when the run changed before it could be.
+    async fn settle(&self, id: &str) -> Option<bool> {
+        loop {
+            let mut changes = {
+                let mut running = lock(&self.running);
+                let Some(entry) = running.get(id) else {
+                    return Some(false);
+                };
+                let mut changes = entry.recorded.subscribe();
+                let state = *changes.borrow_and_update();
+                if state != Recorded::InFlight {
+                    running.remove(id);
+                    return match state {
+                        Recorded::Yes => Some(true),
+                        Recorded::Refused => None,
+                        Recorded::NotYet | Recorded::InFlight => Some(false),
+                    };
+                }
+                changes
+            };
+            // The recorder settles it under the same lock, then tells us.
+            if changes.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Runs until aborted: records EXECUTING the runs that have been going
+    /// for [`RECORD_AFTER`], all due at once in one statement.
+    async fn record_loop(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(RECORD_AFTER / 2);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let due: Vec<kiln_store::StartedRun> = lock(&self.running)
+                .iter()
+                .filter(|(_, run)| *run.recorded.borrow() == Recorded::NotYet && run.started.elapsed() >= RECORD_AFTER)
+                .map(|(id, run)| {
+                    run.recorded.send_replace(Recorded::InFlight);
+                    let metadata = run.metadata.snapshot();
+                    kiln_store::StartedRun {
+                        id: id.clone(),
+                        attempt: run.attempt,
+                        started_at: run.started_at,
+                        metadata: metadata.as_object().is_some_and(|m| !m.is_empty()).then_some(metadata),
+                    }
+                })
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let result = self
+                .store
+                .claim_started(&due, self.config.lease, &self.config.worker_id)
+                .await;
+            let running = lock(&self.running);
+            let recorded: std::collections::HashSet<String> = match result {
+                Ok(ids) => ids.into_iter().collect(),
+                Err(error) => {
+                    // Tried again next tick; meanwhile the runs go on, and
+                    // one that ends is recorded straight from QUEUED.
+                    tracing::warn!(%error, count = due.len(), "cannot record started runs yet");
+                    for run in &due {
+                        if let Some(entry) = running.get(&run.id) {
+                            entry.recorded.send_replace(Recorded::NotYet);
+                        }
+                    }
+                    continue;
+                }
+            };
+            for run in &due {
+                let Some(entry) = running.get(&run.id) else { continue };
+                if recorded.contains(&run.id) {
+                    entry.recorded.send_replace(Recorded::Yes);
+                } else {
+                    tracing::info!(run_id = %run.id, "run changed before it was recorded as started; stopping it");
+                    entry.cancel.cancel();
+                    entry.recorded.send_replace(Recorded::Refused);
+                }
+            }
+        }
+    }
+
     /// Runs until aborted: leases must stay renewed while the worker drains.
     async fn heartbeat_loop(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(self.config.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let ids: Vec<String> = lock(&self.running).keys().cloned().collect();
+            // Only recorded runs hold a lease.
+            let ids: Vec<String> = lock(&self.running)
+                .iter()
+                .filter(|(_, run)| *run.recorded.borrow() == Recorded::Yes)
+                .map(|(id, _)| id.clone())
+                .collect();
             if ids.is_empty() {
                 continue;
             }
@@ -502,12 +657,18 @@ const METADATA_WRITE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Writes the run's metadata as its handler changes it, until the attempt
 /// ends (the caller aborts this) or the run is no longer this attempt's.
+/// Nothing is written before the run is recorded EXECUTING (that record
+/// carries the metadata so far); a change made meanwhile is written then.
 async fn write_metadata(
     store: Store,
     run_id: String,
     attempt: i32,
     mut changes: tokio::sync::watch::Receiver<serde_json::Map<String, serde_json::Value>>,
+    mut recorded: tokio::sync::watch::Receiver<Recorded>,
 ) {
+    if recorded.wait_for(|state| *state == Recorded::Yes).await.is_err() {
+        return;
+    }
     while changes.changed().await.is_ok() {
         let snapshot = serde_json::Value::Object(changes.borrow_and_update().clone());
         match store.set_running_metadata(&run_id, attempt, &snapshot).await {

@@ -33,7 +33,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-pub use lifecycle::{ClaimedRun, Outcome, ReadyRun};
+pub use lifecycle::{ClaimedRun, Outcome, ReadyRun, StartedRun};
 pub use runs::{ListFilter, NewRun, RunRow, TagsAdded, TriggerOutcome};
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use kiln_core::RunStatus;
 use serde_json::Value;
 // Statements here are assembled only from the constant fragments below.
@@ -35,6 +36,21 @@ pub struct ClaimedRun {
     pub metadata: Option<Value>,
     /// `dev` or `prod`: where the run's children are recorded.
     pub environment: String,
+    /// When this attempt started (a claim: when the run first started).
+    pub started_at: DateTime<Utc>,
+    /// Popped before by a worker that did not finish it: see
+    /// [`Store::peek_runs`].
+    pub redelivered: bool,
+}
+
+/// A run a worker started without recording it (see
+/// [`Store::peek_runs`]), to be recorded EXECUTING now.
+#[derive(Debug, Clone)]
+pub struct StartedRun {
+    pub id: String,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub metadata: Option<Value>,
 }
 
 /// How an attempt ended, as the worker reports it.
@@ -46,6 +62,10 @@ pub struct Outcome {
     /// The run's metadata as the attempt left it; `None` keeps what is
     /// recorded.
     pub metadata: Option<Value>,
+    /// Whether the attempt was recorded EXECUTING; if not, the run is still
+    /// QUEUED at the previous attempt and goes straight to its outcome.
+    pub claimed: bool,
+    pub started_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,7 +112,12 @@ const CLAIM_SET: &str = "status = 'EXECUTING', attempt_count = runs.attempt_coun
     lease_expires_at = now() + $2 * interval '1 millisecond', worker_id = $3";
 
 const CLAIM_RETURNING: &str = "RETURNING runs.id, runs.task_identifier, runs.queue, runs.concurrency_key,
-    runs.payload, runs.attempt_count, runs.max_attempts, runs.max_duration_ms, runs.metadata, runs.environment";
+    runs.payload, runs.attempt_count, runs.max_attempts, runs.max_duration_ms, runs.metadata, runs.environment,
+    runs.started_at, runs.redelivered";
+
+/// No limit on the run's queue: such runs are claimed without counting.
+const UNLIMITED_QUEUE: &str =
+    "NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL)";
 
 /// The distinct queues of runs matching `predicate`, found by skipping
 /// through an index one queue at a time (a loose index scan): a backlog of
@@ -138,9 +163,7 @@ impl Store {
         worker: &str,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
         let sql = format!(
-            "UPDATE runs SET {CLAIM_SET} WHERE runs.id = ANY($1) AND {CLAIMABLE}
-               AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL)
-             {CLAIM_RETURNING}"
+            "UPDATE runs SET {CLAIM_SET} WHERE runs.id = ANY($1) AND {CLAIMABLE} AND {UNLIMITED_QUEUE} {CLAIM_RETURNING}"
         );
         Ok(sqlx::query_as::<_, ClaimedRun>(AssertSqlSafe(sql))
             .bind(ids)
@@ -148,6 +171,60 @@ impl Store {
             .bind(worker)
             .fetch_all(&self.relaxed)
             .await?)
+    }
+
+    /// Reads runs of queues without a concurrency limit as a claim would
+    /// answer them (the attempt they would start, started now), without
+    /// writing anything. A worker starts them at once and records them
+    /// EXECUTING with [`Store::claim_started`] only if they are still
+    /// running a moment later; most short runs go from QUEUED straight to
+    /// their outcome, one row version fewer. Ids that are not claimable, or
+    /// whose queue has a limit, are left out.
+    pub async fn peek_runs(&self, ids: &[String]) -> Result<Vec<ClaimedRun>, StoreError> {
+        let sql = format!(
+            "SELECT runs.id, runs.task_identifier, runs.queue, runs.concurrency_key, runs.payload,
+                 runs.attempt_count + 1 AS attempt_count, runs.max_attempts, runs.max_duration_ms,
+                 runs.metadata, runs.environment, now() AS started_at, runs.redelivered
+             FROM runs WHERE runs.id = ANY($1) AND {CLAIMABLE} AND {UNLIMITED_QUEUE}"
+        );
+        Ok(sqlx::query_as::<_, ClaimedRun>(AssertSqlSafe(sql))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Records runs started from [`Store::peek_runs`] as EXECUTING at
+    /// their attempt, with a lease and the metadata they have so far.
+    /// Answers the ids recorded; the others were canceled, expired or
+    /// started elsewhere meanwhile, and their attempt must stop.
+    pub async fn claim_started(
+        &self,
+        runs: &[StartedRun],
+        lease: Duration,
+        worker: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        let attempts: Vec<i32> = runs.iter().map(|r| r.attempt).collect();
+        let started: Vec<DateTime<Utc>> = runs.iter().map(|r| r.started_at).collect();
+        let metadata: Vec<Option<&Value>> = runs.iter().map(|r| r.metadata.as_ref()).collect();
+        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+            "UPDATE runs SET status = 'EXECUTING', attempt_count = u.attempt,
+                 started_at = COALESCE(runs.started_at, u.started_at), updated_at = now(),
+                 lease_expires_at = now() + $5 * interval '1 millisecond', worker_id = $6,
+                 metadata = COALESCE(u.metadata, runs.metadata)
+             FROM UNNEST($1::text[], $2::int4[], $3::timestamptz[], $4::jsonb[]) AS u(id, attempt, started_at, metadata)
+             WHERE runs.id = ANY($1) AND runs.id = u.id AND runs.attempt_count = u.attempt - 1
+               AND runs.status = 'QUEUED' AND runs.dispatch_at IS NULL AND NOT runs.parked
+             RETURNING runs.id"
+        )))
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&started)
+        .bind(&metadata)
+        .bind(ms(lease))
+        .bind(worker)
+        .fetch_all(&self.relaxed)
+        .await?)
     }
 
     /// Claims one run of a queue with a concurrency limit, if its queue (and
@@ -232,7 +309,11 @@ impl Store {
         let mut retry_in_ms: Vec<Option<i64>> = Vec::with_capacity(outcomes.len());
         let mut hand_back = Vec::with_capacity(outcomes.len());
         let mut metadata: Vec<Option<&Value>> = Vec::with_capacity(outcomes.len());
+        let mut claimed = Vec::with_capacity(outcomes.len());
+        let mut started_at = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
+            claimed.push(outcome.claimed);
+            started_at.push(outcome.started_at);
             metadata.push(outcome.metadata.as_ref());
             ids.push(outcome.id.as_str());
             attempts.push(outcome.attempt);
@@ -253,15 +334,22 @@ impl Store {
         let recorded: Vec<(String, String, Option<String>, bool)> = sqlx::query_as(
             "UPDATE runs SET status = u.status, output = u.output,
                  error = COALESCE(u.error, runs.error),
-                 attempt_count = CASE WHEN u.hand_back THEN runs.attempt_count - 1 ELSE runs.attempt_count END,
+                 attempt_count = CASE WHEN u.hand_back THEN u.attempt - 1 ELSE u.attempt END,
+                 started_at = CASE WHEN u.hand_back THEN runs.started_at
+                                   ELSE COALESCE(runs.started_at, u.started_at) END,
                  dispatch_at = now() + u.retry_in_ms * interval '1 millisecond',
                  enqueued_at = NULL,
                  lease_expires_at = NULL, worker_id = NULL, updated_at = now(),
                  completed_at = CASE WHEN u.status = 'QUEUED' THEN NULL ELSE now() END,
                  metadata = COALESCE(u.metadata, runs.metadata)
-             FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[], $7::bool[], $8::jsonb[])
-                 AS u(id, attempt, status, output, error, retry_in_ms, hand_back, metadata)
-             WHERE runs.id = u.id AND runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
+             FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[], $7::bool[],
+                         $8::jsonb[], $9::bool[], $10::timestamptz[])
+                 AS u(id, attempt, status, output, error, retry_in_ms, hand_back, metadata, claimed, started_at)
+             WHERE runs.id = ANY($1) AND runs.id = u.id AND CASE
+                 WHEN u.claimed THEN runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
+                 -- Started unrecorded: still queued as it was when started.
+                 ELSE runs.status = 'QUEUED' AND runs.attempt_count = u.attempt - 1
+                      AND runs.dispatch_at IS NULL AND NOT runs.parked END
              RETURNING runs.id, runs.queue, runs.concurrency_key,
                  EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL)",
         )
@@ -273,6 +361,8 @@ impl Store {
         .bind(&retry_in_ms)
         .bind(&hand_back)
         .bind(&metadata)
+        .bind(&claimed)
+        .bind(&started_at)
         .fetch_all(&self.pool)
         .await?;
         // Only queues with a limit park runs; the others have nothing to
@@ -409,8 +499,10 @@ impl Store {
     }
 
     /// Marks a queue's runs pushed longer than `older_than` ago as not in
-    /// Redis, so they are pushed again. Safe: a duplicate id is refused at
-    /// claim. Call it only for a queue whose Redis list is empty.
+    /// Redis, so they are pushed again, and as redelivered, so the next
+    /// worker records EXECUTING before it starts them. Safe: a duplicate id
+    /// is refused at claim. Call it only for a queue whose Redis list is
+    /// empty.
     pub async fn release_stale_pushes(&self, queue: &str, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "WITH stale AS (
@@ -418,7 +510,7 @@ impl Store {
                  WHERE r.status = 'QUEUED' AND r.enqueued_at IS NOT NULL AND r.queue = $1
                    AND r.enqueued_at < now() - $2 * interval '1 millisecond'
                  LIMIT $3 FOR UPDATE SKIP LOCKED)
-             UPDATE runs SET enqueued_at = NULL FROM stale WHERE runs.id = stale.id",
+             UPDATE runs SET enqueued_at = NULL, redelivered = true FROM stale WHERE runs.id = stale.id",
         )
         .bind(queue)
         .bind(ms(older_than))
