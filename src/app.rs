@@ -335,6 +335,12 @@ pub async fn run(
                 ..SchedulerConfig::default()
             },
         );
+        // Before the API or a worker pushes anything (see check_epoch).
+        match tokio::time::timeout(std::time::Duration::from_secs(2), scheduler.check_epoch()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot compare redis's epoch yet; the scheduler will"),
+            Err(_) => tracing::warn!("redis did not answer; the scheduler compares its epoch later"),
+        }
         let token = shutdown.clone();
         parts.spawn(async move {
             scheduler.run(token).await;

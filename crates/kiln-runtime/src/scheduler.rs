@@ -155,7 +155,11 @@ impl Scheduler {
     }
 
     /// A changed (or vanished) epoch token means Redis lost every list.
-    async fn check_epoch(&self) -> Result<(), kiln_store::StoreError> {
+    /// Call it once before this process pushes anything: a first look
+    /// that finds no token (a fresh Redis, or one that lost its data)
+    /// queues every run for a push again, and would push twice what this
+    /// process had pushed just before.
+    pub async fn check_epoch(&self) -> Result<(), kiln_store::StoreError> {
         let candidate = kiln_core::id::random_alphanumeric(16);
         let current = match self.queue.epoch(&candidate).await {
             Ok(epoch) => epoch,

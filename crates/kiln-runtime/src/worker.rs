@@ -269,6 +269,14 @@ impl Worker {
         deliveries: Vec<Delivery>,
         limited: &HashMap<String, u32>,
     ) -> Result<Vec<(ClaimedRun, bool)>, kiln_store::StoreError> {
+        // A duplicate id (possible after Redis was recovered) is dropped when
+        // this worker already runs it; across workers, the guards on the
+        // record and the outcome let one attempt count.
+        let mut seen: std::collections::HashSet<String> = lock(&self.running).keys().cloned().collect();
+        let deliveries: Vec<Delivery> = deliveries
+            .into_iter()
+            .filter(|d| seen.insert(d.run_id.clone()))
+            .collect();
         let (limited_runs, free_runs): (Vec<Delivery>, Vec<Delivery>) =
             deliveries.into_iter().partition(|d| limited.contains_key(&d.queue));
         let mut claimed = Vec::new();
