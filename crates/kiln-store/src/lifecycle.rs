@@ -207,7 +207,7 @@ impl Store {
         let attempts: Vec<i32> = runs.iter().map(|r| r.attempt).collect();
         let started: Vec<DateTime<Utc>> = runs.iter().map(|r| r.started_at).collect();
         let metadata: Vec<Option<&Value>> = runs.iter().map(|r| r.metadata.as_ref()).collect();
-        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+        Ok(sqlx::query_scalar(
             "UPDATE runs SET status = 'EXECUTING', attempt_count = u.attempt,
                  started_at = COALESCE(runs.started_at, u.started_at), updated_at = now(),
                  lease_expires_at = now() + $5 * interval '1 millisecond', worker_id = $6,
@@ -215,8 +215,8 @@ impl Store {
              FROM UNNEST($1::text[], $2::int4[], $3::timestamptz[], $4::jsonb[]) AS u(id, attempt, started_at, metadata)
              WHERE runs.id = ANY($1) AND runs.id = u.id AND runs.attempt_count = u.attempt - 1
                AND runs.status = 'QUEUED' AND runs.dispatch_at IS NULL AND NOT runs.parked
-             RETURNING runs.id"
-        )))
+             RETURNING runs.id",
+        )
         .bind(&ids)
         .bind(&attempts)
         .bind(&started)
