@@ -6,8 +6,10 @@
 //! from many concurrent clients, waits until Postgres shows every run
 //! COMPLETED, and reads the latencies from the runs' own timestamps
 //! (created → started → completed). A second phase triggers at half the
-//! measured rate to show trigger→start latency under moderate load. Then
-//! it runs BullMQ's bench (`benches/bullmq`) and prints the table.
+//! measured rate to show trigger→start latency under moderate load. A
+//! third triggers the same number of runs as batches of 100 (the SDK's
+//! `batch.trigger`, `/api/v2/tasks/batch`). Then it runs BullMQ's bench
+//! (`benches/bullmq`) and prints the table.
 //!
 //! Settings: BENCH_RUNS (20000), BENCH_CLIENTS (64), BENCH_HALF_LOAD_SECS
 //! (5), KILN_BIN (target/release/kiln), BENCH_PG_ADMIN_URL, REDIS_URL.
@@ -115,13 +117,22 @@ async fn main() -> BenchResult<()> {
     let half_load_secs: u64 = setting("BENCH_HALF_LOAD_SECS", "5").parse()?;
     let mut rows = Vec::new();
     let mut half_load = Vec::new();
+    let mut batch_rows = Vec::new();
     for workers in [1, 2] {
-        let (row, half) = bench_kiln(workers, runs, clients, half_load_secs).await?;
+        let (row, half, batched) = bench_kiln(workers, runs, clients, half_load_secs).await?;
         rows.push(row);
         half_load.push(half);
+        batch_rows.push(batched);
     }
-    let bullmq = bench_bullmq(runs, clients)?;
+    let bullmq = bench_bullmq(runs, clients, None)?;
     rows.push(bullmq.clone());
+    let bullmq_bulk = bench_bullmq(runs, BATCH_CLIENTS, Some(BATCH_SIZE))?;
+    rows.push(bullmq_bulk.clone());
+    // Batch triggers go below the single triggers they compare with.
+    let kiln_rows = rows.len() - 1;
+    for (i, batched) in batch_rows.into_iter().enumerate() {
+        rows.insert(kiln_rows + i, batched);
+    }
 
     println!();
     println!(
@@ -150,7 +161,7 @@ async fn main() -> BenchResult<()> {
         );
     }
     println!();
-    for (row, half) in rows.iter().zip(&half_load) {
+    for (row, half) in rows.iter().filter(|r| !r.name.contains("batch")).zip(&half_load) {
         println!(
             "| {} at half load ({:.0} runs/s offered) | trigger→start p50 / p99 / max: {:.1} / {:.1} / {:.1} ms |",
             row.name, half.per_sec, half.start[0], half.start[1], half.start[2]
@@ -158,15 +169,22 @@ async fn main() -> BenchResult<()> {
     }
     println!();
     println!("CPU used while measuring (2 cores = 2 s per second):");
-    for row in &rows[..2] {
+    for row in rows.iter().filter(|r| !r.cpu.is_empty()) {
         println!("- {}: {}", row.name, row.cpu);
     }
     println!();
-    for row in &rows[..2] {
+    // Each kiln row beside BullMQ fed the same way: one by one, or in bulk.
+    for row in rows.iter().filter(|r| !r.cpu.is_empty()) {
+        let peer = if row.name.contains("batches") {
+            &bullmq_bulk
+        } else {
+            &bullmq
+        };
         println!(
-            "ratio {} / BullMQ (completed/s): {:.2}",
+            "ratio {} / {} (completed/s): {:.2}",
             row.name,
-            row.per_sec / bullmq.per_sec
+            peer.name,
+            row.per_sec / peer.per_sec
         );
     }
     Ok(())
@@ -212,7 +230,11 @@ fn kiln_command(args: &[&str], env: &[(String, String)]) -> Command {
     command
 }
 
-async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs: u64) -> BenchResult<(Row, Row)> {
+/// Items per batch trigger, and clients sending batches at once.
+const BATCH_SIZE: usize = 100;
+const BATCH_CLIENTS: usize = 8;
+
+async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs: u64) -> BenchResult<(Row, Row, Row)> {
     let database_url = fresh_database().await?;
     let env = vec![
         ("DATABASE_URL".to_owned(), database_url.clone()),
@@ -291,10 +313,37 @@ async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs:
     wait_completed(&pool, count as i64).await?;
     let mut half = measure(&pool, "half").await?;
     half.per_sec = rate;
+
+    // The batch-trigger path: the same runs, BATCH_SIZE to a request.
+    sqlx::query("DELETE FROM runs").execute(&pool).await?;
+    sqlx::query("VACUUM ANALYZE runs").execute(&pool).await?;
+    let batch_url = format!("{base_url}/api/v2/tasks/batch");
+    let meter = CpuMeter::start(vec![
+        ("kiln api".into(), vec![api_pid]),
+        ("kiln workers".into(), processes.0[1..].iter().map(Child::id).collect()),
+        ("postgres".into(), pids_named("postgres")),
+        ("redis".into(), pids_named("redis-server")),
+        ("load generator".into(), vec![std::process::id()]),
+    ]);
+    let started = Instant::now();
+    fire_batches(&http, &batch_url, &key, runs, BATCH_CLIENTS).await?;
+    let triggered_in = started.elapsed().as_secs_f64();
+    wait_completed(&pool, runs as i64).await?;
+    let mut batched = measure(
+        &pool,
+        &format!(
+            "kiln, {workers} worker process{}, batches of {BATCH_SIZE} ({BATCH_CLIENTS} clients)",
+            if workers > 1 { "es" } else { "" }
+        ),
+    )
+    .await?;
+    batched.triggered_per_sec = runs as f64 / triggered_in;
+    batched.cpu = meter.report();
+
     pool.close().await;
     drop(processes);
     drop_database(&database_url).await?;
-    Ok((row, half))
+    Ok((row, half, batched))
 }
 
 /// Sends `count` triggers from `clients` concurrent clients, optionally
@@ -330,6 +379,41 @@ async fn fire(
                     .await?;
                 if !response.status().is_success() {
                     eprintln!("trigger answered {}", response.status());
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Sends `count` runs as batch triggers of BATCH_SIZE items from `clients`
+/// concurrent clients.
+async fn fire_batches(http: &reqwest::Client, url: &str, key: &str, count: usize, clients: usize) -> BenchResult<()> {
+    let batches = count.div_ceil(BATCH_SIZE);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, key, next) = (http.clone(), url.to_owned(), key.to_owned(), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    return Ok::<_, reqwest::Error>(());
+                }
+                let items: Vec<Value> = (b * BATCH_SIZE..((b + 1) * BATCH_SIZE).min(count))
+                    .map(|i| json!({ "task": "kiln.noop", "payload": { "i": i } }))
+                    .collect();
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "items": items }))
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    eprintln!("batch trigger answered {}", response.status());
                 }
             }
         }));
@@ -384,12 +468,13 @@ async fn measure(pool: &PgPool, name: &str) -> BenchResult<Row> {
     })
 }
 
-fn bench_bullmq(runs: usize, clients: usize) -> BenchResult<Row> {
+fn bench_bullmq(runs: usize, clients: usize, bulk: Option<usize>) -> BenchResult<Row> {
     let output = Command::new("node")
         .arg("bench.mjs")
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/bullmq"))
         .env("BENCH_RUNS", runs.to_string())
         .env("BENCH_CLIENTS", clients.to_string())
+        .env("BULK", bulk.unwrap_or(0).to_string())
         .output()?;
     if !output.status.success() {
         return Err(format!("BullMQ bench failed: {}", String::from_utf8_lossy(&output.stderr)).into());
@@ -402,7 +487,10 @@ fn bench_bullmq(runs: usize, clients: usize) -> BenchResult<Row> {
     let result: Value = serde_json::from_str(&line)?;
     let f = |k: &str| result[k].as_f64().unwrap_or(f64::NAN);
     Ok(Row {
-        name: "BullMQ 5.81 (concurrency 50)".into(),
+        name: match bulk {
+            Some(n) => format!("BullMQ 5.81 (concurrency 50), addBulk of {n} ({clients} clients)"),
+            None => "BullMQ 5.81 (concurrency 50)".into(),
+        },
         runs: runs as u64,
         per_sec: f("processedPerSec"),
         triggered_per_sec: f("addedPerSec"),

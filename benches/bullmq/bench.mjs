@@ -2,10 +2,12 @@
 // of benches/throughput.rs. Adds N jobs one by one with queue.add (up to
 // CLIENTS adds in flight, as kiln's bench has CLIENTS HTTP clients), works
 // them with a no-op processor at concurrency 50, and prints one JSON line.
+// With BULK=n, CLIENTS clients add n jobs at a time with queue.addBulk.
 import { Queue, Worker } from "bullmq";
 
 const runs = Number(process.env.BENCH_RUNS ?? 20000);
 const clients = Number(process.env.BENCH_CLIENTS ?? 64);
+const bulk = Number(process.env.BULK ?? 0);
 const url = new URL(process.env.REDIS_URL ?? "redis://127.0.0.1:6379");
 const connection = { host: url.hostname, port: Number(url.port || 6379) };
 const prefix = `bench_bullmq_${process.pid}_${Date.now()}`;
@@ -30,7 +32,17 @@ async function client() {
     await queue.add("noop", { i });
   }
 }
-await Promise.all(Array.from({ length: clients }, client));
+// BULK=n: jobs added n at a time with addBulk, as kiln's batch triggers.
+async function bulkClient() {
+  while (next < runs) {
+    const first = next;
+    next = Math.min(runs, next + bulk);
+    const jobs = [];
+    for (let i = first; i < next; i++) jobs.push({ name: "noop", data: { i } });
+    await queue.addBulk(jobs);
+  }
+}
+await Promise.all(Array.from({ length: clients }, bulk > 0 ? bulkClient : client));
 const addedIn = (performance.now() - started) / 1000;
 await done;
 const total = (performance.now() - started) / 1000;

@@ -79,7 +79,14 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                     loaded = batch.len() > 1;
                     let (items, replies): (Vec<T>, Vec<_>) = batch.drain(..).unzip();
                     let count = items.len();
-                    match write(items).await {
+                    let started = std::time::Instant::now();
+                    let written = write(items).await;
+                    tracing::trace!(
+                        count,
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        "batch written"
+                    );
+                    match written {
                         Ok(results) if results.len() == count => {
                             for (reply, result) in replies.into_iter().zip(results) {
                                 let _ = reply.send(Ok(result));
