@@ -356,64 +356,66 @@ async fn fire(
     clients: usize,
     rate: Option<f64>,
 ) -> BenchResult<()> {
+    post_all(
+        http,
+        url,
+        key,
+        count,
+        clients,
+        rate,
+        |i| json!({ "payload": { "i": i } }),
+    )
+    .await
+}
+
+/// Sends `count` runs as batch triggers of BATCH_SIZE items from `clients`
+/// concurrent clients.
+async fn fire_batches(http: &reqwest::Client, url: &str, key: &str, count: usize, clients: usize) -> BenchResult<()> {
+    post_all(http, url, key, count.div_ceil(BATCH_SIZE), clients, None, move |b| {
+        let items: Vec<Value> = (b * BATCH_SIZE..((b + 1) * BATCH_SIZE).min(count))
+            .map(|i| json!({ "task": "kiln.noop", "payload": { "i": i } }))
+            .collect();
+        json!({ "items": items })
+    })
+    .await
+}
+
+/// POSTs `requests` bodies (`body(i)` for the i-th) to `url` from
+/// `clients` concurrent clients, optionally paced to `rate` per second.
+async fn post_all(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    requests: usize,
+    clients: usize,
+    rate: Option<f64>,
+    body: impl Fn(usize) -> Value + Send + Sync + 'static,
+) -> BenchResult<()> {
     let next = Arc::new(AtomicUsize::new(0));
+    let body = Arc::new(body);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (http, url, key, next) = (http.clone(), url.to_owned(), key.to_owned(), Arc::clone(&next));
+        let (http, url, key, next, body) = (
+            http.clone(),
+            url.to_owned(),
+            key.to_owned(),
+            Arc::clone(&next),
+            Arc::clone(&body),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count {
+                if i >= requests {
                     return Ok::<_, reqwest::Error>(());
                 }
                 if let Some(rate) = rate {
                     let due = started + Duration::from_secs_f64(i as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&json!({ "payload": { "i": i } }))
-                    .send()
-                    .await?;
+                let response = http.post(&url).bearer_auth(&key).json(&body(i)).send().await?;
                 if !response.status().is_success() {
-                    eprintln!("trigger answered {}", response.status());
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(())
-}
-
-/// Sends `count` runs as batch triggers of BATCH_SIZE items from `clients`
-/// concurrent clients.
-async fn fire_batches(http: &reqwest::Client, url: &str, key: &str, count: usize, clients: usize) -> BenchResult<()> {
-    let batches = count.div_ceil(BATCH_SIZE);
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (http, url, key, next) = (http.clone(), url.to_owned(), key.to_owned(), Arc::clone(&next));
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let b = next.fetch_add(1, Ordering::Relaxed);
-                if b >= batches {
-                    return Ok::<_, reqwest::Error>(());
-                }
-                let items: Vec<Value> = (b * BATCH_SIZE..((b + 1) * BATCH_SIZE).min(count))
-                    .map(|i| json!({ "task": "kiln.noop", "payload": { "i": i } }))
-                    .collect();
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&json!({ "items": items }))
-                    .send()
-                    .await?;
-                if !response.status().is_success() {
-                    eprintln!("batch trigger answered {}", response.status());
+                    eprintln!("{url} answered {}", response.status());
                 }
             }
         }));
