@@ -72,6 +72,18 @@ struct CpuMeter {
 }
 
 impl CpuMeter {
+    /// kiln's processes, Postgres (its backends as of now), Redis and this
+    /// load generator.
+    fn for_kiln(api_pid: u32, worker_pids: Vec<u32>) -> Self {
+        Self::start(vec![
+            ("kiln api".into(), vec![api_pid]),
+            ("kiln workers".into(), worker_pids),
+            ("postgres".into(), pids_named("postgres")),
+            ("redis".into(), pids_named("redis-server")),
+            ("load generator".into(), vec![std::process::id()]),
+        ])
+    }
+
     fn start(groups: Vec<(String, Vec<u32>)>) -> Self {
         Self {
             groups: groups
@@ -286,13 +298,7 @@ async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs:
     sqlx::query("VACUUM ANALYZE runs").execute(&pool).await?;
 
     let worker_pids: Vec<u32> = processes.0[1..].iter().map(Child::id).collect();
-    let meter = CpuMeter::start(vec![
-        ("kiln api".into(), vec![api_pid]),
-        ("kiln workers".into(), worker_pids),
-        ("postgres".into(), pids_named("postgres")),
-        ("redis".into(), pids_named("redis-server")),
-        ("load generator".into(), vec![std::process::id()]),
-    ]);
+    let meter = CpuMeter::for_kiln(api_pid, worker_pids);
     let started = Instant::now();
     fire(&http, &trigger_url, &key, runs, clients, None).await?;
     let triggered_in = started.elapsed().as_secs_f64();
@@ -318,13 +324,7 @@ async fn bench_kiln(workers: usize, runs: usize, clients: usize, half_load_secs:
     sqlx::query("DELETE FROM runs").execute(&pool).await?;
     sqlx::query("VACUUM ANALYZE runs").execute(&pool).await?;
     let batch_url = format!("{base_url}/api/v2/tasks/batch");
-    let meter = CpuMeter::start(vec![
-        ("kiln api".into(), vec![api_pid]),
-        ("kiln workers".into(), processes.0[1..].iter().map(Child::id).collect()),
-        ("postgres".into(), pids_named("postgres")),
-        ("redis".into(), pids_named("redis-server")),
-        ("load generator".into(), vec![std::process::id()]),
-    ]);
+    let meter = CpuMeter::for_kiln(api_pid, processes.0[1..].iter().map(Child::id).collect());
     let started = Instant::now();
     fire_batches(&http, &batch_url, &key, runs, BATCH_CLIENTS).await?;
     let triggered_in = started.elapsed().as_secs_f64();

@@ -272,11 +272,14 @@ impl Worker {
         // A duplicate id (possible after Redis was recovered) is dropped when
         // this worker already runs it; across workers, the guards on the
         // record and the outcome let one attempt count.
-        let mut seen: std::collections::HashSet<String> = lock(&self.running).keys().cloned().collect();
-        let deliveries: Vec<Delivery> = deliveries
-            .into_iter()
-            .filter(|d| seen.insert(d.run_id.clone()))
-            .collect();
+        let deliveries: Vec<Delivery> = {
+            let running = lock(&self.running);
+            let mut seen = std::collections::HashSet::new();
+            deliveries
+                .into_iter()
+                .filter(|d| !running.contains_key(&d.run_id) && seen.insert(d.run_id.clone()))
+                .collect()
+        };
         let (limited_runs, free_runs): (Vec<Delivery>, Vec<Delivery>) =
             deliveries.into_iter().partition(|d| limited.contains_key(&d.queue));
         let mut claimed = Vec::new();
@@ -367,10 +370,8 @@ impl Worker {
             metadata_writer.abort();
             // The outcome carries the last state, so a change the writer had
             // not written yet is not lost.
-            let final_metadata = metadata.snapshot();
-            let final_metadata = (Some(&final_metadata) != run.metadata.as_ref()
-                && final_metadata.as_object().is_some_and(|m| !m.is_empty()))
-            .then_some(final_metadata);
+            let final_metadata =
+                metadata_set(&metadata).filter(|final_metadata| Some(final_metadata) != run.metadata.as_ref());
             // The handler is done: its slot can take the next run while the
             // outcome waits for its batch to be written.
             drop(slot);
@@ -580,12 +581,11 @@ impl Worker {
                 .filter(|(_, run)| *run.recorded.borrow() == Recorded::NotYet && run.started.elapsed() >= RECORD_AFTER)
                 .map(|(id, run)| {
                     run.recorded.send_replace(Recorded::InFlight);
-                    let metadata = run.metadata.snapshot();
                     kiln_store::StartedRun {
                         id: id.clone(),
                         attempt: run.attempt,
                         started_at: run.started_at,
-                        metadata: metadata.as_object().is_some_and(|m| !m.is_empty()).then_some(metadata),
+                        metadata: metadata_set(&run.metadata),
                     }
                 })
                 .collect();
@@ -686,6 +686,13 @@ async fn write_metadata(
         }
         tokio::time::sleep(METADATA_WRITE_INTERVAL).await;
     }
+}
+
+/// The run's metadata as it stands, or `None` while nothing is set (so a
+/// write keeps what is recorded).
+fn metadata_set(metadata: &RunMetadata) -> Option<serde_json::Value> {
+    let snapshot = metadata.snapshot();
+    snapshot.as_object().is_some_and(|m| !m.is_empty()).then_some(snapshot)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

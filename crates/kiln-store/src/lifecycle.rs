@@ -115,6 +115,12 @@ const CLAIM_RETURNING: &str = "RETURNING runs.id, runs.task_identifier, runs.que
     runs.payload, runs.attempt_count, runs.max_attempts, runs.max_duration_ms, runs.metadata, runs.environment,
     runs.started_at, runs.redelivered";
 
+/// A run a worker started without recording it (attempt `u.attempt`) is
+/// still as it was then: queued at the previous attempt, not backing off,
+/// not parked. Guards both its record and its outcome.
+const STARTED_UNRECORDED: &str = "runs.status = 'QUEUED' AND runs.attempt_count = u.attempt - 1
+    AND runs.dispatch_at IS NULL AND NOT runs.parked";
+
 /// No limit on the run's queue: such runs are claimed without counting.
 const UNLIMITED_QUEUE: &str =
     "NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL)";
@@ -207,16 +213,15 @@ impl Store {
         let attempts: Vec<i32> = runs.iter().map(|r| r.attempt).collect();
         let started: Vec<DateTime<Utc>> = runs.iter().map(|r| r.started_at).collect();
         let metadata: Vec<Option<&Value>> = runs.iter().map(|r| r.metadata.as_ref()).collect();
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
             "UPDATE runs SET status = 'EXECUTING', attempt_count = u.attempt,
                  started_at = COALESCE(runs.started_at, u.started_at), updated_at = now(),
                  lease_expires_at = now() + $5 * interval '1 millisecond', worker_id = $6,
                  metadata = COALESCE(u.metadata, runs.metadata)
              FROM UNNEST($1::text[], $2::int4[], $3::timestamptz[], $4::jsonb[]) AS u(id, attempt, started_at, metadata)
-             WHERE runs.id = ANY($1) AND runs.id = u.id AND runs.attempt_count = u.attempt - 1
-               AND runs.status = 'QUEUED' AND runs.dispatch_at IS NULL AND NOT runs.parked
-             RETURNING runs.id",
-        )
+             WHERE runs.id = ANY($1) AND runs.id = u.id AND {STARTED_UNRECORDED}
+             RETURNING runs.id"
+        )))
         .bind(&ids)
         .bind(&attempts)
         .bind(&started)
@@ -331,7 +336,7 @@ impl Store {
             retry_in_ms.push(retry);
             hand_back.push(back);
         }
-        let recorded: Vec<(String, String, Option<String>, bool)> = sqlx::query_as(
+        let recorded: Vec<(String, String, Option<String>, bool)> = sqlx::query_as(AssertSqlSafe(format!(
             "UPDATE runs SET status = u.status, output = u.output,
                  error = COALESCE(u.error, runs.error),
                  attempt_count = CASE WHEN u.hand_back THEN u.attempt - 1 ELSE u.attempt END,
@@ -347,12 +352,9 @@ impl Store {
                  AS u(id, attempt, status, output, error, retry_in_ms, hand_back, metadata, claimed, started_at)
              WHERE runs.id = ANY($1) AND runs.id = u.id AND CASE
                  WHEN u.claimed THEN runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
-                 -- Started unrecorded: still queued as it was when started.
-                 ELSE runs.status = 'QUEUED' AND runs.attempt_count = u.attempt - 1
-                      AND runs.dispatch_at IS NULL AND NOT runs.parked END
-             RETURNING runs.id, runs.queue, runs.concurrency_key,
-                 EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL)",
-        )
+                 ELSE {STARTED_UNRECORDED} END
+             RETURNING runs.id, runs.queue, runs.concurrency_key, NOT {UNLIMITED_QUEUE}"
+        )))
         .bind(&ids)
         .bind(&attempts)
         .bind(&statuses)
