@@ -152,6 +152,9 @@ const PUSHED: &str = "r.status = 'QUEUED' AND r.enqueued_at IS NOT NULL";
 // a bare `status = 'QUEUED'` cannot drag a scan of a whole backlog index
 // into those plans; joining `UNNEST($1)` instead let the planner pick a
 // sequential scan of `runs` for every claim while statistics lagged.
+// The statements of the store's `hot` pool are the exception: planned once
+// with sequential scans off, a join on `UNNEST` there is a loop of primary
+// key look-ups, which `id = ANY($1)` would only turn into a join filter.
 
 /// A claimable run: queued, not waiting for a back-off, not parked, and
 /// (before its first attempt) not past its ttl.
@@ -195,7 +198,7 @@ impl Store {
         );
         Ok(sqlx::query_as::<_, ClaimedRun>(AssertSqlSafe(sql))
             .bind(ids)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.hot)
             .await?)
     }
 
@@ -350,7 +353,7 @@ impl Store {
              FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[], $7::bool[],
                          $8::jsonb[], $9::bool[], $10::timestamptz[])
                  AS u(id, attempt, status, output, error, retry_in_ms, hand_back, metadata, claimed, started_at)
-             WHERE runs.id = ANY($1) AND runs.id = u.id AND CASE
+             WHERE runs.id = u.id AND CASE
                  WHEN u.claimed THEN runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
                  ELSE {STARTED_UNRECORDED} END
              RETURNING runs.id, runs.queue, runs.concurrency_key, NOT {UNLIMITED_QUEUE}"
@@ -365,7 +368,7 @@ impl Store {
         .bind(&metadata)
         .bind(&claimed)
         .bind(&started_at)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.hot)
         .await?;
         // Only queues with a limit park runs; the others have nothing to
         // release.

@@ -134,7 +134,7 @@ impl Store {
     /// Records runs without idempotency keys in one statement (the group
     /// commit path). All or nothing.
     pub async fn insert_runs(&self, runs: &[NewRun]) -> Result<(), StoreError> {
-        insert_runs_on(&self.pool, runs).await
+        insert_runs_on(&self.hot, runs).await
     }
 
     /// Records a run that carries an idempotency key, or finds the live run
@@ -475,15 +475,28 @@ pub(crate) async fn insert_runs_on<'e>(executor: impl sqlx::PgExecutor<'e>, runs
         is_test.push(run.spec.is_test);
         created.push(run.created_at);
     }
-    sqlx::query(
-        "WITH inserted AS (
+    // A run's tags are copied into `run_tags` in the same statement. Most
+    // runs have none, and then the statement skips that copy, the per-row
+    // array conversion and the CTE that would hold every inserted row.
+    let any_tags = runs.iter().any(|run| !run.spec.tags.is_empty());
+    let (with, tags_value, then) = if any_tags {
+        (
+            "WITH inserted AS (",
+            "ARRAY(SELECT jsonb_array_elements_text(u.tags))",
+            " RETURNING id, tags)
+             INSERT INTO run_tags (tag, run_id) SELECT DISTINCT unnest(tags), id FROM inserted",
+        )
+    } else {
+        ("", "'{}'::text[]", "")
+    };
+    sqlx::query(AssertSqlSafe(format!(
+        "{with}
          INSERT INTO runs (id, environment, task_identifier, queue, concurrency_key, status,
              payload, payload_type, metadata, tags, max_attempts, max_duration_ms, ttl_ms,
              expires_at, delay_until, dispatch_at, enqueued_at, replayed_from, is_test, created_at, updated_at,
              parent_run_id)
          SELECT u.id, u.environment, u.task, u.queue, u.concurrency_key, u.status,
-             u.payload, u.payload_type, u.metadata,
-             ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.max_attempts, u.max_duration_ms,
+             u.payload, u.payload_type, u.metadata, {tags_value}, u.max_attempts, u.max_duration_ms,
              u.ttl_ms, u.expires_at, u.delay_until, u.delay_until,
              -- Ready runs are pushed right after this insert; a run the
              -- push does not take is marked back (see `unmark_enqueued`).
@@ -495,10 +508,8 @@ pub(crate) async fn insert_runs_on<'e>(executor: impl sqlx::PgExecutor<'e>, runs
              $18::timestamptz[], $19::text[])
            AS u(id, environment, task, queue, concurrency_key, status, payload, payload_type,
              metadata, tags, max_attempts, max_duration_ms, ttl_ms, expires_at, delay_until,
-             replayed_from, is_test, created_at, parent_run_id)
-         RETURNING id, tags)
-         INSERT INTO run_tags (tag, run_id) SELECT DISTINCT unnest(tags), id FROM inserted",
-    )
+             replayed_from, is_test, created_at, parent_run_id){then}"
+    )))
     .bind(&ids)
     .bind(&environments)
     .bind(&tasks)
