@@ -91,20 +91,24 @@ impl StoreError {
 ///   (`synchronous_commit = off`). It serves only writes whose loss in a
 ///   Postgres crash kiln recovers from by itself: a claim (the lease lapses,
 ///   or the stale sweep pushes the run again), a lease renewal, a mark that
-///   a run is or is not in Redis.
-/// - `hot` commits durably and plans each statement once per connection.
-///   It serves only the few statements run for every run (recording new
-///   runs, reading popped runs, recording outcomes), whose plans are the
-///   same whatever the parameters: planning them on each execution cost
-///   Postgres a quarter of its time. Sequential scans are off there, so a
-///   plan made while `runs` is still small looks runs up by primary key.
+///   a run is or is not in Redis. Its statements all find rows by key, and
+///   it plans them as `keyed` does.
+/// - `keyed` commits durably and plans each statement once per connection.
+///   It serves the statements that find rows by primary key or by the
+///   predicate of a partial index: the three every run goes through
+///   (recording new runs, reading popped runs, recording outcomes) and the
+///   scheduler's look-ups. Planning the first three on each execution cost
+///   Postgres a quarter of its time, and a custom plan made while the
+///   statistics said `runs` was empty scanned the whole table for each of
+///   the scheduler's look-ups, ten times a second. Sequential scans are off
+///   there, so a plan made while `runs` is small still uses the index.
 ///
 /// New runs and finished attempts always go through a durable pool.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
     relaxed: PgPool,
-    hot: PgPool,
+    keyed: PgPool,
 }
 
 pub struct StoreOptions {
@@ -127,31 +131,25 @@ impl Store {
     /// Connects lazily: the pool opens connections on first use, so kiln
     /// starts (and answers 503) while Postgres is down.
     pub fn connect_lazy(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
-        // Plans are made for each execution's own parameters and the
-        // table's current size. A cached generic plan is made once per
-        // connection, often while `runs` is still empty (a fresh install, a
-        // test), and then scans the whole table or a whole partial index
-        // for each statement that looks up a few ids.
         let connect: PgConnectOptions = url
             .parse::<PgConnectOptions>()?
-            .log_statements(tracing::log::LevelFilter::Trace)
-            .options([("plan_cache_mode", "force_custom_plan")]);
+            .log_statements(tracing::log::LevelFilter::Trace);
+        // See the type's documentation and docs/architecture.md, "Plans".
+        let custom_plans = connect.clone().options([("plan_cache_mode", "force_custom_plan")]);
+        let keyed_plans = connect.options([("plan_cache_mode", "force_generic_plan"), ("enable_seqscan", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect.clone());
+            .connect_lazy_with(custom_plans);
         let relaxed = PgPoolOptions::new()
             .max_connections(options.max_connections.div_ceil(2))
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect.clone().options([("synchronous_commit", "off")]));
-        let hot = PgPoolOptions::new()
+            .connect_lazy_with(keyed_plans.clone().options([("synchronous_commit", "off")]));
+        let keyed = PgPoolOptions::new()
             .max_connections(options.max_connections.div_ceil(2))
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect.options([
-                ("plan_cache_mode", "force_generic_plan"),
-                ("enable_seqscan", "off"),
-            ]));
-        Ok(Self { pool, relaxed, hot })
+            .connect_lazy_with(keyed_plans);
+        Ok(Self { pool, relaxed, keyed })
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -146,15 +146,15 @@ const AWAITING_PUSH: &str = "r.status = 'QUEUED' AND r.enqueued_at IS NULL AND r
 /// Queued runs whose id was pushed: the predicate of `runs_pushed`.
 const PUSHED: &str = "r.status = 'QUEUED' AND r.enqueued_at IS NOT NULL";
 
-// Statements that take a list of ids test `id = ANY($1)`, which the
-// planner answers from the primary key whatever its statistics say. The
-// partial indexes over queued runs carry a condition on `enqueued_at`, so
-// a bare `status = 'QUEUED'` cannot drag a scan of a whole backlog index
-// into those plans; joining `UNNEST($1)` instead let the planner pick a
-// sequential scan of `runs` for every claim while statistics lagged.
-// The statements of the store's `hot` pool are the exception: planned once
-// with sequential scans off, a join on `UNNEST` there is a loop of primary
-// key look-ups, which `id = ANY($1)` would only turn into a join filter.
+// Statements find runs by id with `id = ANY(…)`, a list of ids or an
+// array made by a subquery, never by a join alone. Postgres may plan a
+// statement while `runs` looks empty (a fresh install; statistics lagging
+// with autovacuum off), and a generic plan made then is kept for the
+// connection's life: a join on `runs.id = x.id` was then planned as a scan
+// of every row of the primary key, for each execution. `id = ANY(…)` is an
+// index condition in every plan. The partial indexes over queued runs
+// carry a condition on `enqueued_at`, so a bare `status = 'QUEUED'` cannot
+// drag a scan of a whole backlog index into those plans.
 
 /// A claimable run: queued, not waiting for a back-off, not parked, and
 /// (before its first attempt) not past its ttl.
@@ -198,7 +198,7 @@ impl Store {
         );
         Ok(sqlx::query_as::<_, ClaimedRun>(AssertSqlSafe(sql))
             .bind(ids)
-            .fetch_all(&self.hot)
+            .fetch_all(&self.keyed)
             .await?)
     }
 
@@ -353,7 +353,7 @@ impl Store {
              FROM UNNEST($1::text[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[], $7::bool[],
                          $8::jsonb[], $9::bool[], $10::timestamptz[])
                  AS u(id, attempt, status, output, error, retry_in_ms, hand_back, metadata, claimed, started_at)
-             WHERE runs.id = u.id AND CASE
+             WHERE runs.id = ANY($1) AND runs.id = u.id AND CASE
                  WHEN u.claimed THEN runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
                  ELSE {STARTED_UNRECORDED} END
              RETURNING runs.id, runs.queue, runs.concurrency_key, NOT {UNLIMITED_QUEUE}"
@@ -368,7 +368,7 @@ impl Store {
         .bind(&metadata)
         .bind(&claimed)
         .bind(&started_at)
-        .fetch_all(&self.hot)
+        .fetch_all(&self.keyed)
         .await?;
         // Only queues with a limit park runs; the others have nothing to
         // release.
@@ -415,7 +415,7 @@ impl Store {
                             ORDER BY p.id LIMIT 1 FOR UPDATE SKIP LOCKED) AS id
                     FROM freed)
              UPDATE runs SET parked = false, enqueued_at = NULL, updated_at = now()
-             FROM next WHERE runs.id = next.id",
+             WHERE runs.id = ANY(ARRAY(SELECT next.id FROM next))",
         )
         .bind(&queues)
         .bind(&keys)
@@ -434,10 +434,10 @@ impl Store {
                  ORDER BY dispatch_at LIMIT $1 FOR UPDATE SKIP LOCKED)
              UPDATE runs SET status = CASE WHEN runs.status = 'DELAYED' THEN 'QUEUED' ELSE runs.status END,
                  dispatch_at = NULL, enqueued_at = NULL, updated_at = now()
-             FROM due WHERE runs.id = due.id AND runs.status IN ('DELAYED', 'QUEUED')",
+             WHERE runs.id = ANY(ARRAY(SELECT due.id FROM due)) AND runs.status IN ('DELAYED', 'QUEUED')",
         )
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&self.keyed)
         .await?;
         Ok(done.rows_affected())
     }
@@ -448,7 +448,7 @@ impl Store {
             "{} SELECT queue FROM q WHERE queue IS NOT NULL",
             distinct_queues_where(AWAITING_PUSH)
         );
-        Ok(sqlx::query_scalar(AssertSqlSafe(sql)).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql)).fetch_all(&self.keyed).await?)
     }
 
     /// Takes up to `limit` of a queue's ready runs that are not in Redis,
@@ -459,7 +459,7 @@ impl Store {
             "WITH next AS (
                  SELECT id FROM runs r WHERE {AWAITING_PUSH} AND r.queue = $1
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
-             UPDATE runs SET enqueued_at = now() FROM next WHERE runs.id = next.id
+             UPDATE runs SET enqueued_at = now() WHERE runs.id = ANY(ARRAY(SELECT next.id FROM next))
              RETURNING runs.id"
         )))
         .bind(queue)
@@ -499,7 +499,7 @@ impl Store {
         );
         Ok(sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(ms(older_than))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.keyed)
             .await?)
     }
 
@@ -515,7 +515,7 @@ impl Store {
                  WHERE r.status = 'QUEUED' AND r.enqueued_at IS NOT NULL AND r.queue = $1
                    AND r.enqueued_at < now() - $2 * interval '1 millisecond'
                  LIMIT $3 FOR UPDATE SKIP LOCKED)
-             UPDATE runs SET enqueued_at = NULL, redelivered = true FROM stale WHERE runs.id = stale.id",
+             UPDATE runs SET enqueued_at = NULL, redelivered = true WHERE runs.id = ANY(ARRAY(SELECT stale.id FROM stale))",
         )
         .bind(queue)
         .bind(ms(older_than))
@@ -536,10 +536,10 @@ impl Store {
                  dispatch_at = NULL, parked = false,
                  error = jsonb_build_object('name', 'Expired', 'message',
                      'the run did not start within its ttl (' || runs.ttl_ms || ' ms)')
-             FROM due WHERE runs.id = due.id",
+             WHERE runs.id = ANY(ARRAY(SELECT due.id FROM due))",
         )
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&self.keyed)
         .await?;
         Ok(done.rows_affected())
     }
@@ -558,11 +558,11 @@ impl Store {
                  lease_expires_at = NULL, worker_id = NULL, enqueued_at = NULL, updated_at = now(),
                  error = jsonb_build_object('name', 'WorkerLost', 'message',
                      'the worker stopped renewing its lease during attempt ' || runs.attempt_count)
-             FROM lapsed WHERE runs.id = lapsed.id
+             WHERE runs.id = ANY(ARRAY(SELECT lapsed.id FROM lapsed))
              RETURNING runs.id, runs.queue, runs.status, runs.concurrency_key",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.keyed)
         .await?;
         let released: Vec<Released> = rows.iter().map(|(_, q, _, k)| (q.clone(), k.clone())).collect();
         self.unpark_after_release(&released).await?;
@@ -581,10 +581,10 @@ impl Store {
                      < COALESCE(q.concurrency_limit, 2147483647)
                  ORDER BY p.id LIMIT $1 FOR UPDATE OF p SKIP LOCKED)
              UPDATE runs SET parked = false, enqueued_at = NULL, updated_at = now()
-             FROM candidates WHERE runs.id = candidates.id",
+             WHERE runs.id = ANY(ARRAY(SELECT candidates.id FROM candidates))",
         )
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&self.keyed)
         .await?;
         Ok(done.rows_affected())
     }

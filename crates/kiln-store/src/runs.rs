@@ -134,7 +134,7 @@ impl Store {
     /// Records runs without idempotency keys in one statement (the group
     /// commit path). All or nothing.
     pub async fn insert_runs(&self, runs: &[NewRun]) -> Result<(), StoreError> {
-        insert_runs_on(&self.hot, runs).await
+        insert_runs_on(&self.keyed, runs).await
     }
 
     /// Records a run that carries an idempotency key, or finds the live run
