@@ -5,7 +5,7 @@
 // With BULK=n, CLIENTS clients add n jobs at a time with queue.addBulk.
 import { Queue, Worker } from "bullmq";
 
-const runs = Number(process.env.BENCH_RUNS ?? 20000);
+const runs = Number(process.env.BENCH_RUNS ?? 50000);
 const clients = Number(process.env.BENCH_CLIENTS ?? 64);
 const bulk = Number(process.env.BULK ?? 0);
 const url = new URL(process.env.REDIS_URL ?? "redis://127.0.0.1:6379");
