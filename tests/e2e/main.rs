@@ -18,6 +18,7 @@ mod metrics;
 mod openapi;
 #[path = "../support/pdfgen.rs"]
 mod pdfgen;
+mod plans;
 mod preview;
 mod recording;
 mod schedules;

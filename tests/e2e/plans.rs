@@ -1,0 +1,115 @@
+//! kiln plans its per-run statements and the scheduler's look-ups once per
+//! connection (see docs/architecture.md, "Plans"), often while `runs` is
+//! empty. Those plans must still find runs through an index when the
+//! history has grown behind them: a plan that reads the whole table costs
+//! nothing on an empty one and a full pass on each execution later.
+//!
+//! Postgres counts the tuples each table gives out (pg_stat_user_tables);
+//! a backend's counts are published at the latest when it exits, so the
+//! test stops kiln before it reads them.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::helpers::{Kiln, Mode, noop_body};
+
+const HISTORY: i64 = 20_000;
+
+/// Rows `runs` has given out to scans of any kind since the database was
+/// made.
+async fn tuples_read(db: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (COALESCE(seq_tup_read, 0) + COALESCE(idx_tup_fetch, 0))::int8
+         FROM pg_stat_user_tables WHERE relname = 'runs'",
+    )
+    .fetch_one(db)
+    .await
+    .expect("read table statistics")
+}
+
+/// Waits until no other session is connected to this database: kiln's
+/// backends have exited and published their counts.
+async fn wait_for_kiln_to_disconnect(db: &PgPool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND application_name NOT LIKE 'kiln-test%'",
+        )
+        .fetch_one(db)
+        .await
+        .expect("read sessions");
+        if others == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{others} sessions still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn statements_planned_on_an_empty_table_do_not_scan_a_grown_history() {
+    let kiln = Kiln::builder(Mode::Serve).spawn().await;
+    // The test's own queries keep to one connection it names, so that
+    // waiting for kiln's sessions to end does not wait for its own.
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            kiln.database_url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .expect("database url")
+                .application_name("kiln-test"),
+        )
+        .await
+        .expect("connect to the test database");
+    // Statistics now say `runs` is empty: the worker started next plans
+    // its statements and its scheduler's look-ups on that.
+    sqlx::query("VACUUM ANALYZE runs").execute(&db).await.expect("vacuum");
+    let worker = kiln.spawn_worker(&[]);
+    let first = kiln.trigger("kiln.noop", noop_body(json!({ "first": true }))).await;
+    kiln.wait_for_status(&first, "COMPLETED", Duration::from_secs(20)).await;
+
+    // A history grows that no plan has seen.
+    sqlx::query(
+        "INSERT INTO runs (id, environment, task_identifier, queue, status, payload, payload_type,
+             max_attempts, attempt_count, created_at, updated_at, started_at, completed_at)
+         SELECT format('run_history%s', lpad(i::text, 8, '0')), 'prod', 'kiln.noop', 'task/kiln.noop',
+             'COMPLETED', '{}'::jsonb, 'application/json', 1, 1, now(), now(), now(), now()
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(HISTORY)
+    .execute(&db)
+    .await
+    .expect("insert history");
+
+    // A delayed run is pushed by a scheduler tick once its delay is over:
+    // by the time it completes, the schedulers have looked a few times.
+    let mut ids = vec![
+        kiln.trigger("kiln.noop", json!({ "payload": {}, "options": { "delay": "1s" } }))
+            .await,
+    ];
+    for i in 0..20 {
+        ids.push(kiln.trigger("kiln.noop", noop_body(json!({ "i": i }))).await);
+    }
+    for id in &ids {
+        kiln.wait_for_status(id, "COMPLETED", Duration::from_secs(20)).await;
+    }
+    drop(worker);
+    drop(kiln);
+    wait_for_kiln_to_disconnect(&db).await;
+
+    // Each of those runs and each scheduler tick (ten a second, in two
+    // processes, for over a second) reads a few rows by index; a single
+    // pass over the history would read HISTORY.
+    let read = tuples_read(&db).await;
+    assert!(
+        read < HISTORY,
+        "runs gave out {read} tuples to scans while kiln ran 22 runs over a history of {HISTORY}"
+    );
+}
