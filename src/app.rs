@@ -198,6 +198,10 @@ fn preview_config(settings: &crate::config::PreviewSettings) -> anyhow::Result<P
         renderer: RendererCommand {
             program,
             leading_args: vec![crate::RENDER_PDF_COMMAND.to_owned()],
+            env: crate::RENDERER_ENVIRONMENT
+                .iter()
+                .map(|&(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
         },
         library,
         parallelism: settings.parallelism,

@@ -23,6 +23,19 @@ use kiln_core::auth::{Environment, KeyVault, SecretKey};
 use crate::app::Roles;
 use crate::config::{DatabaseConfig, RuntimeConfig, StorageConfig};
 
+/// mimalloc rather than glibc's malloc: a run makes and drops many small
+/// objects in the API and the worker (requests, JSON, rows), on which
+/// glibc's malloc spent an eighth of their CPU under load (docs/architecture.md,
+/// "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The environment of `kiln render-pdf`, which starts otherwise empty.
+/// mimalloc reserves address space a gigabyte at a time, which would count
+/// against the limit a renderer puts on its own address space before it
+/// loads pdfium; with no reserve, it maps memory as it needs it.
+pub const RENDERER_ENVIRONMENT: &[(&str, &str)] = &[("MIMALLOC_ARENA_RESERVE", "0")];
+
 /// A self-hosted background-job runtime that speaks Trigger.dev's HTTP API.
 ///
 /// Configuration comes from environment variables (see .env.example):

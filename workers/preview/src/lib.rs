@@ -43,6 +43,8 @@ use crate::protocol::{Message, PageReport, failure};
 pub struct RendererCommand {
     pub program: PathBuf,
     pub leading_args: Vec<String>,
+    /// Variables the renderer gets; its environment is otherwise cleared.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -429,6 +431,7 @@ impl Job {
             .arg(config.max_pages.to_string())
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
+            .envs(config.renderer.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
