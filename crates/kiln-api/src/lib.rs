@@ -49,8 +49,13 @@ impl Default for Limits {
     }
 }
 
+/// What the handlers share. The router's layers and extractors clone it
+/// for every request, so it is one `Arc`; the parts are read through it.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+#[derive(Clone)]
+pub struct SharedState {
     pub store: Store,
     pub queue: Queue,
     pub registry: Arc<TaskRegistry>,
@@ -65,9 +70,17 @@ pub struct AppState {
     pub storage: Option<kiln_storage::Storage>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
 impl AppState {
     pub fn new(store: Store, queue: Queue, registry: Arc<TaskRegistry>, vault: KeyVault, limits: Limits) -> Self {
-        Self {
+        Self(Arc::new(SharedState {
             keys: Arc::new(auth::KeyCache::new(store.clone(), vault)),
             recorder: recorder::RunRecorder::new(store.clone(), queue.clone()),
             store,
@@ -76,18 +89,18 @@ impl AppState {
             limits,
             local_objects: None,
             storage: None,
-        }
+        }))
     }
 
     /// Takes the SDK's offloaded packets into this storage.
     pub fn with_storage(mut self, storage: kiln_storage::Storage) -> Self {
-        self.storage = Some(storage);
+        Arc::make_mut(&mut self.0).storage = Some(storage);
         self
     }
 
     /// Serves the signed links of this local storage backend.
     pub fn with_local_objects(mut self, store: Arc<kiln_storage::LocalStore>) -> Self {
-        self.local_objects = Some(store);
+        Arc::make_mut(&mut self.0).local_objects = Some(store);
         self
     }
 }

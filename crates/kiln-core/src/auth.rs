@@ -195,12 +195,21 @@ pub fn unverified_claims(token: &str) -> Option<Value> {
 }
 
 /// Signs `claims` as an HS256 JWT.
-pub fn sign_jwt(secret: &[u8], claims: &Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let signing_input = format!("{header}.{body}");
-    let signature = URL_SAFE_NO_PAD.encode(hmac_sha256(secret, signing_input.as_bytes()));
-    format!("{signing_input}.{signature}")
+pub fn sign_jwt(secret: &[u8], claims: &impl serde::Serialize) -> String {
+    /// `{"alg":"HS256","typ":"JWT"}`, base64url-encoded.
+    const HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+    // A struct or map of plain values cannot fail to serialize; should a
+    // caller's own Serialize fail, the token carries empty claims, which
+    // every reader refuses.
+    let body = serde_json::to_vec(claims).unwrap_or_default();
+    let mut token = String::with_capacity(HEADER.len() + 2 + body.len() * 4 / 3 + 4 + 43);
+    token.push_str(HEADER);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&body, &mut token);
+    let signature = hmac_sha256(secret, token.as_bytes());
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+    token
 }
 
 /// Verifies an HS256 JWT and its `exp` (seconds since the epoch) against
@@ -274,5 +283,20 @@ mod tests {
         assert_eq!(verify_jwt(b"other", &token, 1_000), Err(JwtError::BadSignature));
         assert_eq!(verify_jwt(b"secret", &token, 2_000), Err(JwtError::Expired));
         assert_eq!(verify_jwt(b"secret", "a.b", 0), Err(JwtError::Malformed));
+    }
+
+    #[test]
+    fn a_signed_jwt_has_the_hs256_header_and_the_signature_of_its_first_two_parts() {
+        let token = sign_jwt(b"secret", &serde_json::json!({ "sub": "dev" }));
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header = URL_SAFE_NO_PAD.decode(parts[0]).expect("base64url");
+        let header: Value = serde_json::from_slice(&header).expect("a JSON header");
+        assert_eq!(header, serde_json::json!({ "alg": "HS256", "typ": "JWT" }));
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(parts[2]).expect("base64url"),
+            hmac_sha256(b"secret", signed.as_bytes())
+        );
     }
 }
