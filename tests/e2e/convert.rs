@@ -254,3 +254,72 @@ async fn a_chained_conversion_ends_with_page_images_and_two_linked_runs() {
     assert_eq!(children[0]["id"], child_id.as_str());
     assert_eq!(children[0]["status"], "COMPLETED");
 }
+
+/// The processes whose command line names `pipe`, as (pid, program): the
+/// instances and bridges of one worker's pool. A zombie has no command
+/// line, so a killed process stops counting once it is dead.
+fn pool_processes(pipe: &str) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            args.iter()
+                .any(|arg| arg.contains(pipe))
+                .then(|| (pid, args[0].clone()))
+        })
+        .collect()
+}
+
+/// `kill -9` gives a worker no chance to stop its pool; the kernel must
+/// take LibreOffice down with it, or every crash of a worker would leave a
+/// few hundred megabytes running for good.
+#[tokio::test]
+async fn libreoffice_dies_with_a_worker_killed_without_warning() {
+    let kiln = Kiln::builder(helpers::Mode::Serve).spawn().await;
+    let mut worker = kiln.spawn_worker(&[("KILN_OFFICE_WARM_UP", "true"), ("KILN_OFFICE_POOL_SIZE", "2")]);
+    let pipe = format!("kiln_office_{}_", worker.child.id());
+    // Warm: both instances have become soffice.bin itself (past the
+    // wrappers that start it) and their bridges run.
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let running = pool_processes(&pipe);
+        let instances = running
+            .iter()
+            .filter(|(_, program)| program.ends_with("soffice.bin"))
+            .count();
+        if instances == 2 && running.len() == 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pool did not warm up: {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    worker.kill_hard();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = pool_processes(&pipe);
+        if left.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for (pid, _) in &left {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+            panic!("LibreOffice outlived its worker: {left:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

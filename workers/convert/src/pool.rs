@@ -9,7 +9,8 @@
 //! crashed is dropped; either is replaced by a fresh one when next needed.
 //! Each soffice runs under an address-space limit (`prlimit`) and with a
 //! profile that blocks remote content (an unreachable proxy, untrusted
-//! links blocked), so a document cannot fetch anything.
+//! links blocked), so a document cannot fetch anything; it and its bridge
+//! die with the worker, however the worker ends.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,6 +22,20 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Semaphore;
 
 const BRIDGE_SOURCE: &str = include_str!("bridge.py");
+
+/// `program`, started so that the kernel kills it when the process that
+/// started it dies: `kill_on_drop` covers a worker that stops, but a worker
+/// killed with SIGKILL (the OOM killer, `kill -9`) runs no code, and its
+/// LibreOffice would live on, holding its memory, for good. util-linux's
+/// `setpriv` (an essential package on Debian, like `prlimit`) sets the
+/// parent-death signal and becomes `program`, which keeps it. The signal
+/// follows the thread that started the process; the pool starts instances
+/// from the runtime's worker threads, which last as long as the process.
+fn orphan_proof(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("setpriv");
+    command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    command
+}
 /// soffice.bin's exit code asking its launcher to start it again.
 const RESTART_REQUESTED: i32 = 81;
 
@@ -234,7 +249,7 @@ impl OfficePool {
         let profile_url = format!("file://{}", profile.display());
 
         let start_soffice = || {
-            Command::new("prlimit")
+            orphan_proof("prlimit")
                 .arg(format!("--as={}", self.config.memory_limit))
                 .arg("--")
                 .arg(&self.config.soffice)
@@ -257,7 +272,7 @@ impl OfficePool {
                 .map_err(|e| unavailable(&format!("cannot start {}", self.config.soffice.display()), e))
         };
         let mut soffice = start_soffice()?;
-        let mut bridge = Command::new(&self.config.python)
+        let mut bridge = orphan_proof(&self.config.python)
             .arg(&bridge_path)
             .arg(&pipe)
             .env(
