@@ -20,8 +20,15 @@
 //! first and last moments (connections warming, the last outcomes) weigh
 //! little on its rate.
 //!
+//! Everything runs in rounds (3 by default): on a shared two-core machine
+//! a system's rate drifts by a quarter or more from one minute to the next,
+//! so one sample each would compare the moments more than the systems. The
+//! table shows each system's median round, and each ratio compares kiln
+//! with BullMQ from the same round.
+//!
 //! Settings: BENCH_RUNS (50000), BENCH_CLIENTS (64), BENCH_HALF_LOAD_SECS
-//! (5), BENCH_WORKERS (the worker process counts, 1,2), KILN_BIN (target/release/kiln), BENCH_PG_ADMIN_URL, REDIS_URL.
+//! (5), BENCH_WORKERS (the worker process counts, 1,2), BENCH_ROUNDS (3),
+//! KILN_BIN (target/release/kiln), BENCH_PG_ADMIN_URL, REDIS_URL.
 
 use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
@@ -133,48 +140,133 @@ struct Row {
     cpu: String,
 }
 
+/// One round: every kiln configuration, then BullMQ fed the same two ways.
+struct Round {
+    /// Per worker count: single triggers, half load, batches.
+    kiln: Vec<(Row, Row, Row)>,
+    bullmq: Row,
+    bullmq_bulk: Row,
+}
+
+impl Round {
+    /// kiln with the `i`-th worker count, single triggers or batches.
+    fn kiln_row(&self, i: usize, batched: bool) -> &Row {
+        let (single, _, batches) = &self.kiln[i];
+        if batched { batches } else { single }
+    }
+
+    /// BullMQ fed as `kiln_row` was: one by one, or in bulk.
+    fn peer_row(&self, batched: bool) -> &Row {
+        if batched { &self.bullmq_bulk } else { &self.bullmq }
+    }
+}
+
+/// The row whose completed/s is the median of the rounds' (the lower of the
+/// two middle ones for an even count), with its latencies and CPU.
+fn median_row<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Row {
+    let mut rows: Vec<&Row> = rows.into_iter().collect();
+    rows.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+    rows.get(rows.len().saturating_sub(1) / 2)
+        .map(|row| (*row).clone())
+        .unwrap_or_default()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values
+        .get(values.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+fn listed(values: &[f64], decimals: usize) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[tokio::main]
 async fn main() -> BenchResult<()> {
     let runs: usize = setting("BENCH_RUNS", "50000").parse()?;
     let clients: usize = setting("BENCH_CLIENTS", "64").parse()?;
     let half_load_secs: u64 = setting("BENCH_HALF_LOAD_SECS", "5").parse()?;
-    let mut rows = Vec::new();
-    let mut half_load = Vec::new();
-    let mut batch_rows = Vec::new();
+    let round_count: usize = setting("BENCH_ROUNDS", "3").parse::<usize>()?.max(1);
     let worker_counts: Vec<usize> = setting("BENCH_WORKERS", "1,2")
         .split(',')
         .map(|n| n.trim().parse())
         .collect::<Result<_, _>>()?;
-    for workers in worker_counts {
-        let (row, half, batched) = bench_kiln(workers, runs, clients, half_load_secs).await?;
-        rows.push(row);
-        half_load.push(half);
-        batch_rows.push(batched);
+    let mut rounds = Vec::new();
+    for round in 1..=round_count {
+        eprintln!("round {round} of {round_count}");
+        let mut kiln = Vec::new();
+        for &workers in &worker_counts {
+            kiln.push(bench_kiln(workers, runs, clients, half_load_secs).await?);
+        }
+        let bullmq = bench_bullmq(runs, clients, None)?;
+        let bullmq_bulk = bench_bullmq(runs, BATCH_CLIENTS, Some(BATCH_SIZE))?;
+        rounds.push(Round {
+            kiln,
+            bullmq,
+            bullmq_bulk,
+        });
     }
-    let bullmq = bench_bullmq(runs, clients, None)?;
-    rows.push(bullmq.clone());
-    let bullmq_bulk = bench_bullmq(runs, BATCH_CLIENTS, Some(BATCH_SIZE))?;
-    rows.push(bullmq_bulk.clone());
-    // Batch triggers go below the single triggers they compare with.
-    let kiln_rows = rows.len() - 1;
-    for (i, batched) in batch_rows.into_iter().enumerate() {
-        rows.insert(kiln_rows + i, batched);
+
+    // Per system, every round's completed/s, and the row of the median one.
+    let mut systems: Vec<(Row, Vec<f64>)> = Vec::new();
+    let mut ratios: Vec<(String, String, Vec<f64>)> = Vec::new();
+    let mut half_load: Vec<(String, Row, Vec<f64>)> = Vec::new();
+    let per_round = |pick: &dyn Fn(&Round) -> &Row| -> (Row, Vec<f64>) {
+        let picked: Vec<&Row> = rounds.iter().map(pick).collect();
+        let rates = picked.iter().map(|row| row.per_sec).collect();
+        (median_row(picked), rates)
+    };
+    for i in 0..worker_counts.len() {
+        systems.push(per_round(&|r: &Round| &r.kiln[i].0));
+    }
+    systems.push(per_round(&|r: &Round| &r.bullmq));
+    for i in 0..worker_counts.len() {
+        systems.push(per_round(&|r: &Round| &r.kiln[i].2));
+    }
+    systems.push(per_round(&|r: &Round| &r.bullmq_bulk));
+    for i in 0..worker_counts.len() {
+        for batched in [false, true] {
+            let Some(first) = rounds.first() else { continue };
+            ratios.push((
+                first.kiln_row(i, batched).name.clone(),
+                first.peer_row(batched).name.clone(),
+                rounds
+                    .iter()
+                    .map(|r| r.kiln_row(i, batched).per_sec / r.peer_row(batched).per_sec)
+                    .collect(),
+            ));
+        }
+        let halves: Vec<&Row> = rounds.iter().map(|r| &r.kiln[i].1).collect();
+        let p99s: Vec<f64> = halves.iter().map(|row| row.start[1]).collect();
+        let mut by_p99 = halves.clone();
+        by_p99.sort_by(|a, b| a.start[1].total_cmp(&b.start[1]));
+        let median_half = by_p99
+            .get(by_p99.len().saturating_sub(1) / 2)
+            .map(|row| (*row).clone())
+            .unwrap_or_default();
+        half_load.push((rounds[0].kiln[i].0.name.clone(), median_half, p99s));
     }
 
     println!();
     println!(
-        "{} no-op runs each, {clients} concurrent clients, on {} cores",
-        runs,
+        "{runs} no-op runs a phase, {clients} concurrent clients, on {} cores; {round_count} rounds, each running every \
+         system in turn. Each row is the round with the median completed/s; the last column lists every round's.",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!();
     println!(
-        "| system | runs | completed/s | triggered/s | trigger→start p50 / p99 / max (ms) | trigger→completed p50 / p99 / max (ms) |"
+        "| system | runs | completed/s | triggered/s | trigger→start p50 / p99 / max (ms) | trigger→completed p50 / p99 / max (ms) | completed/s each round |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
-    for row in &rows {
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (row, rates) in &systems {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} |",
+            "| {} | {} | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {} |",
             row.name,
             row.runs,
             row.per_sec,
@@ -184,34 +276,36 @@ async fn main() -> BenchResult<()> {
             row.start[2],
             row.done[0],
             row.done[1],
-            row.done[2]
+            row.done[2],
+            listed(rates, 0)
         );
     }
     println!();
-    for (row, half) in rows.iter().filter(|r| !r.name.contains("batch")).zip(&half_load) {
+    for (name, half, p99s) in &half_load {
         println!(
-            "| {} at half load ({:.0} runs/s offered) | trigger→start p50 / p99 / max: {:.1} / {:.1} / {:.1} ms |",
-            row.name, half.per_sec, half.start[0], half.start[1], half.start[2]
+            "| {name} at half load ({:.0} runs/s offered) | trigger→start p50 / p99 / max: {:.1} / {:.1} / {:.1} ms \
+             (p99 each round: {} ms) |",
+            half.per_sec,
+            half.start[0],
+            half.start[1],
+            half.start[2],
+            listed(p99s, 1)
         );
     }
     println!();
-    println!("CPU used while measuring (2 cores = 2 s per second):");
-    for row in rows.iter().filter(|r| !r.cpu.is_empty()) {
+    println!("CPU used while measuring, in the median round (2 cores = 2 s per second):");
+    for (row, _) in systems.iter().filter(|(row, _)| !row.cpu.is_empty()) {
         println!("- {}: {}", row.name, row.cpu);
     }
     println!();
-    // Each kiln row beside BullMQ fed the same way: one by one, or in bulk.
-    for row in rows.iter().filter(|r| !r.cpu.is_empty()) {
-        let peer = if row.name.contains("batches") {
-            &bullmq_bulk
-        } else {
-            &bullmq
-        };
+    // Each kiln row beside BullMQ fed the same way (one by one, or in
+    // bulk) in the same round, so that the machine's drift between rounds
+    // weighs on both sides alike.
+    for (kiln_name, peer_name, round_ratios) in &ratios {
         println!(
-            "ratio {} / {} (completed/s): {:.2}",
-            row.name,
-            peer.name,
-            row.per_sec / peer.per_sec
+            "ratio {kiln_name} / {peer_name} (completed/s, same round): median {:.2} (each round: {})",
+            median(round_ratios.clone()),
+            listed(round_ratios, 2)
         );
     }
     Ok(())
