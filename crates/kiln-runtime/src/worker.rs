@@ -355,19 +355,27 @@ impl Worker {
                     recorded,
                 },
             );
-            let metadata_writer = tokio::spawn(
-                write_metadata(
-                    self.store.clone(),
-                    run.id.clone(),
-                    run.attempt_count,
-                    metadata.subscribe(),
-                    recorded_changes,
-                )
-                .in_current_span(),
+            // The metadata writer runs beside the attempt in this task (a
+            // task of its own per run cost a spawn for runs that never set
+            // any) and stops with it.
+            let metadata_writer = write_metadata(
+                self.store.clone(),
+                run.id.clone(),
+                run.attempt_count,
+                metadata.subscribe(),
+                recorded_changes,
             );
-            let result = self.attempt(&run, cancel.clone(), metadata.clone()).await;
+            let attempt = self.attempt(&run, cancel.clone(), metadata.clone());
+            tokio::pin!(metadata_writer, attempt);
+            let mut writer_done = false;
+            let result = loop {
+                tokio::select! {
+                    biased;
+                    result = &mut attempt => break result,
+                    () = &mut metadata_writer, if !writer_done => writer_done = true,
+                }
+            };
             let recorded = self.settle(&run.id).await;
-            metadata_writer.abort();
             // The outcome carries the last state, so a change the writer had
             // not written yet is not lost.
             let final_metadata =
