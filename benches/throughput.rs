@@ -161,22 +161,14 @@ impl Round {
     }
 }
 
-/// The row whose completed/s is the median of the rounds' (the lower of the
-/// two middle ones for an even count), with its latencies and CPU.
-fn median_row<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Row {
-    let mut rows: Vec<&Row> = rows.into_iter().collect();
-    rows.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
-    rows.get(rows.len().saturating_sub(1) / 2)
-        .map(|row| (*row).clone())
-        .unwrap_or_default()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values
-        .get(values.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(f64::NAN)
+/// The median of `items` by `key`: the lower of the two middle ones for an
+/// even count; `None` for no items.
+fn median_by<T: Clone>(items: &[T], key: impl Fn(&T) -> f64) -> Option<T> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted
+        .get(sorted.len().saturating_sub(1) / 2)
+        .map(|item| (*item).clone())
 }
 
 fn listed(values: &[f64], decimals: usize) -> String {
@@ -213,23 +205,23 @@ async fn main() -> BenchResult<()> {
         });
     }
 
-    // Per system, every round's completed/s, and the row of the median one.
     let mut systems: Vec<(Row, Vec<f64>)> = Vec::new();
     let mut ratios: Vec<(String, String, Vec<f64>)> = Vec::new();
     let mut half_load: Vec<(String, Row, Vec<f64>)> = Vec::new();
+    // The row of the round with the median completed/s, with its
+    // latencies and CPU, and every round's completed/s.
     let per_round = |pick: &dyn Fn(&Round) -> &Row| -> (Row, Vec<f64>) {
         let picked: Vec<&Row> = rounds.iter().map(pick).collect();
         let rates = picked.iter().map(|row| row.per_sec).collect();
-        (median_row(picked), rates)
+        let median = median_by(&picked, |row| row.per_sec).cloned().unwrap_or_default();
+        (median, rates)
     };
-    for i in 0..worker_counts.len() {
-        systems.push(per_round(&|r: &Round| &r.kiln[i].0));
+    for batched in [false, true] {
+        for i in 0..worker_counts.len() {
+            systems.push(per_round(&|r: &Round| r.kiln_row(i, batched)));
+        }
+        systems.push(per_round(&|r: &Round| r.peer_row(batched)));
     }
-    systems.push(per_round(&|r: &Round| &r.bullmq));
-    for i in 0..worker_counts.len() {
-        systems.push(per_round(&|r: &Round| &r.kiln[i].2));
-    }
-    systems.push(per_round(&|r: &Round| &r.bullmq_bulk));
     for i in 0..worker_counts.len() {
         for batched in [false, true] {
             let Some(first) = rounds.first() else { continue };
@@ -244,13 +236,8 @@ async fn main() -> BenchResult<()> {
         }
         let halves: Vec<&Row> = rounds.iter().map(|r| &r.kiln[i].1).collect();
         let p99s: Vec<f64> = halves.iter().map(|row| row.start[1]).collect();
-        let mut by_p99 = halves.clone();
-        by_p99.sort_by(|a, b| a.start[1].total_cmp(&b.start[1]));
-        let median_half = by_p99
-            .get(by_p99.len().saturating_sub(1) / 2)
-            .map(|row| (*row).clone())
-            .unwrap_or_default();
-        half_load.push((rounds[0].kiln[i].0.name.clone(), median_half, p99s));
+        let median_half = median_by(&halves, |row| row.start[1]).cloned().unwrap_or_default();
+        half_load.push((rounds[0].kiln_row(i, false).name.clone(), median_half, p99s));
     }
 
     println!();
@@ -304,7 +291,7 @@ async fn main() -> BenchResult<()> {
     for (kiln_name, peer_name, round_ratios) in &ratios {
         println!(
             "ratio {kiln_name} / {peer_name} (completed/s, same round): median {:.2} (each round: {})",
-            median(round_ratios.clone()),
+            median_by(round_ratios, |ratio| *ratio).unwrap_or(f64::NAN),
             listed(round_ratios, 2)
         );
     }

@@ -202,7 +202,9 @@ pub fn sign_jwt(secret: &[u8], claims: &impl serde::Serialize) -> String {
     // caller's own Serialize fail, the token carries empty claims, which
     // every reader refuses.
     let body = serde_json::to_vec(claims).unwrap_or_default();
-    let mut token = String::with_capacity(HEADER.len() + 2 + body.len() * 4 / 3 + 4 + 43);
+    // Header, body and a 32-byte signature (43 characters), base64url,
+    // with two dots.
+    let mut token = String::with_capacity(HEADER.len() + body.len().div_ceil(3) * 4 + 43 + 2);
     token.push_str(HEADER);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(&body, &mut token);

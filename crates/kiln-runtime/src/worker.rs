@@ -357,23 +357,22 @@ impl Worker {
             );
             // The metadata writer runs beside the attempt in this task (a
             // task of its own per run cost a spawn for runs that never set
-            // any) and stops with it.
-            let metadata_writer = write_metadata(
-                self.store.clone(),
-                run.id.clone(),
-                run.attempt_count,
-                metadata.subscribe(),
-                recorded_changes,
-            );
-            let attempt = self.attempt(&run, cancel.clone(), metadata.clone());
-            tokio::pin!(metadata_writer, attempt);
-            let mut writer_done = false;
-            let result = loop {
-                tokio::select! {
-                    biased;
-                    result = &mut attempt => break result,
-                    () = &mut metadata_writer, if !writer_done => writer_done = true,
-                }
+            // any) and stops with it; once done writing, it only waits.
+            let metadata_writer = async {
+                write_metadata(
+                    self.store.clone(),
+                    run.id.clone(),
+                    run.attempt_count,
+                    metadata.subscribe(),
+                    recorded_changes,
+                )
+                .await;
+                std::future::pending::<std::convert::Infallible>().await
+            };
+            let result = tokio::select! {
+                biased;
+                result = self.attempt(&run, cancel.clone(), metadata.clone()) => result,
+                never = metadata_writer => match never {},
             };
             let recorded = self.settle(&run.id).await;
             // The outcome carries the last state, so a change the writer had

@@ -36,6 +36,7 @@ fn orphan_proof(program: impl AsRef<std::ffi::OsStr>) -> Command {
     command.args(["--pdeathsig", "KILL", "--"]).arg(program);
     command
 }
+
 /// soffice.bin's exit code asking its launcher to start it again.
 const RESTART_REQUESTED: i32 = 81;
 
