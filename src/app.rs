@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use kiln_api::{AppState, Limits};
+use kiln_app_supermark::{Supermark, SupermarkDb};
 use kiln_core::auth::{Environment, KeyVault};
 use kiln_core::options::TaskDefaults;
 use kiln_core::schedule::CronSchedule;
@@ -20,7 +21,7 @@ use kiln_worker_builtin::{Fail, Noop, Sleep};
 use kiln_worker_convert::OfficeToPdf;
 use kiln_worker_convert::pool::{OfficePool, PoolConfig};
 use kiln_worker_export::{CleanupExports, ExportZip};
-use kiln_worker_preview::{PdfPreview, PreviewConfig, RendererCommand};
+use kiln_worker_preview::{PageRenderer, PdfPreview, PreviewConfig, RendererCommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseConfig, RuntimeConfig, StorageConfig};
@@ -104,12 +105,42 @@ pub fn office_pool(config: &RuntimeConfig) -> Arc<OfficePool> {
     }))
 }
 
+/// The renderer pool every page-making task of this process shares.
+pub fn page_renderer(config: &RuntimeConfig) -> anyhow::Result<PageRenderer> {
+    Ok(PageRenderer::new(preview_config(&config.preview)?))
+}
+
+/// Supermark's tasks, when Supermark is configured: its database (not
+/// connected until used) and its bucket.
+pub fn supermark(
+    config: &RuntimeConfig,
+    renderer: &PageRenderer,
+    office: &Arc<OfficePool>,
+) -> anyhow::Result<Option<Supermark>> {
+    let Some(settings) = &config.supermark else {
+        return Ok(None);
+    };
+    let db = SupermarkDb::connect_lazy(settings).context("KILN_SUPERMARK_DATABASE_URL or POSTGRES_PRISMA_URL")?;
+    let bucket = S3Store::new(&settings.storage).context("NEXT_PRIVATE_UPLOAD_BUCKET: cannot configure S3")?;
+    tracing::info!(bucket = %settings.storage.bucket, app = ?settings.app_url, "serving Supermark's document tasks");
+    let supermark = Supermark::new(
+        settings.clone(),
+        db,
+        Arc::new(bucket),
+        renderer.clone(),
+        Arc::clone(office),
+    )
+    .context("cannot build the HTTP client for Supermark")?;
+    Ok(Some(supermark))
+}
+
 pub fn build_registry(
     config: &RuntimeConfig,
     tasks: &TasksFile,
     storage: &Storage,
     office: &Arc<OfficePool>,
 ) -> anyhow::Result<TaskRegistry> {
+    let renderer = page_renderer(config)?;
     let policy = EgressPolicy {
         allowed_hosts: config.http_allowed_hosts.clone(),
         allow_private: config.http_allow_private,
@@ -147,7 +178,7 @@ pub fn build_registry(
         Arc::new(PdfPreview::new(
             Arc::clone(storage),
             Arc::new(sender.clone()),
-            preview_config(&config.preview)?,
+            renderer.clone(),
         )),
         TaskDefaults::for_task("kiln.pdf.preview"),
     );
@@ -162,6 +193,13 @@ pub fn build_registry(
         }),
         TaskDefaults::for_task("kiln.office.to-pdf"),
     );
+    if let Some(supermark) = supermark(config, &renderer, office)? {
+        for task in supermark.tasks() {
+            let mut defaults = TaskDefaults::for_task(task.id);
+            defaults.max_attempts = task.max_attempts;
+            registry.register(task.id, task.handler, defaults);
+        }
+    }
     for task in &tasks.tasks {
         let mut defaults = TaskDefaults::for_task(&task.id);
         if let Some(queue) = &task.queue {
@@ -310,6 +348,18 @@ pub async fn run(
             .migrate()
             .await
             .context("cannot apply migrations (is Postgres up? see DATABASE_URL)")?;
+    }
+    if config.supermark.is_some() {
+        // Supermark's plan queues get their default limits unless the
+        // tasks file sets them.
+        for (name, limit) in kiln_app_supermark::PLAN_QUEUE_LIMITS {
+            if !tasks.queues.contains_key(*name) {
+                store
+                    .set_queue_limit(name, Some(*limit))
+                    .await
+                    .with_context(|| format!("cannot set the limit of queue {name}"))?;
+            }
+        }
     }
     for (name, queue_config) in &tasks.queues {
         store

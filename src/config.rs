@@ -125,6 +125,8 @@ pub struct RuntimeConfig {
     pub http_timeout: Duration,
     /// When `kiln.exports.cleanup` runs (UTC); `None`: never.
     pub exports_cleanup_cron: Option<kiln_core::schedule::CronSchedule>,
+    /// Supermark's document tasks, when its database is configured.
+    pub supermark: Option<kiln_app_supermark::SupermarkConfig>,
     /// How often due cron schedules are looked for.
     pub cron_tick: Duration,
 }
@@ -225,6 +227,10 @@ impl RuntimeConfig {
             http_timeout: duration("KILN_HTTP_TIMEOUT", Duration::from_secs(30))?,
             exports_cleanup_cron,
             cron_tick,
+            supermark: kiln_app_supermark::SupermarkConfig::from_lookup(var).map_err(|e| ConfigError {
+                variable: e.variable,
+                message: e.message,
+            })?,
         })
     }
 }

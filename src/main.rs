@@ -121,6 +121,9 @@ struct RenderPdfArgs {
     memory_limit: Option<u64>,
     #[arg(long, default_value_t = 2000)]
     max_pages: u32,
+    /// How pages are sized: kiln or supermark.
+    #[arg(long, default_value = "kiln")]
+    layout: String,
 }
 
 fn render_pdf(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
@@ -134,6 +137,10 @@ fn render_pdf(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
         eprintln!("kiln render-pdf: --shard must be k/n with k < n");
         return ExitCode::FAILURE;
     };
+    let Some(layout) = kiln_worker_preview::layout::LayoutRule::from_name(&args.layout) else {
+        eprintln!("kiln render-pdf: --layout must be kiln or supermark");
+        return ExitCode::FAILURE;
+    };
     kiln_worker_preview::renderer::run(&kiln_worker_preview::renderer::RendererArgs {
         input: args.input,
         output_dir: args.output_dir,
@@ -142,6 +149,7 @@ fn render_pdf(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
         memory_limit: args.memory_limit,
         library: args.library,
         max_pages: args.max_pages,
+        layout,
     })
 }
 

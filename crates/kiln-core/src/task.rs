@@ -47,6 +47,17 @@ pub trait ChildRuns: Send + Sync + std::fmt::Debug + 'static {
         &self,
         task_id: &str,
         payload: Value,
+    ) -> Pin<Box<dyn Future<Output = Result<String, TaskError>> + Send + '_>> {
+        self.trigger_tagged(task_id, payload, Vec::new())
+    }
+
+    /// [`ChildRuns::trigger`], with tags on the child (what a realtime
+    /// subscription by tag finds it by).
+    fn trigger_tagged(
+        &self,
+        task_id: &str,
+        payload: Value,
+        tags: Vec<String>,
     ) -> Pin<Box<dyn Future<Output = Result<String, TaskError>> + Send + '_>>;
 }
 
@@ -55,10 +66,11 @@ pub trait ChildRuns: Send + Sync + std::fmt::Debug + 'static {
 pub struct NoChildRuns;
 
 impl ChildRuns for NoChildRuns {
-    fn trigger(
+    fn trigger_tagged(
         &self,
         task_id: &str,
         _payload: Value,
+        _tags: Vec<String>,
     ) -> Pin<Box<dyn Future<Output = Result<String, TaskError>> + Send + '_>> {
         let message = format!("cannot trigger {task_id}: this handler runs without a worker");
         Box::pin(async move { Err(TaskError::fatal("NoChildRuns", message)) })

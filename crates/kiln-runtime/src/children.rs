@@ -36,10 +36,11 @@ impl std::fmt::Debug for StoreChildRuns {
 }
 
 impl ChildRuns for StoreChildRuns {
-    fn trigger(
+    fn trigger_tagged(
         &self,
         task_id: &str,
         payload: Value,
+        tags: Vec<String>,
     ) -> Pin<Box<dyn Future<Output = Result<String, TaskError>> + Send + '_>> {
         let task_id = task_id.to_owned();
         Box::pin(async move {
@@ -50,6 +51,7 @@ impl ChildRuns for StoreChildRuns {
             let now = Utc::now();
             let options = TriggerOptions {
                 idempotency_key: Some(format!("{}:{task_id}", self.parent)),
+                tags,
                 ..TriggerOptions::default()
             };
             let spec = options

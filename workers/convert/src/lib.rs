@@ -16,7 +16,7 @@
 pub mod format;
 pub mod pool;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler, UrlFetcher};
@@ -103,30 +103,9 @@ impl TaskHandler for OfficeToPdf {
             ctx.metadata.progress(0, "downloading the document");
             kiln_worker_preview::download_source(storage.as_ref(), fetcher.as_ref(), &payload.source, &download, limit)
                 .await?;
-            let head = read_head(&download).await?;
-            let kind =
-                format::detect(&named, &head).map_err(|e| TaskError::fatal("UnsupportedFormat", e.to_string()))?;
-            if format::is_encrypted_ooxml(kind, &head) {
-                return Err(TaskError::fatal(
-                    "EncryptedDocument",
-                    format!("the .{} document is protected by a password", kind.extension()),
-                ));
-            }
-            let input = work.0.join(format!("source.{}", kind.extension()));
-            tokio::fs::rename(&download, &input)
-                .await
-                .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("rename: {e}")))?;
-            let pdf = work.0.join("source.pdf");
             ctx.metadata.progress(10, "converting to PDF");
-            pool.convert(&input, &pdf, kind.import_filter())
-                .await
-                .map_err(|e| match e {
-                    ConvertError::Rejected(reason) => TaskError::fatal("ConversionFailed", rejected_reason(&reason)),
-                    ConvertError::TimedOut(_) => TaskError::fatal("ConversionTimeout", e.to_string()),
-                    ConvertError::Crashed(_) => TaskError::fatal("ConverterCrashed", e.to_string()),
-                    ConvertError::Unavailable(_) => TaskError::retryable("ConverterUnavailable", e.to_string()),
-                })?;
-            let pages = count_pages(&pdf).await?;
+            let converted = convert_download(&pool, &work.0, &download, &named).await?;
+            let (pdf, pages, kind) = (converted.pdf, converted.pages, converted.kind);
             let file = tokio::fs::File::open(&pdf)
                 .await
                 .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("read the PDF: {e}")))?;
@@ -153,15 +132,64 @@ impl TaskHandler for OfficeToPdf {
     }
 }
 
-fn rejected_reason(reason: &str) -> String {
-    if reason.trim().is_empty() {
-        "LibreOffice cannot open the file (damaged, password-protected or not a document)".to_owned()
-    } else {
-        format!("LibreOffice cannot convert the file: {reason}")
-    }
+/// A converted document.
+#[derive(Debug)]
+pub struct Converted {
+    /// The PDF, in the folder the download was in.
+    pub pdf: PathBuf,
+    pub pages: usize,
+    pub kind: format::Kind,
 }
 
-async fn read_head(path: &std::path::Path) -> Result<Vec<u8>, TaskError> {
+/// Converts the downloaded file at `download`, which its owner named
+/// `file_name`, after checking that its contents are what the name says:
+/// a renamed file is refused or converted as what it is. The PDF is
+/// written beside the download.
+pub async fn convert_download(
+    pool: &OfficePool,
+    dir: &Path,
+    download: &Path,
+    file_name: &str,
+) -> Result<Converted, TaskError> {
+    let head = read_head(download).await?;
+    let kind = format::detect(file_name, &head).map_err(|e| TaskError::fatal("UnsupportedFormat", e.to_string()))?;
+    if format::is_encrypted_ooxml(kind, &head) {
+        return Err(TaskError::fatal(
+            "EncryptedDocument",
+            format!("the .{} document is protected by a password", kind.extension()),
+        ));
+    }
+    let (pdf, pages) = convert_as(pool, dir, download, kind.extension(), kind.import_filter()).await?;
+    Ok(Converted { pdf, pages, kind })
+}
+
+/// Converts the download as a `.<extension>` file with the given import
+/// filter, or LibreOffice's own detection when there is none; answers the
+/// PDF and its page count. For formats whose contents the caller checked.
+pub async fn convert_as(
+    pool: &OfficePool,
+    dir: &Path,
+    download: &Path,
+    extension: &str,
+    filter: Option<(&str, &str)>,
+) -> Result<(PathBuf, usize), TaskError> {
+    let input = dir.join(format!("source.{extension}"));
+    tokio::fs::rename(download, &input)
+        .await
+        .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("rename: {e}")))?;
+    let pdf = dir.join("source.pdf");
+    pool.convert(&input, &pdf, filter).await.map_err(|e| match e {
+        ConvertError::Rejected(reason) => TaskError::fatal("ConversionFailed", rejected_reason(&reason)),
+        ConvertError::TimedOut(_) => TaskError::fatal("ConversionTimeout", e.to_string()),
+        ConvertError::Crashed(_) => TaskError::fatal("ConverterCrashed", e.to_string()),
+        ConvertError::Unavailable(_) => TaskError::retryable("ConverterUnavailable", e.to_string()),
+    })?;
+    let pages = count_pages(&pdf).await?;
+    Ok((pdf, pages))
+}
+
+/// The first bytes of a file, to tell its format by.
+pub async fn read_head(path: &Path) -> Result<Vec<u8>, TaskError> {
     use tokio::io::AsyncReadExt;
     let mut file = tokio::fs::File::open(path)
         .await
@@ -180,6 +208,14 @@ async fn read_head(path: &std::path::Path) -> Result<Vec<u8>, TaskError> {
     }
     head.truncate(filled);
     Ok(head)
+}
+
+fn rejected_reason(reason: &str) -> String {
+    if reason.trim().is_empty() {
+        "LibreOffice cannot open the file (damaged, password-protected or not a document)".to_owned()
+    } else {
+        format!("LibreOffice cannot convert the file: {reason}")
+    }
 }
 
 /// The converted file's page count; LibreOffice answering "done" without a

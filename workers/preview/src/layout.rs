@@ -5,6 +5,11 @@
 //! passes [`MAX_SIDE`] pixels and the image stays within [`MAX_PIXELS`].
 //! A page whose size is not a size (zero, negative, not finite, wider than
 //! any sheet could be) is refused rather than drawn.
+//!
+//! [`LayoutRule::Supermark`] is Supermark's own rule instead (its
+//! `convert-page` route): 3 pixels per point, 2 from 1600 pt wide, and a
+//! page past the caps drawn at the capped scale floored to a tenth (never
+//! under 1, unless the caps themselves need less), with sides rounded up.
 
 /// Pixels per point for an ordinary page.
 pub const DEFAULT_SCALE: f32 = 2.95;
@@ -20,12 +25,51 @@ pub const MAX_PAGE_POINTS: f32 = 100_000.0;
 /// Smaller than any real sheet (a third of a millimetre).
 pub const MIN_PAGE_POINTS: f32 = 1.0;
 
+/// Which rule sizes a page's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayoutRule {
+    /// kiln's own: 2.95 pixels per point, sides rounded.
+    #[default]
+    Kiln,
+    /// Supermark's: 3 (or 2) pixels per point, tenths under the caps,
+    /// sides rounded up.
+    Supermark,
+}
+
+impl LayoutRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            LayoutRule::Kiln => "kiln",
+            LayoutRule::Supermark => "supermark",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "kiln" => Some(LayoutRule::Kiln),
+            "supermark" => Some(LayoutRule::Supermark),
+            _ => None,
+        }
+    }
+
+    /// The layout of a page of `width` × `height` points.
+    pub fn layout(self, width: f32, height: f32) -> Result<PageLayout, AbsurdPageSize> {
+        match self {
+            LayoutRule::Kiln => layout(width, height),
+            LayoutRule::Supermark => supermark_layout(width, height),
+        }
+    }
+}
+
 /// The pixel size a page is drawn at.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PageLayout {
     pub width: u32,
     pub height: u32,
     pub scale: f32,
+    /// The scale as the rule states it, for what is reported about the
+    /// page (Supermark's `scaleFactor`, `width = originalWidth × scale`).
+    pub exact_scale: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -38,16 +82,8 @@ pub struct AbsurdPageSize {
 
 /// The layout of a page of `width` × `height` points.
 pub fn layout(width: f32, height: f32) -> Result<PageLayout, AbsurdPageSize> {
+    check_size(width, height)?;
     let absurd = |reason| AbsurdPageSize { width, height, reason };
-    if !width.is_finite() || !height.is_finite() {
-        return Err(absurd("not a finite number"));
-    }
-    if width < MIN_PAGE_POINTS || height < MIN_PAGE_POINTS {
-        return Err(absurd("a side is under 1 pt"));
-    }
-    if width > MAX_PAGE_POINTS || height > MAX_PAGE_POINTS {
-        return Err(absurd("a side is over 100,000 pt"));
-    }
     let mut scale = if width >= WIDE_PAGE_POINTS {
         WIDE_SCALE
     } else {
@@ -73,6 +109,47 @@ pub fn layout(width: f32, height: f32) -> Result<PageLayout, AbsurdPageSize> {
         width: px_w,
         height: px_h,
         scale,
+        exact_scale: (f64::from(scale) * 10_000.0).round() / 10_000.0,
+    })
+}
+
+fn check_size(width: f32, height: f32) -> Result<(), AbsurdPageSize> {
+    let absurd = |reason| AbsurdPageSize { width, height, reason };
+    if !width.is_finite() || !height.is_finite() {
+        return Err(absurd("not a finite number"));
+    }
+    if width < MIN_PAGE_POINTS || height < MIN_PAGE_POINTS {
+        return Err(absurd("a side is under 1 pt"));
+    }
+    if width > MAX_PAGE_POINTS || height > MAX_PAGE_POINTS {
+        return Err(absurd("a side is over 100,000 pt"));
+    }
+    Ok(())
+}
+
+/// Supermark's `convert-page` sizing. Where Supermark's floor of 1 would
+/// still pass the caps (a page over 8000 pt), kiln keeps to the caps: such
+/// an image could need gigabytes.
+fn supermark_layout(width: f32, height: f32) -> Result<PageLayout, AbsurdPageSize> {
+    check_size(width, height)?;
+    let (w, h) = (f64::from(width), f64::from(height));
+    let side = f64::from(MAX_SIDE);
+    let area = MAX_PIXELS as f64;
+    let mut scale: f64 = if w >= f64::from(WIDE_PAGE_POINTS) { 2.0 } else { 3.0 };
+    if w * scale > side || h * scale > side || w * scale * h * scale > area {
+        let cap = (side / w).min(side / h).min((area / (w * h)).sqrt());
+        scale = ((cap * 10.0).floor() / 10.0).max(1.0);
+        if scale > cap {
+            scale = cap;
+        }
+    }
+    let pixels = |points: f64| (points * scale).ceil().clamp(1.0, side) as u32;
+    let (px_w, px_h) = (pixels(w), pixels(h));
+    Ok(PageLayout {
+        width: px_w,
+        height: px_h,
+        scale: scale as f32,
+        exact_scale: scale,
     })
 }
 
@@ -113,6 +190,23 @@ mod tests {
             "the cap keeps as many pixels as it may: {}",
             page.width
         );
+    }
+
+    #[test]
+    fn supermark_draws_at_3_or_2_in_tenths_under_the_caps() {
+        let rule = LayoutRule::Supermark;
+        let letter = rule.layout(612.0, 792.0).expect("letter");
+        assert_eq!((letter.width, letter.height, letter.exact_scale), (1836, 2376, 3.0));
+        let a4 = rule.layout(595.276, 841.89).expect("a4");
+        assert_eq!(a4.exact_scale, 3.0);
+        assert_eq!((a4.width, a4.height), (1786, 2526), "sides round up");
+        let wide = rule.layout(1600.0, 900.0).expect("wide");
+        assert_eq!(wide.exact_scale, 2.0);
+        let poster = rule.layout(3000.0, 3000.0).expect("poster");
+        assert_eq!(poster.exact_scale, 1.8, "Supermark's example");
+        assert_eq!((poster.width, poster.height), (5400, 5400));
+        let huge = rule.layout(20_000.0, 500.0).expect("a strip wider than 8000 pt");
+        assert!(huge.exact_scale < 1.0 && huge.width <= MAX_SIDE);
     }
 
     #[test]

@@ -35,6 +35,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::layout::LayoutRule;
 use crate::protocol::{Message, PageReport, failure};
 
 /// How the worker starts a renderer: a program and the arguments before
@@ -64,22 +65,94 @@ pub struct PreviewConfig {
     pub work_dir: PathBuf,
 }
 
+/// Renders documents with renderer processes, sharing one pool of
+/// renderer slots between every task that renders pages on this worker.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct PageRenderer {
+    config: Arc<PreviewConfig>,
+    slots: Arc<Semaphore>,
+}
+
+/// Takes each page as its renderer reports it, while later pages render:
+/// uploads it, records progress. An error stops the rendering.
+pub trait PageSink: Send {
+    /// `image` is the page's file, removed once the rendering ends;
+    /// `done` pages of `total` are reported so far, this one included.
+    fn page<'a>(
+        &'a mut self,
+        report: &'a PageReport,
+        image: &'a Path,
+        done: u32,
+        total: u32,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send + 'a;
+}
+
+impl PageRenderer {
+    pub fn new(config: PreviewConfig) -> Self {
+        let slots = Arc::new(Semaphore::new(config.parallelism.max(1)));
+        Self {
+            config: Arc::new(config),
+            slots,
+        }
+    }
+
+    pub fn config(&self) -> &PreviewConfig {
+        &self.config
+    }
+
+    /// A private folder for one attempt of a run, removed when dropped.
+    pub async fn work_dir(&self, ctx: &TaskContext, purpose: &str) -> Result<WorkDir, TaskError> {
+        let dir = self.config.work_dir.join(format!(
+            "kiln-{purpose}-{}-{}-{}",
+            ctx.run_id,
+            ctx.attempt,
+            kiln_core::id::random_alphanumeric(6)
+        ));
+        tokio::fs::create_dir_all(dir.join("pages"))
+            .await
+            .map_err(|e| local_io("cannot make a work folder", &e))?;
+        Ok(WorkDir(dir))
+    }
+
+    /// Renders every page of the PDF at `input` by `rule`, handing each to
+    /// `sink` as it is done; answers the pages in order. Whatever the file
+    /// does, this ends with the pages or an error that names the reason.
+    pub async fn render(
+        &self,
+        ctx: &TaskContext,
+        work: &WorkDir,
+        input: &Path,
+        rule: LayoutRule,
+        sink: &mut impl PageSink,
+    ) -> Result<Vec<PageReport>, TaskError> {
+        let library = self
+            .config
+            .library
+            .as_ref()
+            .map_err(|e| TaskError::retryable(failure::RENDERER_UNAVAILABLE, e.to_string()))?;
+        let permits = self.renderer_permits(ctx).await?;
+        let pages = self
+            .render_pages(ctx, &work.0, input, library, rule, permits.len() as u32, sink)
+            .await;
+        drop(permits);
+        pages
+    }
+}
+
 /// `kiln.pdf.preview`.
 pub struct PdfPreview {
     storage: Storage,
     fetcher: Arc<dyn UrlFetcher>,
-    config: Arc<PreviewConfig>,
-    renderer_slots: Arc<Semaphore>,
+    renderer: PageRenderer,
 }
 
 impl PdfPreview {
-    pub fn new(storage: Storage, fetcher: Arc<dyn UrlFetcher>, config: PreviewConfig) -> Self {
-        let slots = Arc::new(Semaphore::new(config.parallelism.max(1)));
+    pub fn new(storage: Storage, fetcher: Arc<dyn UrlFetcher>, renderer: PageRenderer) -> Self {
         Self {
             storage,
             fetcher,
-            config: Arc::new(config),
-            renderer_slots: slots,
+            renderer,
         }
     }
 }
@@ -89,8 +162,7 @@ impl TaskHandler for PdfPreview {
         let job = Job {
             storage: Arc::clone(&self.storage),
             fetcher: Arc::clone(&self.fetcher),
-            config: Arc::clone(&self.config),
-            slots: Arc::clone(&self.renderer_slots),
+            renderer: self.renderer.clone(),
         };
         Box::pin(async move { job.preview(&ctx, payload).await })
     }
@@ -130,7 +202,13 @@ fn local_io(what: &str, error: &std::io::Error) -> TaskError {
 }
 
 /// A run's private folder, removed however the run ends.
-struct WorkDir(PathBuf);
+pub struct WorkDir(PathBuf);
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
@@ -227,8 +305,55 @@ pub async fn check_envelope(path: &Path, size: u64) -> Result<(), TaskError> {
 struct Job {
     storage: Storage,
     fetcher: Arc<dyn UrlFetcher>,
-    config: Arc<PreviewConfig>,
-    slots: Arc<Semaphore>,
+    renderer: PageRenderer,
+}
+
+/// `kiln.pdf.preview`'s sink: each page to `<prefix>/page-<n>.<ext>`, and
+/// its progress.
+struct UploadPages<'a> {
+    storage: &'a dyn ObjectStore,
+    prefix: &'a str,
+    ctx: &'a TaskContext,
+}
+
+impl PageSink for UploadPages<'_> {
+    fn page<'a>(
+        &'a mut self,
+        report: &'a PageReport,
+        image: &'a Path,
+        done: u32,
+        total: u32,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send + 'a {
+        async move {
+            let key = ObjectKey::parse(format!("{}/{}", self.prefix, report.file).as_str())
+                .map_err(|e| invalid(format!("outputPrefix: {e}")))?;
+            upload_file(self.storage, image, &key, report.format.content_type()).await?;
+            let percent = done * 100 / total.max(1);
+            self.ctx
+                .metadata
+                .progress(percent.min(99), format!("{done} / {total} pages processed"));
+            Ok(())
+        }
+    }
+}
+
+/// Uploads a file the worker wrote, then removes it: the disk holds only
+/// pages not yet uploaded.
+pub async fn upload_file(
+    storage: &dyn ObjectStore,
+    path: &Path,
+    key: &ObjectKey,
+    content_type: &str,
+) -> Result<u64, TaskError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| local_io("cannot read a file to upload", &e))?;
+    let size = storage
+        .put(key, Box::pin(file), content_type)
+        .await
+        .map_err(|e| storage_failure(&e))?;
+    let _ = tokio::fs::remove_file(path).await;
+    Ok(size)
 }
 
 /// What a renderer's reader task passes on.
@@ -246,25 +371,11 @@ impl Job {
     async fn preview(&self, ctx: &TaskContext, payload: Value) -> Result<Value, TaskError> {
         let payload: PreviewPayload =
             serde_json::from_value(payload).map_err(|e| invalid(format!("kiln.pdf.preview payload: {e}")))?;
-        let library = self
-            .config
-            .library
-            .as_ref()
-            .map_err(|e| TaskError::retryable(failure::RENDERER_UNAVAILABLE, e.to_string()))?;
         let prefix = payload.output_prefix.trim_end_matches('/').to_owned();
         ObjectKey::parse(format!("{prefix}/page-1.png").as_str()).map_err(|e| invalid(format!("outputPrefix: {e}")))?;
 
-        let dir = self.config.work_dir.join(format!(
-            "kiln-preview-{}-{}-{}",
-            ctx.run_id,
-            ctx.attempt,
-            kiln_core::id::random_alphanumeric(6)
-        ));
-        tokio::fs::create_dir_all(dir.join("pages"))
-            .await
-            .map_err(|e| local_io("cannot make a work folder", &e))?;
-        let work = WorkDir(dir);
-        let input = work.0.join("source.pdf");
+        let work = self.renderer.work_dir(ctx, "preview").await?;
+        let input = work.path().join("source.pdf");
 
         ctx.metadata.progress(0, "downloading the PDF");
         let size = download_source(
@@ -272,16 +383,20 @@ impl Job {
             self.fetcher.as_ref(),
             &payload.source,
             &input,
-            self.config.max_source_bytes,
+            self.renderer.config.max_source_bytes,
         )
         .await?;
         check_envelope(&input, size).await?;
 
-        let permits = self.renderer_permits(ctx).await?;
+        let mut sink = UploadPages {
+            storage: self.storage.as_ref(),
+            prefix: &prefix,
+            ctx,
+        };
         let pages = self
-            .render_and_upload(ctx, &work.0, &input, library, &prefix, permits.len() as u32)
+            .renderer
+            .render(ctx, &work, &input, LayoutRule::Kiln, &mut sink)
             .await?;
-        drop(permits);
 
         let is_vertical = pages.first().is_some_and(|p| p.original_height >= p.original_width);
         let total = pages.len();
@@ -305,7 +420,9 @@ impl Job {
             .collect();
         Ok(json!({ "numPages": total, "isVertical": is_vertical, "pages": pages }))
     }
+}
 
+impl PageRenderer {
     /// One renderer slot, waiting for it, then any others free at once: a
     /// document alone on the worker uses every core, documents together
     /// share them.
@@ -325,20 +442,22 @@ impl Job {
         Ok(permits)
     }
 
-    async fn render_and_upload(
+    #[allow(clippy::too_many_arguments)]
+    async fn render_pages(
         &self,
         ctx: &TaskContext,
         work: &Path,
         input: &Path,
         library: &Path,
-        prefix: &str,
+        rule: LayoutRule,
         shards: u32,
+        sink: &mut impl PageSink,
     ) -> Result<Vec<PageReport>, TaskError> {
         let out_dir = work.join("pages");
         let (events_tx, mut events) = mpsc::channel::<ShardEvent>(64);
         let mut readers = tokio::task::JoinSet::new();
         for shard in 0..shards {
-            let child = self.spawn_renderer(input, library, &out_dir, shard, shards)?;
+            let child = self.spawn_renderer(input, library, &out_dir, shard, shards, rule)?;
             let limits = Limits {
                 page_timeout: self.config.page_timeout,
                 memory_limit: self.config.memory_limit,
@@ -376,11 +495,13 @@ impl Job {
                     if report.page_number == 0 || report.page_number > total || report.file.contains('/') {
                         return Err(broken_renderer("a page out of range was reported"));
                     }
-                    self.upload_page(&out_dir, prefix, &report).await?;
+                    if done.contains_key(&report.page_number) {
+                        return Err(broken_renderer("a page was reported twice"));
+                    }
+                    let image = out_dir.join(&report.file);
+                    let count = done.len() as u32 + 1;
+                    sink.page(&report, &image, count, total).await?;
                     done.insert(report.page_number, report);
-                    let percent = (done.len() * 100 / total as usize) as u32;
-                    ctx.metadata
-                        .progress(percent.min(99), format!("{} / {total} pages processed", done.len()));
                 }
                 ShardEvent::Message(Message::Failed { name, message }) => {
                     readers.abort_all();
@@ -413,6 +534,7 @@ impl Job {
         out_dir: &Path,
         shard: u32,
         shards: u32,
+        rule: LayoutRule,
     ) -> Result<tokio::process::Child, TaskError> {
         let config = &self.config;
         tokio::process::Command::new(&config.renderer.program)
@@ -429,6 +551,8 @@ impl Job {
             .arg(config.memory_limit.to_string())
             .arg("--max-pages")
             .arg(config.max_pages.to_string())
+            .arg("--layout")
+            .arg(rule.name())
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .envs(config.renderer.env.iter().map(|(name, value)| (name, value)))
@@ -443,22 +567,6 @@ impl Job {
                     format!("cannot start the renderer {}: {e}", config.renderer.program.display()),
                 )
             })
-    }
-
-    async fn upload_page(&self, out_dir: &Path, prefix: &str, report: &PageReport) -> Result<(), TaskError> {
-        let path = out_dir.join(&report.file);
-        let key = ObjectKey::parse(format!("{prefix}/{}", report.file).as_str())
-            .map_err(|e| invalid(format!("outputPrefix: {e}")))?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| local_io("cannot read a page image", &e))?;
-        self.storage
-            .put(&key, Box::pin(file), report.format.content_type())
-            .await
-            .map_err(|e| storage_failure(&e))?;
-        // The image is in storage: the disk holds only pages not yet uploaded.
-        let _ = tokio::fs::remove_file(&path).await;
-        Ok(())
     }
 }
 

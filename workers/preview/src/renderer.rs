@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use pdfium_render::prelude::*;
 
 use crate::encode::encode_page;
-use crate::layout::layout;
+use crate::layout::LayoutRule;
 use crate::protocol::{Message, PageLink, PageReport, failure};
 
 /// A renderer's command line.
@@ -31,6 +31,8 @@ pub struct RendererArgs {
     pub library: PathBuf,
     /// Documents with more pages are refused.
     pub max_pages: u32,
+    /// How large each page's image is, and how precisely links are told.
+    pub layout: LayoutRule,
 }
 
 /// A reason the document cannot be rendered.
@@ -166,8 +168,10 @@ fn render_page(
         .get(page_index)
         .map_err(|e| fail(failure::CORRUPT, format!("page {page_number} cannot be read: {e}")))?;
     let (width_pt, height_pt) = (page.width().value, page.height().value);
-    let size =
-        layout(width_pt, height_pt).map_err(|e| fail(failure::ABSURD_PAGE_SIZE, format!("page {page_number}: {e}")))?;
+    let size = args
+        .layout
+        .layout(width_pt, height_pt)
+        .map_err(|e| fail(failure::ABSURD_PAGE_SIZE, format!("page {page_number}: {e}")))?;
     let (w, h) = (size.width as i32, size.height as i32);
 
     let needed = size.width as usize * size.height as usize * 4;
@@ -201,10 +205,10 @@ fn render_page(
         height: size.height,
         original_width: width_pt,
         original_height: height_pt,
-        scale_factor: (f64::from(size.scale) * 10_000.0).round() / 10_000.0,
+        scale_factor: size.exact_scale,
         png_size: encoded.png_size,
         jpeg_size: encoded.jpeg_size,
-        links: links(document, &page, height_pt),
+        links: links(document, &page, height_pt, args.layout),
     })
 }
 
@@ -217,18 +221,24 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Failure>
         .map_err(|e| fail(failure::RENDERER_UNAVAILABLE, format!("cannot write {name}: {e}")))
 }
 
-fn links(document: &PdfDocument<'_>, page: &PdfPage<'_>, page_height: f32) -> Vec<PageLink> {
+/// A page's links, with bounds in points from its top-left corner: to
+/// hundredths for kiln, as the single-precision values widened to double
+/// that MuPDF's `getBounds()` gives for Supermark (`72.0999984741211`).
+fn links(document: &PdfDocument<'_>, page: &PdfPage<'_>, page_height: f32, rule: LayoutRule) -> Vec<PageLink> {
     let page_count = document.pages().len();
     let mut found = Vec::new();
     for link in page.links().iter() {
         let Ok(rect) = link.rect() else { continue };
-        let coords = format!(
-            "{},{},{},{}",
-            round2(rect.left().value),
-            round2(page_height - rect.top().value),
-            round2(rect.right().value),
-            round2(page_height - rect.bottom().value),
-        );
+        let bounds = [
+            rect.left().value,
+            page_height - rect.top().value,
+            rect.right().value,
+            page_height - rect.bottom().value,
+        ];
+        let coords = match rule {
+            LayoutRule::Kiln => bounds.map(|v| round2(v).to_string()).join(","),
+            LayoutRule::Supermark => bounds.map(|v| f64::from(v).to_string()).join(","),
+        };
         let action = link.action();
         if let Some(uri) = action
             .as_ref()
