@@ -24,4 +24,5 @@ mod recording;
 mod schedules;
 mod sdk;
 mod storage;
+mod supermark;
 mod telemetry;
