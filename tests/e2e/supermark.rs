@@ -736,3 +736,53 @@ async fn object_names_match_supermarks_slugify_from_npm() {
     let ours: Vec<String> = names.iter().map(|n| kiln_app_supermark::slug::object_name(n)).collect();
     assert_eq!(ours, expected);
 }
+
+#[tokio::test]
+async fn a_dxf_drawing_is_converted_and_a_dwg_named_and_refused() {
+    let stack = Stack::start().await;
+    let dxf = "0\nSECTION\n2\nENTITIES\n0\nLINE\n8\n0\n10\n0.0\n20\n0.0\n30\n0.0\n11\n100.0\n21\n50.0\n31\n0.0\n\
+               0\nCIRCLE\n8\n0\n10\n50.0\n20\n25.0\n30\n0.0\n40\n20.0\n0\nENDSEC\n0\nEOF\n";
+    let (document, version, key) = stack.upload("Floor Plan.dxf", "cad", "image/vnd.dxf", dxf.as_bytes()).await;
+    let run_id = stack
+        .trigger("convert-cad-to-pdf", version_payload(&document, &version), &format!("{TEAM}-{version}-cad"))
+        .await;
+    let run = stack.finished(&run_id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    assert!(run.get("metadata").is_none_or(Value::is_null), "convert-cad-to-pdf sets no metadata: {run}");
+    let folder = key.split('/').nth(1).expect("folder");
+    let pdf_key = format!("{TEAM}/{folder}/floor-plan-dxf.pdf");
+    assert_eq!(stack.version(&version).await.get::<String, _>("file"), pdf_key);
+    let (content_type, bytes) = stack.object(&pdf_key).await;
+    assert_eq!(content_type.as_deref(), Some("application/pdf"));
+    assert!(bytes.starts_with(b"%PDF-"));
+    let listed: Value = stack
+        .kiln
+        .http
+        .get(stack.kiln.url(&format!("/api/v1/runs?filter[tag]=version:{version}")))
+        .bearer_auth(&stack.kiln.key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let child = listed["data"]
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["taskIdentifier"] == "convert-pdf-to-image-route"))
+        .cloned()
+        .unwrap_or_else(|| panic!("a child run: {listed}"));
+    let child = stack.finished(child["id"].as_str().expect("id")).await;
+    assert_eq!(child["status"], "COMPLETED", "{child}");
+    assert!(child["payload"].get("versionNumber").is_none(), "cad children carry no version number");
+
+    let (document, version, _) = stack
+        .upload("Site.dwg", "cad", "image/vnd.dwg", b"AC1032\x00\x00\x00\x00binary drawing")
+        .await;
+    let run_id = stack
+        .trigger("convert-cad-to-pdf", version_payload(&document, &version), &format!("{TEAM}-{version}-cad"))
+        .await;
+    let run = stack.finished(&run_id).await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["attemptCount"], 1);
+    assert!(run["error"]["message"].as_str().is_some_and(|m| m.contains("DWG")), "{run}");
+}
