@@ -438,7 +438,9 @@ pub async fn run(
                 max_body_bytes: config.max_payload_bytes,
             },
         );
-        state = state.with_storage(Arc::clone(&storage.storage));
+        state = state
+            .with_storage(Arc::clone(&storage.storage))
+            .with_cors_origins(config.cors_origins.clone());
         if let Some(local) = storage.local.clone() {
             state = state.with_local_objects(local);
         }

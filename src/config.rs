@@ -125,6 +125,8 @@ pub struct RuntimeConfig {
     pub http_timeout: Duration,
     /// When `kiln.exports.cleanup` runs (UTC); `None`: never.
     pub exports_cleanup_cron: Option<kiln_core::schedule::CronSchedule>,
+    /// Browser origins allowed to read runs and the realtime feed.
+    pub cors_origins: Vec<String>,
     /// Supermark's document tasks, when its database is configured.
     pub supermark: Option<kiln_app_supermark::SupermarkConfig>,
     /// How often due cron schedules are looked for.
@@ -227,12 +229,39 @@ impl RuntimeConfig {
             http_timeout: duration("KILN_HTTP_TIMEOUT", Duration::from_secs(30))?,
             exports_cleanup_cron,
             cron_tick,
+            cors_origins: cors_origins()?,
             supermark: kiln_app_supermark::SupermarkConfig::from_lookup(var).map_err(|e| ConfigError {
                 variable: e.variable,
                 message: e.message,
             })?,
         })
     }
+}
+
+/// `KILN_CORS_ORIGINS`: origins as a browser sends them (scheme, host,
+/// port; no path).
+fn cors_origins() -> Result<Vec<String>, ConfigError> {
+    let origins = list("KILN_CORS_ORIGINS");
+    for origin in &origins {
+        let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && !origin
+                .trim_end_matches('/')
+                .split("://")
+                .nth(1)
+                .unwrap_or("")
+                .contains('/')
+            && origin.chars().all(|c| c.is_ascii_graphic());
+        if !valid {
+            return Err(error(
+                "KILN_CORS_ORIGINS",
+                format!("{origin:?} is not an origin (like https://app.example.com, without a path)"),
+            ));
+        }
+    }
+    Ok(origins
+        .into_iter()
+        .map(|o| o.trim_end_matches('/').to_owned())
+        .collect())
 }
 
 /// Where workers keep files: a local folder or an S3-compatible bucket.

@@ -742,13 +742,22 @@ async fn a_dxf_drawing_is_converted_and_a_dwg_named_and_refused() {
     let stack = Stack::start().await;
     let dxf = "0\nSECTION\n2\nENTITIES\n0\nLINE\n8\n0\n10\n0.0\n20\n0.0\n30\n0.0\n11\n100.0\n21\n50.0\n31\n0.0\n\
                0\nCIRCLE\n8\n0\n10\n50.0\n20\n25.0\n30\n0.0\n40\n20.0\n0\nENDSEC\n0\nEOF\n";
-    let (document, version, key) = stack.upload("Floor Plan.dxf", "cad", "image/vnd.dxf", dxf.as_bytes()).await;
+    let (document, version, key) = stack
+        .upload("Floor Plan.dxf", "cad", "image/vnd.dxf", dxf.as_bytes())
+        .await;
     let run_id = stack
-        .trigger("convert-cad-to-pdf", version_payload(&document, &version), &format!("{TEAM}-{version}-cad"))
+        .trigger(
+            "convert-cad-to-pdf",
+            version_payload(&document, &version),
+            &format!("{TEAM}-{version}-cad"),
+        )
         .await;
     let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "COMPLETED", "{run}");
-    assert!(run.get("metadata").is_none_or(Value::is_null), "convert-cad-to-pdf sets no metadata: {run}");
+    assert!(
+        run.get("metadata").is_none_or(Value::is_null),
+        "convert-cad-to-pdf sets no metadata: {run}"
+    );
     let folder = key.split('/').nth(1).expect("folder");
     let pdf_key = format!("{TEAM}/{folder}/floor-plan-dxf.pdf");
     assert_eq!(stack.version(&version).await.get::<String, _>("file"), pdf_key);
@@ -768,21 +777,179 @@ async fn a_dxf_drawing_is_converted_and_a_dwg_named_and_refused() {
         .expect("json");
     let child = listed["data"]
         .as_array()
-        .and_then(|runs| runs.iter().find(|r| r["taskIdentifier"] == "convert-pdf-to-image-route"))
+        .and_then(|runs| {
+            runs.iter()
+                .find(|r| r["taskIdentifier"] == "convert-pdf-to-image-route")
+        })
         .cloned()
         .unwrap_or_else(|| panic!("a child run: {listed}"));
     let child = stack.finished(child["id"].as_str().expect("id")).await;
     assert_eq!(child["status"], "COMPLETED", "{child}");
-    assert!(child["payload"].get("versionNumber").is_none(), "cad children carry no version number");
+    assert!(
+        child["payload"].get("versionNumber").is_none(),
+        "cad children carry no version number"
+    );
 
     let (document, version, _) = stack
-        .upload("Site.dwg", "cad", "image/vnd.dwg", b"AC1032\x00\x00\x00\x00binary drawing")
+        .upload(
+            "Site.dwg",
+            "cad",
+            "image/vnd.dwg",
+            b"AC1032\x00\x00\x00\x00binary drawing",
+        )
         .await;
     let run_id = stack
-        .trigger("convert-cad-to-pdf", version_payload(&document, &version), &format!("{TEAM}-{version}-cad"))
+        .trigger(
+            "convert-cad-to-pdf",
+            version_payload(&document, &version),
+            &format!("{TEAM}-{version}-cad"),
+        )
         .await;
     let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "FAILED", "{run}");
     assert_eq!(run["attemptCount"], 1);
-    assert!(run["error"]["message"].as_str().is_some_and(|m| m.contains("DWG")), "{run}");
+    assert!(
+        run["error"]["message"].as_str().is_some_and(|m| m.contains("DWG")),
+        "{run}"
+    );
+}
+
+/// Supermark's texts in the order its task sets them, for `pages` pages.
+fn progress_texts(pages: usize) -> Vec<String> {
+    let mut texts: Vec<String> = ["Initializing...", "Retrieving file...", "Converting document..."]
+        .map(str::to_owned)
+        .to_vec();
+    texts.extend((1..=pages).map(|n| format!("{n} / {pages} pages processed")));
+    texts.extend(["Enabling pages...", "Revalidating link...", "Processing complete"].map(str::to_owned));
+    texts
+}
+
+#[tokio::test]
+async fn the_progress_bar_follows_a_tag_subscription_with_a_public_token() {
+    let stack = Stack::start().await;
+    let pdf = crate::pdfgen::sample_document(36);
+    let (document, version, _) = stack.upload("Long deck.pdf", "pdf", "application/pdf", &pdf).await;
+    let sdk_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+    let spec = json!({
+        "task": "convert-pdf-to-image-route",
+        "payload": version_payload(&document, &version),
+        "plan": "free",
+        "key": format!("{TEAM}-{version}"),
+    })
+    .to_string();
+    let (url, secret) = (stack.kiln.base_url.clone(), stack.kiln.key.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        // Bounded, so a subscription that never ends fails the test.
+        Command::new("timeout")
+            .args(["150", "node", "supermark-progress.mjs"])
+            .current_dir(sdk_dir)
+            .env("TRIGGER_API_URL", url)
+            .env("TRIGGER_SECRET_KEY", secret)
+            .env("SUPERMARK_TRIGGER", spec)
+            .output()
+            .expect("node")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "{}\n{}\nkiln log: {}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout),
+        stack.kiln.log_path.display()
+    );
+    let seen: Vec<Value> = serde_json::from_slice(&output.stdout).expect("json");
+    let texts: Vec<String> = seen
+        .iter()
+        .filter_map(|s| s["metadata"]["status"]["text"].as_str().map(str::to_owned))
+        .collect();
+    // What the subscription saw is Supermark's sequence, in its order,
+    // with pages counted on the way and the end reached.
+    let canonical = progress_texts(36);
+    let mut position = 0;
+    for text in &texts {
+        let found = canonical[position..].iter().position(|t| t == text);
+        let Some(offset) = found else {
+            panic!("{text:?} out of Supermark's order in {texts:?}");
+        };
+        position += offset;
+    }
+    assert!(
+        texts.iter().filter(|t| t.ends_with("pages processed")).count() >= 2,
+        "pages counted as they are done: {texts:?}"
+    );
+    let last = seen.last().expect("updates");
+    assert_eq!(last["status"], "COMPLETED");
+    assert_eq!(
+        last["metadata"],
+        json!({ "status": { "progress": 100, "text": "Processing complete" } })
+    );
+    // Before its first status, a run has no metadata at all (never `{}`,
+    // which Supermark's parser rejects).
+    for update in &seen {
+        assert!(
+            update["metadata"].is_null() || update["metadata"]["status"].is_object(),
+            "{update}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn browsers_on_listed_origins_may_read_runs_and_nothing_else() {
+    let kiln = Kiln::builder(Mode::Serve)
+        .env("KILN_CORS_ORIGINS", "https://supermark.example, http://localhost:3000")
+        .spawn()
+        .await;
+    let preflight = |path: &str, origin: &str| {
+        kiln.http
+            .request(reqwest::Method::OPTIONS, kiln.url(path))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let answer = preflight("/realtime/v1/runs?tags=version:clx", "https://supermark.example")
+        .await
+        .expect("preflight");
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let header = |name: &str| {
+        answer
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        header("access-control-allow-origin").as_deref(),
+        Some("https://supermark.example")
+    );
+    assert!(header("access-control-allow-headers").is_some_and(|h| h.contains("authorization")));
+    assert!(header("access-control-allow-methods").is_some_and(|m| m.contains("GET")));
+
+    let read = kiln
+        .http
+        .get(kiln.url("/api/v3/runs/run_doesnotexist"))
+        .header("origin", "http://localhost:3000")
+        .bearer_auth(&kiln.key)
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(
+        read.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("http://localhost:3000")
+    );
+
+    let stranger = preflight("/realtime/v1/runs?tags=x", "https://evil.example")
+        .await
+        .expect("preflight");
+    assert!(stranger.headers().get("access-control-allow-origin").is_none());
+    let trigger = preflight("/api/v1/tasks/kiln.noop/trigger", "https://supermark.example")
+        .await
+        .expect("preflight");
+    assert!(
+        trigger.headers().get("access-control-allow-origin").is_none(),
+        "triggering stays same-origin"
+    );
 }

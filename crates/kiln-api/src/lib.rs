@@ -68,6 +68,8 @@ pub struct SharedState {
     /// Where packets the SDK offloads (large payloads) are uploaded;
     /// `None` refuses them.
     pub storage: Option<kiln_storage::Storage>,
+    /// Browser origins that may read runs and the realtime feed.
+    pub cors_origins: Vec<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -89,6 +91,7 @@ impl AppState {
             limits,
             local_objects: None,
             storage: None,
+            cors_origins: Vec::new(),
         }))
     }
 
@@ -103,15 +106,59 @@ impl AppState {
         Arc::make_mut(&mut self.0).local_objects = Some(store);
         self
     }
+
+    /// Lets pages on these origins read runs and their realtime feed from
+    /// a browser (Supermark's progress bar), preflight included.
+    pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
+        Arc::make_mut(&mut self.0).cors_origins = origins;
+        self
+    }
+}
+
+/// The routes a browser may call from another origin: reading runs and
+/// subscribing to them. Triggering, keys and everything else stay
+/// same-origin only.
+fn browser_readable(path: &str) -> bool {
+    path.starts_with("/realtime/") || path.starts_with("/api/v3/runs/") || path == "/api/v1/runs"
+}
+
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+    let origins: Vec<axum::http::HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, request| {
+            origins.contains(origin) && browser_readable(request.uri.path())
+        }))
+        .allow_methods([Method::GET, Method::HEAD])
+        .allow_headers(AllowHeaders::mirror_request())
+        // The Electric shape stream's client reads these.
+        .expose_headers(ExposeHeaders::list(
+            [
+                "electric-offset",
+                "electric-handle",
+                "electric-schema",
+                "electric-cursor",
+                "electric-up-to-date",
+            ]
+            .map(HeaderName::from_static),
+        ))
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 pub fn router(state: AppState) -> Router {
     let limit = state.limits.max_body_bytes;
-    routes::routes()
+    let cors_origins = state.cors_origins.clone();
+    let router = routes::routes()
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(log_request))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(log_request));
+    let router = if cors_origins.is_empty() {
+        router
+    } else {
+        router.layer(cors(&cors_origins))
+    };
+    router.with_state(state)
 }
 
 /// One span per request, named after its route so traces group by
