@@ -1,5 +1,6 @@
 //! `kiln doctor`: checks what a kiln process needs — its configuration,
-//! Postgres, Redis, storage, libpdfium and LibreOffice — and prints one
+//! Postgres, Redis, storage, libpdfium, LibreOffice and, when Supermark's
+//! tasks are served, Supermark's database, bucket and ffmpeg — and prints one
 //! line for each, with the fix for what is missing. Exits non-zero when
 //! anything is. It changes nothing (no migration, no bucket created).
 
@@ -107,6 +108,13 @@ pub async fn run() -> anyhow::Result<bool> {
             ),
         }
         check_libreoffice(&mut report, &runtime.office.soffice, &runtime.office.python).await;
+        match &runtime.supermark {
+            Some(supermark) => check_supermark(&mut report, supermark).await,
+            None => report.ok(
+                "supermark",
+                "off (set KILN_SUPERMARK_DATABASE_URL or POSTGRES_PRISMA_URL to serve its tasks)",
+            ),
+        }
     }
     if report.failures > 0 {
         println!("\n{} thing(s) missing", report.failures);
@@ -145,6 +153,55 @@ async fn check_storage(report: &mut Report, storage: &StorageConfig) {
                     "check KILN_S3_ENDPOINT, the keys and the bucket (kiln serve creates a missing bucket)",
                 ),
             }
+        }
+    }
+}
+
+/// Supermark's database has the tables and columns its tasks use, its
+/// bucket answers, and ffmpeg is there for its videos.
+async fn check_supermark(report: &mut Report, config: &kiln_app_supermark::SupermarkConfig) {
+    let schema = match kiln_app_supermark::SupermarkDb::connect_lazy(config) {
+        Ok(db) => tokio::time::timeout(TIMEOUT * 2, db.check_schema())
+            .await
+            .map_err(|_| "no answer within 6 s".to_owned())
+            .and_then(|r| r.map_err(|e| e.to_string())),
+        Err(error) => Err(error.to_string()),
+    };
+    match schema {
+        Ok(()) => report.ok("supermark database", "its four tables have every column the tasks use"),
+        Err(error) => report.missing(
+            "supermark database",
+            error,
+            "point KILN_SUPERMARK_DATABASE_URL (or POSTGRES_PRISMA_URL) at Supermark's migrated database",
+        ),
+    }
+    let bucket = match kiln_storage::S3Store::new(&config.storage) {
+        Ok(store) => tokio::time::timeout(TIMEOUT * 2, kiln_storage::ObjectStore::list(&store, "kiln-doctor/"))
+            .await
+            .map_err(|_| "no answer within 6 s".to_owned())
+            .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+        Err(error) => Err(error.to_string()),
+    };
+    match bucket {
+        Ok(()) => report.ok(
+            "supermark bucket",
+            format!("S3 bucket {} answers", config.storage.bucket),
+        ),
+        Err(error) => report.missing(
+            "supermark bucket",
+            format!("S3 bucket {}: {error}", config.storage.bucket),
+            "check NEXT_PRIVATE_UPLOAD_ENDPOINT, NEXT_PRIVATE_UPLOAD_BUCKET and its keys",
+        ),
+    }
+    for tool in [&config.ffmpeg, &config.ffprobe] {
+        let ran = tokio::process::Command::new(tool).arg("-version").output().await;
+        match ran {
+            Ok(out) if out.status.success() => report.ok(tool, "runs"),
+            Ok(_) | Err(_) => report.missing(
+                tool,
+                format!("{tool} does not run"),
+                "apt-get install ffmpeg (scripts/dev does), or set KILN_FFMPEG / KILN_FFPROBE",
+            ),
         }
     }
 }

@@ -42,3 +42,20 @@ ensure_redis() {
   die "Redis did not start on 127.0.0.1:6379"
 }
 
+
+# What kiln's workers run besides kiln itself: LibreOffice with Python UNO
+# (conversions, Draw for DXF drawings, Impress for Keynote), ffmpeg and
+# ffprobe (Supermark's videos), prlimit and setpriv (limits on children).
+ensure_worker_tools() {
+  if [ ! -x /usr/lib/libreoffice/program/soffice.bin ] || [ ! -f /usr/lib/python3/dist-packages/uno.py ] ||
+     ! dpkg -s libreoffice-draw-nogui >/dev/null 2>&1; then
+    say "installing LibreOffice and python3-uno"
+    apt_install libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui libreoffice-draw-nogui \
+      python3-uno fonts-dejavu-core
+  fi
+  if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+    say "installing ffmpeg"
+    apt_install ffmpeg
+  fi
+  command -v prlimit >/dev/null && command -v setpriv >/dev/null || apt_install util-linux
+}

@@ -953,3 +953,56 @@ async fn browsers_on_listed_origins_may_read_runs_and_nothing_else() {
         "triggering stays same-origin"
     );
 }
+
+#[tokio::test]
+async fn doctor_checks_supermarks_tables_and_bucket() {
+    let s3 = S3Server::start().await;
+    let bucket = format!("supermark-{}", rand::random::<u32>());
+    S3Store::new(&s3.config(&bucket, kiln_storage::DEFAULT_PART_SIZE))
+        .expect("config")
+        .ensure_bucket()
+        .await
+        .expect("bucket");
+    let supermark_url = helpers::fresh_database().await;
+    let db = PgPool::connect(&supermark_url).await.expect("db");
+    let storage = temp_dir("doctor-supermark");
+    let kiln_db = helpers::fresh_database().await;
+    let doctor = |prisma_url: String| {
+        let mut command = Command::new(helpers::kiln_bin());
+        command
+            .arg("doctor")
+            .env("DATABASE_URL", &kiln_db)
+            .env("KILN_SECRET", helpers::SERVER_SECRET)
+            .env("KILN_STORAGE_DIR", &storage)
+            .env("POSTGRES_PRISMA_URL", prisma_url);
+        for (name, value) in s3.supermark_env(&bucket) {
+            command.env(name, value);
+        }
+        let output = command.output().expect("kiln doctor");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let prisma_url = format!("{supermark_url}?schema=public&pgbouncer=true");
+    let out = doctor(prisma_url.clone());
+    assert!(out.contains("MISSING  supermark database"), "{out}");
+    assert!(
+        out.contains("the table \"DocumentPage\""),
+        "names what is missing: {out}"
+    );
+    assert!(out.contains("ok       supermark bucket"), "{out}");
+
+    let schema = include_str!("../support/supermark_schema.sql");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema))
+        .execute(&db)
+        .await
+        .expect("schema");
+    let out = doctor(prisma_url.clone());
+    assert!(out.contains("ok       supermark database"), "{out}");
+    assert!(out.contains("ok       ffmpeg"), "{out}");
+
+    sqlx::raw_sql(r#"ALTER TABLE "DocumentVersion" DROP COLUMN "hasPages""#)
+        .execute(&db)
+        .await
+        .expect("drop");
+    let out = doctor(prisma_url);
+    assert!(out.contains(r#""DocumentVersion"."hasPages""#), "{out}");
+}
