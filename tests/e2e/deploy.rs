@@ -25,7 +25,7 @@ fn sources(dir: &Path, out: &mut String) {
 /// What kiln's own code reads: the binary and the crates, not the tests.
 fn kiln_sources() -> String {
     let mut text = String::new();
-    for dir in ["src", "crates", "workers"] {
+    for dir in ["src", "crates", "workers", "apps"] {
         sources(&root().join(dir), &mut text);
     }
     text
@@ -165,7 +165,9 @@ fn the_dockerfile_builds_in_stages_and_runs_kiln_as_a_user_with_its_renderers() 
         "libreoffice-writer-nogui",
         "libreoffice-calc-nogui",
         "libreoffice-impress-nogui",
+        "libreoffice-draw-nogui",
         "python3-uno",
+        "ffmpeg",
         "fonts-",
     ] {
         assert!(runtime.contains(package), "the runtime image installs {package}");
@@ -179,5 +181,89 @@ fn the_dockerfile_builds_in_stages_and_runs_kiln_as_a_user_with_its_renderers() 
     assert!(
         install.contains("PYPDFIUM2_VERSION=") && install.contains("WHEEL_SHA256="),
         "pinned by version and hash"
+    );
+}
+
+/// The compose file that joins kiln to Supermark's own stack resolves on
+/// top of a Supermark compose file (its services as Supermark declares
+/// them), points Supermark at kiln, and passes kiln only variables it reads.
+#[test]
+fn the_supermark_compose_file_joins_supermarks_stack() {
+    let example = root().join("examples/supermark/docker-compose.kiln.yml");
+    let text = std::fs::read_to_string(&example).expect("example compose file");
+    let lines: Vec<&str> = text.lines().collect();
+    let anchor = lines
+        .iter()
+        .position(|l| l.contains("&kiln-environment"))
+        .expect("the kiln environment anchor");
+    let names = block_names(&lines, anchor);
+    assert!(names.contains(&"POSTGRES_PRISMA_URL".to_owned()), "{names:?}");
+    let code = kiln_sources();
+    let unread: Vec<&String> = names.iter().filter(|n| !code.contains(&format!("\"{n}\""))).collect();
+    assert!(unread.is_empty(), "passed to kiln but never read: {unread:?}");
+
+    let dir = crate::helpers::temp_dir("supermark-compose");
+    // Supermark's own compose services, as its docker-compose.yml has them.
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        r#"
+services:
+  postgres:
+    image: postgres:16-alpine
+    environment:
+      POSTGRES_USER: supermark
+      POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:-supermark}
+      POSTGRES_DB: supermark
+  minio:
+    image: minio/minio
+    profiles: ["with-minio"]
+  supermark:
+    image: supermark:latest
+    env_file: .env
+    environment:
+      NEXTAUTH_URL: ${NEXTAUTH_URL:-http://localhost:3000}
+      POSTGRES_PRISMA_URL: ${POSTGRES_PRISMA_URL}
+      TRIGGER_SECRET_KEY: ${TRIGGER_SECRET_KEY:-}
+      TRIGGER_API_URL: ${TRIGGER_API_URL:-https://api.trigger.dev}
+"#,
+    )
+    .expect("base compose");
+    std::fs::copy(&example, dir.join("docker-compose.kiln.yml")).expect("copy");
+    std::fs::write(
+        dir.join(".env"),
+        "POSTGRES_PRISMA_URL=postgresql://supermark:supermark@postgres:5432/supermark?schema=public&pgbouncer=true\n\
+         NEXT_PRIVATE_UPLOAD_ACCESS_KEY_ID=minio\nNEXT_PRIVATE_UPLOAD_SECRET_ACCESS_KEY=minio-secret\n\
+         KILN_SECRET=a-secret-for-the-check-only-0123456789\nKILN_TRIGGER_SECRET_KEY=tr_prod_check\n",
+    )
+    .expect(".env");
+    let output = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "-f", "docker-compose.kiln.yml", "config"])
+        .current_dir(&dir)
+        .output()
+        .expect("docker-compose");
+    let resolved = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "docker-compose config: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for service in [
+        "kiln-api:",
+        "kiln-worker:",
+        "kiln-postgres:",
+        "kiln-redis:",
+        "supermark:",
+    ] {
+        assert!(resolved.contains(&format!("  {service}")), "{service} in {resolved}");
+    }
+    assert!(resolved.contains("TRIGGER_API_URL: http://kiln-api:8080"), "{resolved}");
+    assert!(resolved.contains("TRIGGER_SECRET_KEY: tr_prod_check"), "{resolved}");
+    assert!(
+        resolved.contains("POSTGRES_PRISMA_URL: postgresql://supermark:supermark@postgres:5432/supermark"),
+        "kiln reads Supermark's database: {resolved}"
+    );
+    assert!(
+        resolved.contains("KILN_SUPERMARK_APP_URL: http://supermark:3000"),
+        "{resolved}"
     );
 }
