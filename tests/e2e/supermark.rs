@@ -431,6 +431,57 @@ async fn broken_pdfs_and_missing_versions_fail_once_and_write_nothing() {
     let objects = stack.bucket.list(&format!("{folder}/page-")).await.expect("list");
     assert!(objects.is_empty(), "no page images stay behind: {objects:?}");
 
+    // Pages that render, then one that cannot be a page: the images
+    // already uploaded go again.
+    let half_good = build(&[
+        Page::new(612.0, 792.0).with_text(&["one"]),
+        Page::new(612.0, 792.0).with_text(&["two"]),
+        Page::new(612.0, 792.0).with_text(&["three"]),
+        Page::new(612.0, 792.0).with_text(&["four"]),
+        Page::new(0.5, 0.5),
+    ]);
+    let (document_half, version_half, key_half) =
+        stack.upload("Half.pdf", "pdf", "application/pdf", &half_good).await;
+    let run_id = stack
+        .trigger(
+            "convert-pdf-to-image-route",
+            version_payload(&document_half, &version_half),
+            &format!("{TEAM}-{version_half}"),
+        )
+        .await;
+    let run = stack.finished(&run_id).await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["error"]["name"], "AbsurdPageSize", "{run}");
+    assert!(stack.pages(&version_half).await.is_empty());
+    let folder_half = key_half.rsplit_once('/').map(|(f, _)| f).unwrap_or_default().to_owned();
+    let objects = stack.bucket.list(&format!("{folder_half}/page-")).await.expect("list");
+    assert!(objects.is_empty(), "the pages uploaded before the failure are removed: {objects:?}");
+
+    // A PDF that needs a password.
+    let dir = temp_dir("supermark-encrypted");
+    std::fs::write(dir.join("plain.pdf"), &good).expect("write");
+    let encrypted = Command::new("qpdf")
+        .args(["--encrypt", "secret", "owner", "256", "--"])
+        .arg(dir.join("plain.pdf"))
+        .arg(dir.join("locked.pdf"))
+        .status()
+        .expect("qpdf (scripts/test installs it)");
+    assert!(encrypted.success());
+    let locked = std::fs::read(dir.join("locked.pdf")).expect("locked");
+    let (document_locked, version_locked, _) = stack.upload("Locked.pdf", "pdf", "application/pdf", &locked).await;
+    let run_id = stack
+        .trigger(
+            "convert-pdf-to-image-route",
+            version_payload(&document_locked, &version_locked),
+            &format!("{TEAM}-{version_locked}"),
+        )
+        .await;
+    let run = stack.finished(&run_id).await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["attemptCount"], 1);
+    assert_eq!(run["error"]["name"], "EncryptedPdf");
+    assert!(stack.pages(&version_locked).await.is_empty());
+
     let missing = stack
         .trigger(
             "convert-pdf-to-image-route",
@@ -527,6 +578,35 @@ async fn an_office_upload_is_converted_under_supermarks_name_then_paged() {
     );
     assert!(stack.version(&version).await.get::<bool, _>("hasPages"));
     assert!(!stack.pages(&version).await.is_empty());
+
+    // A presentation, under a name with umlauts and brackets.
+    let pptx = std::fs::read(documents.join("sample.pptx")).expect("pptx");
+    let pptx_type = "application/vnd.openxmlformats-officedocument.presentationml.presentation";
+    let (document, slides, key) = stack
+        .upload("Präsentation_Final (2).pptx", "slides", pptx_type, &pptx)
+        .await;
+    let run_id = stack
+        .trigger("convert-files-to-pdf", version_payload(&document, &slides), &format!("{TEAM}-{slides}-docs"))
+        .await;
+    assert_eq!(stack.finished(&run_id).await["status"], "COMPLETED");
+    let folder = key.split('/').nth(1).expect("folder");
+    assert_eq!(
+        stack.version(&slides).await.get::<String, _>("file"),
+        format!("{TEAM}/{folder}/praesentation-final-2-pptx.pdf")
+    );
+    let deadline = std::time::Instant::now() + WITHIN;
+    while !stack.version(&slides).await.get::<bool, _>("hasPages") {
+        assert!(std::time::Instant::now() < deadline, "the slides' pages never came");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pages = stack.pages(&slides).await;
+    assert!(!pages.is_empty());
+    let metadata: Value = pages[0].get("metadata");
+    assert!(
+        metadata["originalWidth"].as_f64() > metadata["originalHeight"].as_f64(),
+        "a landscape slide: {metadata}"
+    );
+    assert!(!stack.version(&slides).await.get::<bool, _>("isVertical"));
 
     // A broken docx fails once with a reason, and nothing is written.
     let broken = docx[..docx.len() / 2].to_vec();
@@ -1005,4 +1085,79 @@ async fn doctor_checks_supermarks_tables_and_bucket() {
         .expect("drop");
     let out = doctor(prisma_url);
     assert!(out.contains(r#""DocumentVersion"."hasPages""#), "{out}");
+}
+
+/// A Keynote '09 package (a zip holding `index.apxl`) with one 1024 × 768
+/// slide, made with Python's zipfile.
+fn keynote_file(dir: &Path) -> Vec<u8> {
+    let apxl = r#"<?xml version="1.0" encoding="UTF-8"?>
+<key:presentation xmlns:sfa="http://developer.apple.com/namespaces/sfa" xmlns:sf="http://developer.apple.com/namespaces/sf" xmlns:key="http://developer.apple.com/namespaces/keynote2" key:version="92008102400" sfa:ID="SFRPresentation-0">
+<key:size sfa:w="1024" sfa:h="768"/>
+<key:slide-list><key:slide sfa:ID="BGSlide-1"><key:page><sf:layers><sf:layer><sf:drawables/></sf:layer></sf:layers></key:page></key:slide></key:slide-list>
+</key:presentation>"#;
+    let path = dir.join("deck.key");
+    let made = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'w').writestr('index.apxl', sys.argv[2])",
+        ])
+        .arg(&path)
+        .arg(apxl)
+        .status()
+        .expect("python3");
+    assert!(made.success());
+    std::fs::read(&path).expect("keynote file")
+}
+
+#[tokio::test]
+async fn a_keynote_presentation_is_converted_with_libreoffices_keynote_import() {
+    let stack = Stack::start().await;
+    let dir = temp_dir("supermark-keynote");
+    let key_type = "application/vnd.apple.keynote";
+    let (document, version, key) = stack.upload("MyPitchDeck v2.key", "slides", key_type, &keynote_file(&dir)).await;
+    let run_id = stack
+        .trigger(
+            "convert-keynote-to-pdf",
+            version_payload(&document, &version),
+            &format!("{TEAM}-{version}-keynote"),
+        )
+        .await;
+    let run = stack.finished(&run_id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    assert!(run.get("metadata").is_none_or(Value::is_null), "no metadata, as in Supermark: {run}");
+    let folder = key.split('/').nth(1).expect("folder");
+    let pdf_key = format!("{TEAM}/{folder}/my-pitch-deck-v2-key.pdf");
+    assert_eq!(stack.version(&version).await.get::<String, _>("file"), pdf_key);
+    // The child run pages the slide at its own size.
+    let deadline = std::time::Instant::now() + WITHIN;
+    while !stack.version(&version).await.get::<bool, _>("hasPages") {
+        assert!(std::time::Instant::now() < deadline, "the slide's page never came");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pages = stack.pages(&version).await;
+    assert_eq!(pages.len(), 1);
+    let metadata: Value = pages[0].get("metadata");
+    assert!((metadata["originalWidth"].as_f64().unwrap_or(0.0) - 1024.0).abs() < 1.0, "{metadata}");
+    assert!((metadata["originalHeight"].as_f64().unwrap_or(0.0) - 768.0).abs() < 1.0, "{metadata}");
+
+    // A zip that is no presentation fails once, with LibreOffice's reason.
+    let other = dir.join("other.key");
+    let made = Command::new("python3")
+        .args(["-c", "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'w').writestr('readme.txt', 'hello')"])
+        .arg(&other)
+        .status()
+        .expect("python3");
+    assert!(made.success());
+    let bytes = std::fs::read(&other).expect("zip");
+    let (document, version, _) = stack.upload("Not a deck.key", "slides", key_type, &bytes).await;
+    let run_id = stack
+        .trigger(
+            "convert-keynote-to-pdf",
+            version_payload(&document, &version),
+            &format!("{TEAM}-{version}-keynote"),
+        )
+        .await;
+    let run = stack.finished(&run_id).await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["attemptCount"], 1);
 }
