@@ -282,6 +282,21 @@ async fn a_pdf_gets_supermarks_pages_rows_and_progress() {
         json!({ "status": { "progress": 100, "text": "Processing complete" } })
     );
     assert_eq!(run["attemptCount"], 1);
+    // Supermark's plan queue, one set of slots per team, with its limit.
+    assert_eq!(run["queue"], "conversion-pro");
+    assert_eq!(run["concurrencyKey"], TEAM);
+    let kiln_db = PgPool::connect(&stack.kiln.database_url).await.expect("kiln db");
+    let limits: Vec<(String, Option<i32>)> =
+        sqlx::query_as("SELECT name, concurrency_limit FROM queues WHERE name LIKE 'conversion-%' ORDER BY name")
+            .fetch_all(&kiln_db)
+            .await
+            .expect("queues");
+    assert!(limits.contains(&("conversion-pro".to_owned(), Some(2))), "{limits:?}");
+    assert!(limits.contains(&("conversion-free".to_owned(), Some(1))), "{limits:?}");
+    assert!(
+        limits.contains(&("conversion-datarooms-plus".to_owned(), Some(10))),
+        "{limits:?}"
+    );
 
     let row = stack.version(&version).await;
     assert_eq!(row.get::<Option<i32>, _>("numPages"), Some(3));
@@ -440,8 +455,7 @@ async fn broken_pdfs_and_missing_versions_fail_once_and_write_nothing() {
         Page::new(612.0, 792.0).with_text(&["four"]),
         Page::new(0.5, 0.5),
     ]);
-    let (document_half, version_half, key_half) =
-        stack.upload("Half.pdf", "pdf", "application/pdf", &half_good).await;
+    let (document_half, version_half, key_half) = stack.upload("Half.pdf", "pdf", "application/pdf", &half_good).await;
     let run_id = stack
         .trigger(
             "convert-pdf-to-image-route",
@@ -455,7 +469,10 @@ async fn broken_pdfs_and_missing_versions_fail_once_and_write_nothing() {
     assert!(stack.pages(&version_half).await.is_empty());
     let folder_half = key_half.rsplit_once('/').map(|(f, _)| f).unwrap_or_default().to_owned();
     let objects = stack.bucket.list(&format!("{folder_half}/page-")).await.expect("list");
-    assert!(objects.is_empty(), "the pages uploaded before the failure are removed: {objects:?}");
+    assert!(
+        objects.is_empty(),
+        "the pages uploaded before the failure are removed: {objects:?}"
+    );
 
     // A PDF that needs a password.
     let dir = temp_dir("supermark-encrypted");
@@ -586,7 +603,11 @@ async fn an_office_upload_is_converted_under_supermarks_name_then_paged() {
         .upload("Präsentation_Final (2).pptx", "slides", pptx_type, &pptx)
         .await;
     let run_id = stack
-        .trigger("convert-files-to-pdf", version_payload(&document, &slides), &format!("{TEAM}-{slides}-docs"))
+        .trigger(
+            "convert-files-to-pdf",
+            version_payload(&document, &slides),
+            &format!("{TEAM}-{slides}-docs"),
+        )
         .await;
     assert_eq!(stack.finished(&run_id).await["status"], "COMPLETED");
     let folder = key.split('/').nth(1).expect("folder");
@@ -1114,7 +1135,9 @@ async fn a_keynote_presentation_is_converted_with_libreoffices_keynote_import() 
     let stack = Stack::start().await;
     let dir = temp_dir("supermark-keynote");
     let key_type = "application/vnd.apple.keynote";
-    let (document, version, key) = stack.upload("MyPitchDeck v2.key", "slides", key_type, &keynote_file(&dir)).await;
+    let (document, version, key) = stack
+        .upload("MyPitchDeck v2.key", "slides", key_type, &keynote_file(&dir))
+        .await;
     let run_id = stack
         .trigger(
             "convert-keynote-to-pdf",
@@ -1124,7 +1147,10 @@ async fn a_keynote_presentation_is_converted_with_libreoffices_keynote_import() 
         .await;
     let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "COMPLETED", "{run}");
-    assert!(run.get("metadata").is_none_or(Value::is_null), "no metadata, as in Supermark: {run}");
+    assert!(
+        run.get("metadata").is_none_or(Value::is_null),
+        "no metadata, as in Supermark: {run}"
+    );
     let folder = key.split('/').nth(1).expect("folder");
     let pdf_key = format!("{TEAM}/{folder}/my-pitch-deck-v2-key.pdf");
     assert_eq!(stack.version(&version).await.get::<String, _>("file"), pdf_key);
@@ -1137,13 +1163,22 @@ async fn a_keynote_presentation_is_converted_with_libreoffices_keynote_import() 
     let pages = stack.pages(&version).await;
     assert_eq!(pages.len(), 1);
     let metadata: Value = pages[0].get("metadata");
-    assert!((metadata["originalWidth"].as_f64().unwrap_or(0.0) - 1024.0).abs() < 1.0, "{metadata}");
-    assert!((metadata["originalHeight"].as_f64().unwrap_or(0.0) - 768.0).abs() < 1.0, "{metadata}");
+    assert!(
+        (metadata["originalWidth"].as_f64().unwrap_or(0.0) - 1024.0).abs() < 1.0,
+        "{metadata}"
+    );
+    assert!(
+        (metadata["originalHeight"].as_f64().unwrap_or(0.0) - 768.0).abs() < 1.0,
+        "{metadata}"
+    );
 
     // A zip that is no presentation fails once, with LibreOffice's reason.
     let other = dir.join("other.key");
     let made = Command::new("python3")
-        .args(["-c", "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'w').writestr('readme.txt', 'hello')"])
+        .args([
+            "-c",
+            "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'w').writestr('readme.txt', 'hello')",
+        ])
         .arg(&other)
         .status()
         .expect("python3");

@@ -121,11 +121,17 @@ async fn make_pages(shared: &Shared, ctx: &TaskContext, payload: Value) -> Resul
         .map_err(db_failure)?
         .ok_or_else(not_found)?;
 
+    let started = std::time::Instant::now();
     status::set(&ctx.metadata, 10.0, "Retrieving file...");
     let work = shared.renderer.work_dir(ctx, "supermark-pages").await?;
     let input = work.path().join("source.pdf");
     let size = download_upload(shared, &version.storage_type, &version.file, &input).await?;
     kiln_worker_preview::check_envelope(&input, size).await?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis(),
+        bytes = size,
+        "PDF downloaded"
+    );
 
     status::set(&ctx.metadata, 20.0, "Converting document...");
     let folder = document_folder(&version.file);
@@ -141,6 +147,11 @@ async fn make_pages(shared: &Shared, ctx: &TaskContext, payload: Value) -> Resul
         .render(ctx, &work, &input, LayoutRule::Supermark, &mut sink)
         .await;
     let uploaded = std::mem::take(&mut sink.uploaded);
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis(),
+        pages = uploaded.len(),
+        "pages rendered and uploaded"
+    );
     let recorded = match rendered {
         Ok(pages) => record(shared, &payload, &version.team_id, &folder, &pages)
             .await
@@ -164,6 +175,7 @@ async fn make_pages(shared: &Shared, ctx: &TaskContext, payload: Value) -> Resul
         }
     };
 
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "pages recorded");
     status::set(&ctx.metadata, 90.0, "Enabling pages...");
     status::set(&ctx.metadata, 95.0, "Revalidating link...");
     revalidate(shared, &payload.document_id).await;

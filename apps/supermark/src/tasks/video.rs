@@ -178,9 +178,11 @@ async fn process(shared: &Shared, ctx: &TaskContext, payload: Value) -> Result<V
     {
         return Err(not_found());
     }
+    let started = std::time::Instant::now();
     let work = shared.renderer.work_dir(ctx, "supermark-video").await?;
     let input = work.path().join("input");
     download_upload(shared, "S3_PATH", &payload.video_url, &input).await?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "video downloaded");
 
     let probe_args: Vec<String> = ["-v", "error", "-print_format", "json", "-show_streams", "-show_format"]
         .iter()
@@ -191,6 +193,7 @@ async fn process(shared: &Shared, ctx: &TaskContext, payload: Value) -> Result<V
     let json: Value = serde_json::from_slice(&probed)
         .map_err(|e| TaskError::fatal("VideoUnreadable", format!("ffprobe answered no JSON: {e}")))?;
     let probe = parse_probe(&json).ok_or_else(|| TaskError::fatal("NotAVideo", "the file has no video stream"))?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "video probed");
     let seconds = i32::try_from(probe.duration.round() as i64).unwrap_or(i32::MAX);
     shared
         .db
@@ -212,9 +215,11 @@ async fn process(shared: &Shared, ctx: &TaskContext, payload: Value) -> Result<V
     args.extend(encoding_arguments(&probe));
     args.push(path_arg(&output));
     run_contained(&config.ffmpeg, &args, config.video_memory_limit, config.video_timeout).await?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "video encoded");
 
     let key = team_key(&payload.team_id, &payload.doc_id, "optimized.mp4")?;
     upload_file(shared.storage.as_ref(), &output, &key, "video/mp4").await?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "video uploaded");
     shared
         .db
         .set_video_file(&payload.document_version_id, key.as_str())
