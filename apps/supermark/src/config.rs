@@ -260,15 +260,11 @@ mod tests {
             ("KILN_SUPERMARK_DATABASE_URL", "postgres://h/db"),
             ("NEXT_PUBLIC_UPLOAD_TRANSPORT", "vercel"),
         ]);
-        let failure = config(&vars).err().expect("refused");
+        let failure = config(&vars).expect_err("refused");
         assert_eq!(failure.variable, "NEXT_PUBLIC_UPLOAD_TRANSPORT");
-        let failure = config(&[("KILN_SUPERMARK_DATABASE_URL", "postgres://h/db")])
-            .err()
-            .expect("refused");
+        let failure = config(&[("KILN_SUPERMARK_DATABASE_URL", "postgres://h/db")]).expect_err("refused");
         assert_eq!(failure.variable, "NEXT_PRIVATE_UPLOAD_BUCKET");
-        let failure = config(&[("POSTGRES_PRISMA_URL", "mysql://h/db")])
-            .err()
-            .expect("refused");
+        let failure = config(&[("POSTGRES_PRISMA_URL", "mysql://h/db")]).expect_err("refused");
         assert_eq!(failure.variable, "POSTGRES_PRISMA_URL");
     }
 }

@@ -317,23 +317,15 @@ struct UploadPages<'a> {
 }
 
 impl PageSink for UploadPages<'_> {
-    fn page<'a>(
-        &'a mut self,
-        report: &'a PageReport,
-        image: &'a Path,
-        done: u32,
-        total: u32,
-    ) -> impl Future<Output = Result<(), TaskError>> + Send + 'a {
-        async move {
-            let key = ObjectKey::parse(format!("{}/{}", self.prefix, report.file).as_str())
-                .map_err(|e| invalid(format!("outputPrefix: {e}")))?;
-            upload_file(self.storage, image, &key, report.format.content_type()).await?;
-            let percent = done * 100 / total.max(1);
-            self.ctx
-                .metadata
-                .progress(percent.min(99), format!("{done} / {total} pages processed"));
-            Ok(())
-        }
+    async fn page(&mut self, report: &PageReport, image: &Path, done: u32, total: u32) -> Result<(), TaskError> {
+        let key = ObjectKey::parse(format!("{}/{}", self.prefix, report.file).as_str())
+            .map_err(|e| invalid(format!("outputPrefix: {e}")))?;
+        upload_file(self.storage, image, &key, report.format.content_type()).await?;
+        let percent = done * 100 / total.max(1);
+        self.ctx
+            .metadata
+            .progress(percent.min(99), format!("{done} / {total} pages processed"));
+        Ok(())
     }
 }
 

@@ -65,25 +65,17 @@ struct UploadPages<'a> {
 }
 
 impl PageSink for UploadPages<'_> {
-    fn page<'a>(
-        &'a mut self,
-        report: &'a PageReport,
-        image: &'a Path,
-        done: u32,
-        total: u32,
-    ) -> impl Future<Output = Result<(), TaskError>> + Send + 'a {
-        async move {
-            let key = team_key(self.team_id, self.folder, &page_name(report.page_number, report.format))?;
-            upload_file(self.shared.storage.as_ref(), image, &key, report.format.content_type()).await?;
-            self.uploaded.push(key);
-            let progress = (f64::from(done) / f64::from(total)) * 100.0;
-            status::set(
-                &self.ctx.metadata,
-                progress,
-                format!("{done} / {total} pages processed"),
-            );
-            Ok(())
-        }
+    async fn page(&mut self, report: &PageReport, image: &Path, done: u32, total: u32) -> Result<(), TaskError> {
+        let key = team_key(self.team_id, self.folder, &page_name(report.page_number, report.format))?;
+        upload_file(self.shared.storage.as_ref(), image, &key, report.format.content_type()).await?;
+        self.uploaded.push(key);
+        let progress = (f64::from(done) / f64::from(total)) * 100.0;
+        status::set(
+            &self.ctx.metadata,
+            progress,
+            format!("{done} / {total} pages processed"),
+        );
+        Ok(())
     }
 }
 
