@@ -9,7 +9,7 @@ use anyhow::Context;
 use kiln_api::{AppState, Limits};
 use kiln_app_supermark::{Supermark, SupermarkDb};
 use kiln_core::auth::{Environment, KeyVault};
-use kiln_core::options::TaskDefaults;
+use kiln_core::options::{TaskAccess, TaskDefaults};
 use kiln_core::schedule::CronSchedule;
 use kiln_queue::Queue;
 use kiln_runtime::cron::DeclaredSchedule;
@@ -166,12 +166,15 @@ pub fn build_registry(
         }),
         export_defaults,
     );
+    let mut cleanup_defaults = TaskDefaults::for_task("kiln.exports.cleanup");
+    // It deletes what any environment exported: only kiln's schedule runs it.
+    cleanup_defaults.access = TaskAccess::Internal;
     registry.register(
         "kiln.exports.cleanup",
         Arc::new(CleanupExports {
             storage: Arc::clone(storage),
         }),
-        TaskDefaults::for_task("kiln.exports.cleanup"),
+        cleanup_defaults,
     );
     registry.register(
         "kiln.pdf.preview",
@@ -197,6 +200,8 @@ pub fn build_registry(
         for task in supermark.tasks() {
             let mut defaults = TaskDefaults::for_task(task.id);
             defaults.max_attempts = task.max_attempts;
+            // Supermark's tables and bucket belong to one environment.
+            defaults.access = TaskAccess::Only(task.environment);
             registry.register(task.id, task.handler, defaults);
         }
     }

@@ -288,9 +288,13 @@ async fn the_cleanup_deletes_expired_exports_and_only_those() {
     let dir = temp_dir("objects");
     std::fs::create_dir_all(dir.join("docs")).expect("mkdir");
     std::fs::write(dir.join("docs/a.pdf"), b"%PDF a").expect("write");
-    let kiln = local_kiln(&dir).spawn().await;
+    // kiln's own schedule runs the cleanup, here every second.
+    let mut kiln = local_kiln(&dir)
+        .env("KILN_EXPORTS_CLEANUP_CRON", "* * * * * *")
+        .spawn()
+        .await;
     let files = json!([{ "key": "docs/a.pdf", "path": "a.pdf" }]);
-    for (output, expires_in) in [("exports/short.zip", "1s"), ("exports/long.zip", "1h")] {
+    for (output, expires_in) in [("exports/short.zip", "2s"), ("exports/long.zip", "1h")] {
         let run = export(
             &kiln,
             json!({ "files": files, "output": { "key": output }, "expiresIn": expires_in }),
@@ -299,30 +303,39 @@ async fn the_cleanup_deletes_expired_exports_and_only_those() {
         assert_eq!(run["status"], "COMPLETED", "{run}");
     }
     let store = LocalStore::open(&dir, LinkSigner::new(&kiln.base_url, SERVER_SECRET.as_bytes())).expect("open");
-    assert!(store.head(&key("exports/short.zip")).await.is_ok());
 
-    // Until the short export's expiry has passed, a sweep deletes nothing;
-    // after it, exactly that export.
-    let mut swept = Value::Null;
+    // A key cannot start it: it deletes what every environment exported.
+    let refused = kiln
+        .post("/api/v1/tasks/kiln.exports.cleanup/trigger", &json!({ "payload": {} }))
+        .await;
+    assert_eq!(refused.status(), 403);
+    let answer: Value = refused.json().await.expect("json");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot be triggered")),
+        "{answer}"
+    );
+
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        let run_id = kiln.trigger("kiln.exports.cleanup", json!({ "payload": {} })).await;
-        let run = kiln
-            .wait_for_status(&run_id, "COMPLETED", Duration::from_secs(30))
-            .await;
-        if run["output"]["deleted"].as_array().is_some_and(|d| !d.is_empty()) {
-            swept = run["output"].clone();
-            break;
-        }
-        assert_eq!(run["output"]["pending"], 2, "{run}");
-        assert!(store.head(&key("exports/short.zip")).await.is_ok());
+    while store.head(&key("exports/short.zip")).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired export was never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(swept["deleted"], json!(["exports/short.zip"]), "{swept}");
-    assert_eq!(swept["pending"], 1);
-    assert!(matches!(
-        store.head(&key("exports/short.zip")).await,
-        Err(StorageError::NotFound { .. })
-    ));
+    let db = kiln.db().await;
+    let outputs: Vec<Value> = sqlx::query_scalar(
+        "SELECT output FROM runs WHERE task_identifier = 'kiln.exports.cleanup' AND status = 'COMPLETED'",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("cleanup runs");
+    let swept: Vec<&Value> = outputs.iter().filter(|o| o["deleted"] != json!([])).collect();
+    assert_eq!(swept.len(), 1, "one sweep deleted something: {outputs:?}");
+    assert_eq!(swept[0]["deleted"], json!(["exports/short.zip"]), "{swept:?}");
+    assert_eq!(swept[0]["pending"], 1);
     assert!(
         store.head(&key("exports/long.zip")).await.is_ok(),
         "the unexpired export stays"

@@ -112,6 +112,8 @@ impl Stack {
             .env("NEXT_PUBLIC_UPLOAD_TRANSPORT", "s3")
             .env("NEXT_PRIVATE_UPLOAD_FORCE_PATH_STYLE", "true")
             .env("KILN_OFFICE_WARM_UP", "true")
+            // The tests' keys are dev keys; Supermark's tasks serve one environment.
+            .env("KILN_SUPERMARK_ENVIRONMENT", "dev")
             .env("KILN_STORAGE_DIR", temp_dir("supermark-kiln").to_string_lossy());
         for (name, value) in s3.supermark_env(&bucket_name) {
             builder = builder.env(name, value);
@@ -993,6 +995,35 @@ async fn the_progress_bar_follows_a_tag_subscription_with_a_public_token() {
             "{update}"
         );
     }
+}
+
+#[tokio::test]
+async fn only_the_configured_environment_may_start_supermarks_tasks() {
+    let s3 = S3Server::start().await;
+    let supermark_url = helpers::fresh_database().await;
+    let mut builder = Kiln::builder(Mode::Serve).env("POSTGRES_PRISMA_URL", supermark_url);
+    for (name, value) in s3.supermark_env("supermark-documents") {
+        builder = builder.env(name, value);
+    }
+    // Unset, KILN_SUPERMARK_ENVIRONMENT is prod; the test's key is a dev key.
+    let kiln = builder.spawn().await;
+    let payload = json!({ "payload": { "documentId": "d", "documentVersionId": "v", "teamId": "t" } });
+    let refused = kiln
+        .post("/api/v1/tasks/convert-pdf-to-image-route/trigger", &payload)
+        .await;
+    assert_eq!(refused.status(), 403);
+    let answer: Value = refused.json().await.expect("json");
+    assert_eq!(
+        answer["error"],
+        "task \"convert-pdf-to-image-route\" runs only for prod keys; this is a dev key"
+    );
+    let batch = kiln
+        .post(
+            "/api/v1/tasks/batch",
+            &json!({ "items": [{ "task": "process-video", "payload": {} }] }),
+        )
+        .await;
+    assert!(batch.status().is_client_error(), "{}", batch.status());
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use kiln_core::auth::Environment;
 use kiln_storage::S3Config;
 
 /// A variable kiln cannot use, and why.
@@ -29,6 +30,9 @@ pub struct SupermarkConfig {
     pub schema: Option<String>,
     /// Supermark's bucket (`NEXT_PRIVATE_UPLOAD_*`).
     pub storage: S3Config,
+    /// Whose keys may run Supermark's tasks (`KILN_SUPERMARK_ENVIRONMENT`,
+    /// prod unless set): the tasks write Supermark's own tables and files.
+    pub environment: Environment,
     /// Supermark's address as kiln reaches it, for `/api/revalidate` and
     /// `/api/jobs/…`; without it those calls are skipped.
     pub app_url: Option<String>,
@@ -178,10 +182,21 @@ impl SupermarkConfig {
                     .ok_or_else(|| error(name, format!("{v:?} is not a positive whole number")))
             })
         };
+        let environment = match var("KILN_SUPERMARK_ENVIRONMENT").as_deref() {
+            None | Some("prod") => Environment::Prod,
+            Some("dev") => Environment::Dev,
+            Some(other) => {
+                return Err(error(
+                    "KILN_SUPERMARK_ENVIRONMENT",
+                    format!("{other:?} is not an environment; use prod or dev"),
+                ));
+            }
+        };
         Ok(Some(Self {
             database_url,
             schema,
             storage,
+            environment,
             app_url,
             revalidate_token: var("REVALIDATE_TOKEN"),
             internal_api_key: var("INTERNAL_API_KEY"),

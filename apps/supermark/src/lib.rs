@@ -22,6 +22,7 @@ mod tasks;
 
 use std::sync::Arc;
 
+use kiln_core::auth::Environment;
 use kiln_core::task::TaskHandler;
 use kiln_storage::Storage;
 use kiln_worker_convert::pool::OfficePool;
@@ -58,6 +59,9 @@ pub struct SupermarkTask {
     pub handler: Arc<dyn TaskHandler>,
     /// Supermark's `retry.maxAttempts` for the task.
     pub max_attempts: u32,
+    /// The only environment whose keys may start it: Supermark's database
+    /// and bucket are one environment's data.
+    pub environment: Environment,
 }
 
 /// What the tasks share.
@@ -111,10 +115,12 @@ impl Supermark {
     pub fn tasks(&self) -> Vec<SupermarkTask> {
         use tasks::convert::{Conversion, ConvertToPdf};
         let shared = &self.shared;
+        let environment = shared.config.environment;
         let task = |id, handler: Arc<dyn TaskHandler>| SupermarkTask {
             id,
             handler,
             max_attempts: 3,
+            environment,
         };
         vec![
             task(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::auth::Environment;
 use crate::duration;
 use crate::retry::MAX_ATTEMPTS_LIMIT;
 
@@ -46,6 +47,7 @@ pub struct TaskDefaults {
     pub queue: String,
     pub max_attempts: u32,
     pub max_duration: Option<Duration>,
+    pub access: TaskAccess,
 }
 
 impl TaskDefaults {
@@ -55,6 +57,39 @@ impl TaskDefaults {
             queue: format!("task/{task_id}"),
             max_attempts: crate::retry::RetryPolicy::default().max_attempts,
             max_duration: None,
+            access: TaskAccess::Any,
+        }
+    }
+}
+
+/// Which keys may trigger a task (and schedule or replay it) through the
+/// API. Children and kiln's own schedules start runs whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskAccess {
+    /// A key of either environment.
+    #[default]
+    Any,
+    /// Only keys of this environment: the task touches data that belongs
+    /// to one environment (an app's own database and bucket).
+    Only(Environment),
+    /// No key: kiln starts its runs itself (housekeeping on its schedule).
+    Internal,
+}
+
+impl TaskAccess {
+    /// Why a key of `environment` may not trigger `task_id`, if it may not.
+    pub fn refusal(self, task_id: &str, environment: Environment) -> Option<String> {
+        match self {
+            TaskAccess::Any => None,
+            TaskAccess::Only(allowed) if allowed == environment => None,
+            TaskAccess::Only(allowed) => Some(format!(
+                "task {task_id:?} runs only for {} keys; this is a {} key",
+                allowed.as_str(),
+                environment.as_str()
+            )),
+            TaskAccess::Internal => Some(format!(
+                "task {task_id:?} is run by kiln itself and cannot be triggered"
+            )),
         }
     }
 }
@@ -221,6 +256,22 @@ pub fn parse_time_spec(spec: &TimeSpec, now: DateTime<Utc>) -> Result<DateTime<U
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_access_names_why_a_key_is_refused() {
+        assert_eq!(TaskAccess::Any.refusal("t", Environment::Dev), None);
+        assert_eq!(
+            TaskAccess::Only(Environment::Prod).refusal("t", Environment::Prod),
+            None
+        );
+        assert_eq!(
+            TaskAccess::Only(Environment::Prod)
+                .refusal("t", Environment::Dev)
+                .as_deref(),
+            Some("task \"t\" runs only for prod keys; this is a dev key")
+        );
+        assert!(TaskAccess::Internal.refusal("t", Environment::Prod).is_some());
+    }
 
     fn defaults() -> TaskDefaults {
         TaskDefaults::for_task("kiln.noop")

@@ -25,6 +25,8 @@ pub trait TaskHandler: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct TaskContext {
     pub run_id: RunId,
+    /// The environment of the key that started the run.
+    pub environment: crate::auth::Environment,
     pub task_id: String,
     /// 1 for the first attempt.
     pub attempt: u32,

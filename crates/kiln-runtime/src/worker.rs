@@ -464,8 +464,11 @@ impl Worker {
         };
         let attempt = u32::try_from(run.attempt_count).unwrap_or(1);
         let max_attempts = u32::try_from(run.max_attempts).unwrap_or(1);
+        let environment =
+            kiln_core::auth::Environment::parse(&run.environment).unwrap_or(kiln_core::auth::Environment::Prod);
         let ctx = TaskContext {
             run_id,
+            environment,
             task_id: run.task_identifier.clone(),
             attempt,
             max_attempts,
@@ -476,8 +479,7 @@ impl Worker {
                 queue: self.queue.clone(),
                 registry: Arc::clone(&self.registry),
                 parent: run.id.clone(),
-                environment: kiln_core::auth::Environment::parse(&run.environment)
-                    .unwrap_or(kiln_core::auth::Environment::Prod),
+                environment,
             }),
         };
         // Its own task, so a panic fails the attempt, not the worker.

@@ -86,6 +86,7 @@ impl ObjectStore for FlakyStore {
 fn context() -> TaskContext {
     TaskContext {
         run_id: RunId::generate(0),
+        environment: kiln_core::auth::Environment::Prod,
         task_id: "kiln.export.zip".into(),
         attempt: 1,
         max_attempts: 3,

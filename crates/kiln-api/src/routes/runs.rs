@@ -83,11 +83,18 @@ pub async fn replay(
 ) -> Result<Response, ApiError> {
     caller.require_secret_key()?;
     let original = find_run(&app, &caller, &run_id).await?;
-    if app.registry.get(&original.task_identifier).is_none() {
+    let Some(task) = app.registry.get(&original.task_identifier) else {
         return Err(ApiError::NotFound(format!(
             "task {:?} of run {run_id} is no longer known to kiln",
             original.task_identifier
         )));
+    };
+    if let Some(refusal) = task
+        .defaults
+        .access
+        .refusal(&original.task_identifier, caller.environment)
+    {
+        return Err(ApiError::Forbidden(refusal));
     }
     let now = Utc::now();
     let ms = |value: Option<i64>| value.and_then(|v| u64::try_from(v).ok()).map(Duration::from_millis);

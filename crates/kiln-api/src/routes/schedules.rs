@@ -78,10 +78,13 @@ fn validate(
     external_id: Option<String>,
     deduplication_key: Option<String>,
 ) -> Result<ScheduleSpec, ApiError> {
-    if app.registry.get(task).is_none() {
+    let Some(registered) = app.registry.get(task) else {
         return Err(ApiError::Unprocessable(format!(
             "task {task:?} is not known to kiln (declare it in KILN_TASKS_FILE)"
         )));
+    };
+    if let Some(refusal) = registered.defaults.access.refusal(task, caller.environment) {
+        return Err(ApiError::Forbidden(refusal));
     }
     check_text("externalId", external_id.as_deref())?;
     check_text("deduplicationKey", deduplication_key.as_deref())?;

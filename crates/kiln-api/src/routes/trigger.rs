@@ -175,6 +175,9 @@ pub fn new_run(
             "task {task_id:?} is not known to kiln (declare it in KILN_TASKS_FILE)"
         ))
     })?;
+    if let Some(refusal) = task.defaults.access.refusal(&task_id, caller.environment) {
+        return Err(ApiError::Forbidden(refusal));
+    }
     let mut options = body.options.unwrap_or_default();
     let payload_type = options.payload_type.take();
     let (payload, payload_type) = decode_packet(body.payload, payload_type.as_deref(), "payload")?;
