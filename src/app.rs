@@ -360,7 +360,7 @@ pub async fn run(
         for (name, limit) in kiln_app_supermark::PLAN_QUEUE_LIMITS {
             if !tasks.queues.contains_key(*name) {
                 store
-                    .set_queue_limit(name, Some(*limit))
+                    .declare_queue_limit(name, Some(*limit))
                     .await
                     .with_context(|| format!("cannot set the limit of queue {name}"))?;
             }
@@ -368,7 +368,7 @@ pub async fn run(
     }
     for (name, queue_config) in &tasks.queues {
         store
-            .set_queue_limit(name, queue_config.concurrency_limit)
+            .declare_queue_limit(name, queue_config.concurrency_limit)
             .await
             .with_context(|| format!("cannot set the limit of queue {name}"))?;
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_storage::{LinkSigner, LocalStore, ObjectKey, ObjectStore, StorageError};
+use kiln_storage::{LinkSigner, LocalStore, ObjectKey, ObjectStore};
 use serde_json::{Value, json};
 
 use crate::helpers::{Kiln, Mode, S3Server, SERVER_SECRET, temp_dir};

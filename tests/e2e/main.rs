@@ -13,6 +13,7 @@ mod export;
 mod faults;
 mod helpers;
 mod http_task;
+mod isolation;
 mod lifecycle;
 mod metrics;
 mod openapi;

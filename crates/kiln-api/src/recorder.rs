@@ -55,7 +55,9 @@ impl RunRecorder {
     /// whether it was already there (idempotency key).
     pub async fn record(&self, run: NewRun) -> Result<(String, bool), ApiError> {
         if let Some(limit) = run.spec.queue_concurrency_limit {
-            self.store.set_queue_limit(&run.spec.queue, Some(limit)).await?;
+            self.store
+                .set_queue_limit(run.environment, &run.spec.queue, limit)
+                .await?;
         }
         if run.spec.idempotency_key.is_none() {
             let id = run.id.as_str().to_owned();

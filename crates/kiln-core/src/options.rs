@@ -147,8 +147,9 @@ impl TriggerOptions {
             None => defaults.queue.clone(),
         };
         let queue_concurrency_limit = match self.queue_concurrency_limit {
-            Some(limit) if !(0..=100_000).contains(&limit) => {
-                return Err(invalid("queue.concurrencyLimit", "must be between 0 and 100000"));
+            // 0 would hold every run of the queue until someone noticed.
+            Some(limit) if !(1..=100_000).contains(&limit) => {
+                return Err(invalid("queue.concurrencyLimit", "must be between 1 and 100000"));
             }
             Some(limit) => Some(limit as u32),
             None => None,

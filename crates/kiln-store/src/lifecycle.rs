@@ -100,8 +100,8 @@ impl AttemptResult {
     }
 }
 
-/// A slot in a (queue, concurrency key) pair was released.
-type Released = (String, Option<String>);
+/// A slot in an (environment, queue, concurrency key) was released.
+type Released = (String, String, Option<String>);
 
 fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -122,8 +122,8 @@ const STARTED_UNRECORDED: &str = "runs.status = 'QUEUED' AND runs.attempt_count 
     AND runs.dispatch_at IS NULL AND NOT runs.parked";
 
 /// No limit on the run's queue: such runs are claimed without counting.
-const UNLIMITED_QUEUE: &str =
-    "NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = runs.queue AND q.concurrency_limit IS NOT NULL)";
+const UNLIMITED_QUEUE: &str = "NOT EXISTS (SELECT 1 FROM queues q
+    WHERE q.environment = runs.environment AND q.name = runs.queue AND q.concurrency_limit IS NOT NULL)";
 
 /// The distinct queues of runs matching `predicate`, found by skipping
 /// through an index one queue at a time (a loose index scan): a backlog of
@@ -255,8 +255,10 @@ impl Store {
             "UPDATE runs SET {CLAIM_SET} WHERE runs.id = $1 AND {CLAIMABLE}
                AND (SELECT count(*) FROM runs busy
                     WHERE busy.status = 'EXECUTING' AND busy.queue = runs.queue
+                      AND busy.environment = runs.environment
                       AND busy.concurrency_key IS NOT DISTINCT FROM runs.concurrency_key)
-                 < COALESCE((SELECT concurrency_limit FROM queues WHERE name = runs.queue), 2147483647)
+                 < COALESCE((SELECT concurrency_limit FROM queues
+                             WHERE environment = runs.environment AND name = runs.queue), 2147483647)
              {CLAIM_RETURNING}"
         );
         let claimed = sqlx::query_as::<_, ClaimedRun>(AssertSqlSafe(sql))
@@ -280,7 +282,7 @@ impl Store {
     /// Which of `ids` are claimable runs of a queue with a limit.
     pub async fn limited_among(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT runs.id FROM runs JOIN queues q ON q.name = runs.queue
+            "SELECT runs.id FROM runs JOIN queues q ON q.environment = runs.environment AND q.name = runs.queue
              WHERE runs.id = ANY($1) AND q.concurrency_limit IS NOT NULL AND {CLAIMABLE}"
         )))
         .bind(ids)
@@ -339,7 +341,7 @@ impl Store {
             retry_in_ms.push(retry);
             hand_back.push(back);
         }
-        let recorded: Vec<(String, String, Option<String>, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+        let recorded: Vec<(String, String, String, Option<String>, bool)> = sqlx::query_as(AssertSqlSafe(format!(
             "UPDATE runs SET status = u.status, output = u.output,
                  error = COALESCE(u.error, runs.error),
                  attempt_count = CASE WHEN u.hand_back THEN u.attempt - 1 ELSE u.attempt END,
@@ -356,7 +358,7 @@ impl Store {
              WHERE runs.id = ANY($1) AND runs.id = u.id AND CASE
                  WHEN u.claimed THEN runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
                  ELSE {STARTED_UNRECORDED} END
-             RETURNING runs.id, runs.queue, runs.concurrency_key, NOT {UNLIMITED_QUEUE}"
+             RETURNING runs.id, runs.environment, runs.queue, runs.concurrency_key, NOT {UNLIMITED_QUEUE}"
         )))
         .bind(&ids)
         .bind(&attempts)
@@ -374,11 +376,12 @@ impl Store {
         // release.
         let released: Vec<Released> = recorded
             .iter()
-            .filter(|(_, _, _, limited)| *limited)
-            .map(|(_, q, k, _)| (q.clone(), k.clone()))
+            .filter(|(_, _, _, _, limited)| *limited)
+            .map(|(_, e, q, k, _)| (e.clone(), q.clone(), k.clone()))
             .collect();
         self.unpark_after_release(&released).await?;
-        let recorded_ids: std::collections::HashSet<&str> = recorded.iter().map(|(id, _, _, _)| id.as_str()).collect();
+        let recorded_ids: std::collections::HashSet<&str> =
+            recorded.iter().map(|(id, _, _, _, _)| id.as_str()).collect();
         Ok(ids.iter().map(|id| recorded_ids.contains(id)).collect())
     }
 
@@ -404,13 +407,15 @@ impl Store {
         if released.is_empty() {
             return Ok(());
         }
-        let (queues, keys): (Vec<&str>, Vec<Option<&str>>) =
-            released.iter().map(|(q, k)| (q.as_str(), k.as_deref())).unzip();
+        let environments: Vec<&str> = released.iter().map(|(e, _, _)| e.as_str()).collect();
+        let queues: Vec<&str> = released.iter().map(|(_, q, _)| q.as_str()).collect();
+        let keys: Vec<Option<&str>> = released.iter().map(|(_, _, k)| k.as_deref()).collect();
         sqlx::query(
-            "WITH freed AS (SELECT DISTINCT queue, concurrency_key FROM UNNEST($1::text[], $2::text[]) AS f(queue, concurrency_key)),
+            "WITH freed AS (SELECT DISTINCT environment, queue, concurrency_key
+                            FROM UNNEST($1::text[], $2::text[], $3::text[]) AS f(queue, concurrency_key, environment)),
                   next AS (
                     SELECT (SELECT p.id FROM runs p
-                            WHERE p.parked AND p.queue = freed.queue
+                            WHERE p.parked AND p.queue = freed.queue AND p.environment = freed.environment
                               AND p.concurrency_key IS NOT DISTINCT FROM freed.concurrency_key
                             ORDER BY p.id LIMIT 1 FOR UPDATE SKIP LOCKED) AS id
                     FROM freed)
@@ -419,6 +424,7 @@ impl Store {
         )
         .bind(&queues)
         .bind(&keys)
+        .bind(&environments)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -548,7 +554,7 @@ impl Store {
     /// machine lost): queues them again as a new attempt, or ends them
     /// CRASHED when no attempt is left. Answers how many were queued again.
     pub async fn recover_lapsed_leases(&self, limit: i64) -> Result<u64, StoreError> {
-        let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        let rows: Vec<(String, String, String, Option<String>, String)> = sqlx::query_as(
             "WITH lapsed AS (
                  SELECT id FROM runs WHERE status = 'EXECUTING' AND lease_expires_at < now()
                  LIMIT $1 FOR UPDATE SKIP LOCKED)
@@ -559,14 +565,17 @@ impl Store {
                  error = jsonb_build_object('name', 'WorkerLost', 'message',
                      'the worker stopped renewing its lease during attempt ' || runs.attempt_count)
              WHERE runs.id = ANY(ARRAY(SELECT lapsed.id FROM lapsed))
-             RETURNING runs.id, runs.queue, runs.status, runs.concurrency_key",
+             RETURNING runs.id, runs.queue, runs.status, runs.concurrency_key, runs.environment",
         )
         .bind(limit)
         .fetch_all(&self.keyed)
         .await?;
-        let released: Vec<Released> = rows.iter().map(|(_, q, _, k)| (q.clone(), k.clone())).collect();
+        let released: Vec<Released> = rows
+            .iter()
+            .map(|(_, q, _, k, e)| (e.clone(), q.clone(), k.clone()))
+            .collect();
         self.unpark_after_release(&released).await?;
-        Ok(rows.iter().filter(|(_, _, status, _)| status == "QUEUED").count() as u64)
+        Ok(rows.iter().filter(|(_, _, status, _, _)| status == "QUEUED").count() as u64)
     }
 
     /// Safety net for parked runs: releases parked runs of any (queue, key)
@@ -574,9 +583,10 @@ impl Store {
     pub async fn unpark_free_slots(&self, limit: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "WITH candidates AS (
-                 SELECT p.id FROM runs p LEFT JOIN queues q ON q.name = p.queue
+                 SELECT p.id FROM runs p LEFT JOIN queues q ON q.environment = p.environment AND q.name = p.queue
                  WHERE p.parked AND (SELECT count(*) FROM runs busy
                         WHERE busy.status = 'EXECUTING' AND busy.queue = p.queue
+                          AND busy.environment = p.environment
                           AND busy.concurrency_key IS NOT DISTINCT FROM p.concurrency_key)
                      < COALESCE(q.concurrency_limit, 2147483647)
                  ORDER BY p.id LIMIT $1 FOR UPDATE OF p SKIP LOCKED)

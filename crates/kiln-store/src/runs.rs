@@ -329,7 +329,8 @@ impl Store {
         .await?;
         if let Some((queue, concurrency_key)) = canceled {
             // A canceled executing run frees its concurrency slot.
-            self.unpark_after_release(&[(queue, concurrency_key)]).await?;
+            self.unpark_after_release(&[(environment.as_str().to_owned(), queue, concurrency_key)])
+                .await?;
             return Ok(Some(RunStatus::Canceled));
         }
         match self.get_run(environment, id).await? {
@@ -408,24 +409,48 @@ impl Store {
     }
 
     /// Sets (or, with `None`, lifts) a queue's concurrency limit.
-    pub async fn set_queue_limit(&self, queue: &str, limit: Option<u32>) -> Result<(), StoreError> {
+    /// A trigger's `queue.concurrencyLimit` for a queue of `environment`.
+    /// A limit the operator declared ([`Store::declare_queue_limit`]) is
+    /// kept: a trigger cannot change it.
+    pub async fn set_queue_limit(&self, environment: Environment, queue: &str, limit: u32) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO queues (name, concurrency_limit) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET concurrency_limit = EXCLUDED.concurrency_limit, updated_at = now()",
+            "INSERT INTO queues (environment, name, concurrency_limit) VALUES ($1, $2, $3)
+             ON CONFLICT (environment, name) DO UPDATE SET concurrency_limit = EXCLUDED.concurrency_limit, updated_at = now()
+             WHERE NOT queues.declared",
         )
+        .bind(environment.as_str())
         .bind(queue)
-        .bind(limit.map(|l| l as i32))
+        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Every queue that has a concurrency limit.
+    /// The operator's limit for a queue (`None`: unlimited), in both
+    /// environments; triggers cannot change it afterwards.
+    pub async fn declare_queue_limit(&self, queue: &str, limit: Option<u32>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO queues (environment, name, concurrency_limit, declared)
+             SELECT environment, $1, $2, true FROM UNNEST(ARRAY['dev', 'prod']) AS e(environment)
+             ON CONFLICT (environment, name) DO UPDATE
+                 SET concurrency_limit = EXCLUDED.concurrency_limit, declared = true, updated_at = now()",
+        )
+        .bind(queue)
+        .bind(limit.map(|l| i32::try_from(l).unwrap_or(i32::MAX)))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every queue name that has a concurrency limit in some environment,
+    /// with its largest limit: runs of these queues are claimed one by one,
+    /// counting slots in their own environment.
     pub async fn limited_queues(&self) -> Result<Vec<(String, u32)>, StoreError> {
-        let rows: Vec<(String, i32)> =
-            sqlx::query_as("SELECT name, concurrency_limit FROM queues WHERE concurrency_limit IS NOT NULL")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT name, max(concurrency_limit) FROM queues WHERE concurrency_limit IS NOT NULL GROUP BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(name, limit)| (name, limit.max(0) as u32))

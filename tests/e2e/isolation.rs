@@ -1,0 +1,140 @@
+//! Environments cannot touch each other: a dev key neither changes a prod
+//! queue's limit nor takes its slots, and no trigger changes a limit the
+//! operator declared or sets one that would hold a queue for good.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Kiln, Mode, kiln_bin, temp_dir};
+
+/// A key of `environment` for `kiln`'s database.
+fn key(kiln: &Kiln, environment: &str) -> String {
+    let created = Command::new(kiln_bin())
+        .args(["keys", "create", "--env", environment])
+        .envs(kiln.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("kiln keys create");
+    assert!(created.status.success());
+    String::from_utf8_lossy(&created.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+async fn trigger_as(kiln: &Kiln, key: &str, task: &str, body: Value) -> (u16, Value) {
+    let response = kiln
+        .http
+        .post(kiln.url(&format!("/api/v1/tasks/{task}/trigger")))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("trigger");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn status_as(kiln: &Kiln, key: &str, id: &str) -> Value {
+    kiln.http
+        .get(kiln.url(&format!("/api/v3/runs/{id}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("retrieve")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn a_dev_key_cannot_change_or_fill_a_prod_queue() {
+    let dir = temp_dir("isolation");
+    let tasks_file = dir.join("tasks.toml");
+    std::fs::write(&tasks_file, "[queues.\"declared\"]\nconcurrency_limit = 1\n").expect("tasks file");
+    let mut kiln = Kiln::builder(Mode::Dev)
+        .env("KILN_TASKS_FILE", tasks_file.to_string_lossy())
+        .spawn()
+        .await;
+    let (dev, prod) = (kiln.key.clone(), key(&kiln, "prod"));
+
+    // A limit that would hold a queue for good is refused.
+    let (status, answer) = trigger_as(
+        &kiln,
+        &dev,
+        "kiln.noop",
+        json!({ "payload": {}, "options": { "queue": { "name": "task/kiln.noop", "concurrencyLimit": 0 } } }),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("queue.concurrencyLimit")),
+        "{answer}"
+    );
+
+    // A declared limit stays what the operator declared.
+    let (status, _) = trigger_as(
+        &kiln,
+        &dev,
+        "kiln.noop",
+        json!({ "payload": {}, "options": { "queue": { "name": "declared", "concurrencyLimit": 50 } } }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let db = kiln.db().await;
+    let limits: Vec<(String, String, Option<i32>)> =
+        sqlx::query_as("SELECT environment, name, concurrency_limit FROM queues ORDER BY environment, name")
+            .fetch_all(&db)
+            .await
+            .expect("queues");
+    assert!(
+        limits.contains(&("dev".into(), "declared".into(), Some(1))),
+        "{limits:?}"
+    );
+    assert!(
+        limits.contains(&("prod".into(), "declared".into(), Some(1))),
+        "{limits:?}"
+    );
+
+    // A dev run holding the only slot of dev's "shared" queue leaves
+    // prod's "shared" queue free.
+    let one_slot = |ms: u64| json!({ "payload": { "ms": ms }, "options": { "queue": { "name": "shared", "concurrencyLimit": 1 } } });
+    let (status, held) = trigger_as(&kiln, &dev, "kiln.sleep", one_slot(60_000)).await;
+    assert_eq!(status, 200);
+    let held = held["id"].as_str().expect("id").to_owned();
+    kiln.wait_for_status(&held, "EXECUTING", Duration::from_secs(30)).await;
+    let (status, quick) = trigger_as(&kiln, &prod, "kiln.sleep", one_slot(10)).await;
+    assert_eq!(status, 200);
+    let quick = quick["id"].as_str().expect("id").to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = status_as(&kiln, &prod, &quick).await;
+        if run["status"] == "COMPLETED" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prod's run waits behind dev's: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        kiln.retrieve(&held).await["status"],
+        "EXECUTING",
+        "dev's run still holds dev's slot"
+    );
+    // A second dev run does wait for dev's slot.
+    let (_, waiting) = trigger_as(&kiln, &dev, "kiln.sleep", one_slot(10)).await;
+    let waiting = waiting["id"].as_str().expect("id").to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(kiln.retrieve(&waiting).await["status"], "QUEUED");
+    let canceled = kiln.post(&format!("/api/v2/runs/{held}/cancel"), &json!({})).await;
+    assert!(canceled.status().is_success());
+    kiln.wait_for_status(&waiting, "COMPLETED", Duration::from_secs(30))
+        .await;
+}
