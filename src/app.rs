@@ -163,6 +163,7 @@ pub fn build_registry(
         "kiln.export.zip",
         Arc::new(ExportZip {
             storage: Arc::clone(storage),
+            scopes: config.storage_scopes.clone(),
         }),
         export_defaults,
     );
@@ -182,6 +183,7 @@ pub fn build_registry(
             Arc::clone(storage),
             Arc::new(sender.clone()),
             renderer.clone(),
+            config.storage_scopes.clone(),
         )),
         TaskDefaults::for_task("kiln.pdf.preview"),
     );
@@ -193,6 +195,7 @@ pub fn build_registry(
             pool: Arc::clone(office),
             work_dir: std::env::temp_dir(),
             max_source_bytes: config.office.max_source_bytes,
+            scopes: config.storage_scopes.clone(),
         }),
         TaskDefaults::for_task("kiln.office.to-pdf"),
     );

@@ -127,6 +127,8 @@ pub struct RuntimeConfig {
     pub exports_cleanup_cron: Option<kiln_core::schedule::CronSchedule>,
     /// Browser origins allowed to read runs and the realtime feed.
     pub cors_origins: Vec<String>,
+    /// Where each environment's objects live in kiln's storage.
+    pub storage_scopes: kiln_storage::StorageScopes,
     /// Supermark's document tasks, when its database is configured.
     pub supermark: Option<kiln_app_supermark::SupermarkConfig>,
     /// How often due cron schedules are looked for.
@@ -230,12 +232,28 @@ impl RuntimeConfig {
             exports_cleanup_cron,
             cron_tick,
             cors_origins: cors_origins()?,
+            storage_scopes: storage_scopes()?,
             supermark: kiln_app_supermark::SupermarkConfig::from_lookup(var).map_err(|e| ConfigError {
                 variable: e.variable,
                 message: e.message,
             })?,
         })
     }
+}
+
+/// `KILN_STORAGE_ROOT_DEV` (default `dev/`) and `KILN_STORAGE_ROOT_PROD`
+/// (default the top of the store): each a prefix ending with `/`, or empty.
+fn storage_scopes() -> Result<kiln_storage::StorageScopes, ConfigError> {
+    let root = |name| std::env::var(name).ok().map(|v| v.trim().to_owned());
+    let dev = root("KILN_STORAGE_ROOT_DEV").unwrap_or_else(|| "dev/".to_owned());
+    let prod = root("KILN_STORAGE_ROOT_PROD").unwrap_or_default();
+    kiln_storage::StorageScopes::new(&dev, &prod).map_err(|e| {
+        let variable = match e {
+            kiln_storage::ScopeError::BadRoot(ref bad) if *bad == prod => "KILN_STORAGE_ROOT_PROD",
+            _ => "KILN_STORAGE_ROOT_DEV",
+        };
+        error(variable, e.to_string())
+    })
 }
 
 /// `KILN_CORS_ORIGINS`: origins as a browser sends them (scheme, host,

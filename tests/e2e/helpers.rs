@@ -130,6 +130,12 @@ impl KilnBuilder {
             ("RUST_LOG".to_owned(), "info,kiln_runtime=debug,sqlx=warn".to_owned()),
             // LibreOffice starts only in the tests that convert documents.
             ("KILN_OFFICE_WARM_UP".to_owned(), "false".to_owned()),
+            // The tests' keys are dev keys: dev's objects at the top of the
+            // test's storage keep the keys a test writes and reads as they
+            // are (prod's under prod/). tests/e2e/isolation.rs checks the
+            // default roots.
+            ("KILN_STORAGE_ROOT_DEV".to_owned(), String::new()),
+            ("KILN_STORAGE_ROOT_PROD".to_owned(), "prod/".to_owned()),
         ];
         let env: Vec<(String, String)> = base_env.into_iter().chain(self.env).collect();
 

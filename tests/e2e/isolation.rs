@@ -138,3 +138,102 @@ async fn a_dev_key_cannot_change_or_fill_a_prod_queue() {
     kiln.wait_for_status(&waiting, "COMPLETED", Duration::from_secs(30))
         .await;
 }
+
+/// With the default roots (dev under `dev/`, prod at the top), a key of one
+/// environment can neither read, overwrite nor delete the other's objects,
+/// nor kiln's own, and is not told whether they exist.
+#[tokio::test]
+async fn a_dev_key_cannot_reach_prod_objects_or_kilns_own() {
+    let dir = temp_dir("isolation-objects");
+    let kiln = Kiln::builder(Mode::Dev)
+        .env("KILN_STORAGE_DIR", dir.to_string_lossy())
+        .env("KILN_STORAGE_ROOT_DEV", "dev/")
+        .env("KILN_STORAGE_ROOT_PROD", "")
+        .spawn()
+        .await;
+    let (dev, prod) = (kiln.key.clone(), key(&kiln, "prod"));
+    crate::helpers::put_object(&dir, "tenant-a/contract.txt", b"prod's contract");
+    crate::helpers::put_object(&dir, "_kiln/packets/prod/pending/p.json", b"{\"prodPayload\":1}");
+    crate::helpers::put_object(&dir, "dev/notes.txt", b"dev's notes");
+
+    // A dev export names prod's keys: they are dev's keys, which do not
+    // exist; kiln's own and prod's root are refused outright.
+    for (files, output, expected) in [
+        (
+            json!([{ "key": "tenant-a/contract.txt" }]),
+            "loot.zip",
+            "MissingSourceFile",
+        ),
+        (
+            json!([{ "key": "_kiln/packets/prod/pending/p.json" }]),
+            "loot.zip",
+            "InvalidPayload",
+        ),
+        (
+            json!([{ "key": "notes.txt" }]),
+            "_kiln/packets/prod/pending/p.json",
+            "InvalidPayload",
+        ),
+    ] {
+        let (status, answer) = trigger_as(
+            &kiln,
+            &dev,
+            "kiln.export.zip",
+            json!({ "payload": { "files": files, "output": { "key": output } } }),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let id = answer["id"].as_str().expect("id").to_owned();
+        let run = kiln
+            .wait_for(&id, Duration::from_secs(30), |r| r["isCompleted"] == true)
+            .await;
+        assert_eq!(run["status"], "FAILED", "{run}");
+        assert_eq!(run["error"]["name"], expected, "{run}");
+        let message = run["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.contains("prod's"), "{message}");
+    }
+    // A dev export of dev's own file lands in dev's part.
+    let (_, answer) = trigger_as(
+        &kiln,
+        &dev,
+        "kiln.export.zip",
+        json!({ "payload": { "files": [{ "key": "notes.txt" }], "output": { "key": "tenant-a/contract.txt" } } }),
+    )
+    .await;
+    let id = answer["id"].as_str().expect("id").to_owned();
+    let run = kiln.wait_for_status(&id, "COMPLETED", Duration::from_secs(30)).await;
+    assert_eq!(run["output"]["key"], "tenant-a/contract.txt", "{run}");
+    assert!(dir.join("dev/tenant-a/contract.txt").is_file(), "written in dev's part");
+    assert_eq!(
+        std::fs::read(dir.join("tenant-a/contract.txt")).expect("prod's object"),
+        b"prod's contract",
+        "prod's object is untouched"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("_kiln/packets/prod/pending/p.json")).expect("packet"),
+        b"{\"prodPayload\":1}"
+    );
+
+    // A prod key cannot reach into dev's part either.
+    let (_, answer) = trigger_as(
+        &kiln,
+        &prod,
+        "kiln.export.zip",
+        json!({ "payload": { "files": [{ "key": "dev/notes.txt" }], "output": { "key": "prod-copy.zip" } } }),
+    )
+    .await;
+    let id = answer["id"].as_str().expect("id").to_owned();
+    let run = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = status_as(&kiln, &prod, &id).await;
+            if run["isCompleted"] == true {
+                break run;
+            }
+            assert!(std::time::Instant::now() < deadline, "{run}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["error"]["name"], "InvalidPayload");
+}

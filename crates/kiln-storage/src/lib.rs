@@ -17,6 +17,7 @@ mod key;
 mod links;
 mod local;
 mod s3;
+mod scope;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use key::ObjectKey;
 pub use links::{LinkAccess, LinkError, LinkSigner, OBJECTS_PATH};
 pub use local::LocalStore;
 pub use s3::{DEFAULT_PART_SIZE, MAX_PRESIGN, S3Config, S3Store};
+pub use scope::{RESERVED_PREFIX, ScopeError, StorageScopes};
 
 /// A readable byte stream of unknown length.
 pub type ByteReader<'a> = Pin<Box<dyn AsyncRead + Send + 'a>>;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler, UrlFetcher};
-use kiln_storage::{ObjectKey, Storage};
+use kiln_storage::{Storage, StorageScopes};
 use kiln_worker_preview::Source;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -34,6 +34,9 @@ pub struct OfficeToPdf {
     pub pool: Arc<OfficePool>,
     pub work_dir: PathBuf,
     pub max_source_bytes: u64,
+    /// Each environment's part of the storage: a payload's keys are
+    /// resolved inside the run's.
+    pub scopes: StorageScopes,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,15 +83,19 @@ impl TaskHandler for OfficeToPdf {
         let pool = Arc::clone(&self.pool);
         let work_dir = self.work_dir.clone();
         let limit = self.max_source_bytes;
+        let scopes = self.scopes.clone();
         Box::pin(async move {
             let payload: ConvertPayload =
                 serde_json::from_value(payload).map_err(|e| invalid(format!("kiln.office.to-pdf payload: {e}")))?;
-            let output =
-                ObjectKey::parse(payload.output.key.as_str()).map_err(|e| invalid(format!("output.key: {e}")))?;
+            let prod = ctx.environment == kiln_core::auth::Environment::Prod;
+            let output = scopes
+                .resolve(prod, &payload.output.key)
+                .map_err(|e| invalid(format!("output.key: {e}")))?;
             let named = payload.file_name.clone().unwrap_or_else(|| match &payload.source {
                 Source::Key { key } => key.clone(),
                 Source::Url { url } => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
             });
+            let source = kiln_worker_preview::resolve_source(&scopes, prod, payload.source)?;
             let dir = work_dir.join(format!(
                 "kiln-convert-{}-{}-{}",
                 ctx.run_id,
@@ -101,8 +108,7 @@ impl TaskHandler for OfficeToPdf {
             let work = WorkDir(dir);
             let download = work.0.join("download");
             ctx.metadata.progress(0, "downloading the document");
-            kiln_worker_preview::download_source(storage.as_ref(), fetcher.as_ref(), &payload.source, &download, limit)
-                .await?;
+            kiln_worker_preview::download_source(storage.as_ref(), fetcher.as_ref(), &source, &download, limit).await?;
             ctx.metadata.progress(10, "converting to PDF");
             let converted = convert_download(&pool, &work.0, &download, &named).await?;
             let (pdf, pages, kind) = (converted.pdf, converted.pages, converted.kind);
@@ -114,14 +120,15 @@ impl TaskHandler for OfficeToPdf {
                 .await
                 .map_err(|e| kiln_worker_preview::storage_failure(&e))?;
             tracing::info!(key = %output, pages, size, format = kind.extension(), "converted to PDF");
+            let local_output = payload.output.key.as_str();
             let mut answer =
-                json!({ "key": output.as_str(), "size": size, "numPages": pages, "sourceFormat": kind.extension() });
+                json!({ "key": local_output, "size": size, "numPages": pages, "sourceFormat": kind.extension() });
             if let Some(preview) = payload.preview {
                 let child = ctx
                     .children
                     .trigger(
                         "kiln.pdf.preview",
-                        json!({ "source": { "key": output.as_str() }, "outputPrefix": preview.output_prefix }),
+                        json!({ "source": { "key": local_output }, "outputPrefix": preview.output_prefix }),
                     )
                     .await?;
                 answer["previewRunId"] = json!(child);

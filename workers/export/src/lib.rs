@@ -19,8 +19,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
+use kiln_core::auth::Environment;
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler};
-use kiln_storage::{ObjectKey, ObjectStore, Storage, StorageError};
+use kiln_storage::{ObjectKey, ObjectStore, Storage, StorageError, StorageScopes};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -91,12 +92,16 @@ fn method_for(name: &str) -> Method {
 /// `kiln.export.zip`.
 pub struct ExportZip {
     pub storage: Storage,
+    /// Each environment's part of the storage: the keys a payload names
+    /// are resolved inside the run's.
+    pub scopes: StorageScopes,
 }
 
 impl TaskHandler for ExportZip {
     fn run(&self, ctx: TaskContext, payload: Value) -> TaskFuture {
         let storage = Arc::clone(&self.storage);
-        Box::pin(async move { export(storage.as_ref(), &ctx, payload).await })
+        let scopes = self.scopes.clone();
+        Box::pin(async move { export(storage.as_ref(), &scopes, &ctx, payload).await })
     }
 }
 
@@ -106,16 +111,21 @@ struct Planned {
     size: u64,
 }
 
-async fn export(store: &dyn ObjectStore, ctx: &TaskContext, payload: Value) -> Result<Value, TaskError> {
+async fn export(
+    store: &dyn ObjectStore,
+    scopes: &StorageScopes,
+    ctx: &TaskContext,
+    payload: Value,
+) -> Result<Value, TaskError> {
     let payload: ExportPayload =
         serde_json::from_value(payload).map_err(|e| invalid(format!("kiln.export.zip payload: {e}")))?;
     if payload.files.is_empty() {
         return Err(invalid("files is empty: nothing to export"));
     }
-    let output = ObjectKey::parse(payload.output.key.as_str()).map_err(|e| invalid(format!("output.key: {e}")))?;
-    if output.as_str().starts_with(expiry::MARKER_PREFIX) {
-        return Err(invalid(format!("output.key: {} is kiln's own", expiry::MARKER_PREFIX)));
-    }
+    let prod = ctx.environment == Environment::Prod;
+    let output = scopes
+        .resolve(prod, &payload.output.key)
+        .map_err(|e| invalid(format!("output.key: {e}")))?;
     let expires_in = match &payload.expires_in {
         None => DEFAULT_EXPIRY,
         Some(text) => kiln_core::duration::parse(text).map_err(|e| invalid(format!("expiresIn: {e}")))?,
@@ -125,7 +135,9 @@ async fn export(store: &dyn ObjectStore, ctx: &TaskContext, payload: Value) -> R
     }
     let mut sources = Vec::with_capacity(payload.files.len());
     for (index, file) in payload.files.into_iter().enumerate() {
-        let key = ObjectKey::parse(file.key.as_str()).map_err(|e| invalid(format!("files[{index}].key: {e}")))?;
+        let key = scopes
+            .resolve(prod, &file.key)
+            .map_err(|e| invalid(format!("files[{index}].key: {e}")))?;
         sources.push((key, file.path));
     }
 
@@ -144,7 +156,9 @@ async fn export(store: &dyn ObjectStore, ctx: &TaskContext, payload: Value) -> R
     for ((key, path), found) in sources.into_iter().zip(looked_up) {
         match found {
             Ok(size) => {
-                let path = names.claim(path.as_deref().unwrap_or(key.as_str()), key.as_str());
+                // Named in the zip as the caller named it, not by its root.
+                let local = scopes.local(prod, key.as_str());
+                let path = names.claim(path.as_deref().unwrap_or(local), local);
                 planned.push(Planned { key, path, size });
             }
             Err(StorageError::NotFound { .. }) => missing.push((key, path)),
@@ -152,20 +166,21 @@ async fn export(store: &dyn ObjectStore, ctx: &TaskContext, payload: Value) -> R
         }
     }
     if !missing.is_empty() && !payload.skip_missing {
-        return Err(missing_files_error(&missing));
+        return Err(missing_files_error(scopes, prod, &missing));
     }
     if planned.is_empty() {
         return Err(TaskError::fatal("MissingSourceFile", "none of the files exist"));
     }
     let mut warnings: Vec<Value> = missing
         .iter()
-        .map(|(key, path)| json!({ "key": key.as_str(), "path": path, "reason": "not found; skipped" }))
+        .map(|(key, path)| json!({ "key": scopes.local(prod, key.as_str()), "path": path, "reason": "not found; skipped" }))
         .collect();
 
     let total_bytes: u64 = planned.iter().map(|p| p.size).sum();
     let (written, skipped_late) = stream_zip(store, ctx, &planned, &output, total_bytes, payload.skip_missing).await?;
     let file_count = planned.len() - skipped_late.len();
     for (key, path) in skipped_late {
+        let key = scopes.local(prod, &key).to_owned();
         warnings.push(json!({ "key": key, "path": path, "reason": "removed during the export; skipped" }));
     }
 
@@ -182,7 +197,7 @@ async fn export(store: &dyn ObjectStore, ctx: &TaskContext, payload: Value) -> R
         .progress(100, format!("{file_count} / {file_count} files zipped"));
     tracing::info!(key = %output, size = written, files = file_count, "export written");
     Ok(json!({
-        "key": output.as_str(),
+        "key": payload.output.key,
         "size": written,
         "fileCount": file_count,
         "url": link.url,
@@ -196,13 +211,16 @@ fn rfc3339(at: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn missing_files_error(missing: &[(ObjectKey, Option<String>)]) -> TaskError {
+fn missing_files_error(scopes: &StorageScopes, prod: bool, missing: &[(ObjectKey, Option<String>)]) -> TaskError {
     let mut named: Vec<String> = missing
         .iter()
         .take(NAMED_IN_ERROR)
-        .map(|(key, path)| match path {
-            Some(path) => format!("{key} ({path})"),
-            None => key.to_string(),
+        .map(|(key, path)| {
+            let key = scopes.local(prod, key.as_str());
+            match path {
+                Some(path) => format!("{key} ({path})"),
+                None => key.to_owned(),
+            }
         })
         .collect();
     if missing.len() > NAMED_IN_ERROR {

@@ -108,6 +108,7 @@ async fn a_source_that_breaks_off_fails_the_export_and_leaves_nothing() {
             .expect("put");
     }
     let export = ExportZip {
+        scopes: kiln_storage::StorageScopes::separated(),
         storage: std::sync::Arc::new(FlakyStore(local.clone())),
     };
     let payload = json!({

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler, UrlFetcher};
-use kiln_storage::{ObjectKey, ObjectStore, Storage, StorageError};
+use kiln_storage::{ObjectKey, ObjectStore, Storage, StorageError, StorageScopes};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -145,14 +145,17 @@ pub struct PdfPreview {
     storage: Storage,
     fetcher: Arc<dyn UrlFetcher>,
     renderer: PageRenderer,
+    scopes: StorageScopes,
 }
 
 impl PdfPreview {
-    pub fn new(storage: Storage, fetcher: Arc<dyn UrlFetcher>, renderer: PageRenderer) -> Self {
+    /// `scopes` say where each environment's keys live in `storage`.
+    pub fn new(storage: Storage, fetcher: Arc<dyn UrlFetcher>, renderer: PageRenderer, scopes: StorageScopes) -> Self {
         Self {
             storage,
             fetcher,
             renderer,
+            scopes,
         }
     }
 }
@@ -163,6 +166,7 @@ impl TaskHandler for PdfPreview {
             storage: Arc::clone(&self.storage),
             fetcher: Arc::clone(&self.fetcher),
             renderer: self.renderer.clone(),
+            scopes: self.scopes.clone(),
         };
         Box::pin(async move { job.preview(&ctx, payload).await })
     }
@@ -213,6 +217,19 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A payload's source with its key resolved inside the run's environment.
+pub fn resolve_source(scopes: &StorageScopes, prod: bool, source: Source) -> Result<Source, TaskError> {
+    match source {
+        Source::Key { key } => {
+            let key = scopes
+                .resolve(prod, &key)
+                .map_err(|e| invalid(format!("source.key: {e}")))?;
+            Ok(Source::Key { key: key.to_string() })
+        }
+        url @ Source::Url { .. } => Ok(url),
     }
 }
 
@@ -306,6 +323,7 @@ struct Job {
     storage: Storage,
     fetcher: Arc<dyn UrlFetcher>,
     renderer: PageRenderer,
+    scopes: StorageScopes,
 }
 
 /// `kiln.pdf.preview`'s sink: each page to `<prefix>/page-<n>.<ext>`, and
@@ -363,8 +381,19 @@ impl Job {
     async fn preview(&self, ctx: &TaskContext, payload: Value) -> Result<Value, TaskError> {
         let payload: PreviewPayload =
             serde_json::from_value(payload).map_err(|e| invalid(format!("kiln.pdf.preview payload: {e}")))?;
-        let prefix = payload.output_prefix.trim_end_matches('/').to_owned();
-        ObjectKey::parse(format!("{prefix}/page-1.png").as_str()).map_err(|e| invalid(format!("outputPrefix: {e}")))?;
+        let local_prefix = payload.output_prefix.trim_end_matches('/').to_owned();
+        let prod = ctx.environment == kiln_core::auth::Environment::Prod;
+        // The run's environment's part of the storage holds its pages.
+        let first_page = self
+            .scopes
+            .resolve(prod, &format!("{local_prefix}/page-1.png"))
+            .map_err(|e| invalid(format!("outputPrefix: {e}")))?;
+        let prefix = first_page
+            .as_str()
+            .strip_suffix("/page-1.png")
+            .unwrap_or(first_page.as_str())
+            .to_owned();
+        let source = resolve_source(&self.scopes, prod, payload.source)?;
 
         let work = self.renderer.work_dir(ctx, "preview").await?;
         let input = work.path().join("source.pdf");
@@ -373,7 +402,7 @@ impl Job {
         let size = download_source(
             self.storage.as_ref(),
             self.fetcher.as_ref(),
-            &payload.source,
+            &source,
             &input,
             self.renderer.config.max_source_bytes,
         )
@@ -399,7 +428,7 @@ impl Job {
             .map(|p| {
                 json!({
                     "pageNumber": p.page_number,
-                    "key": format!("{prefix}/{}", p.file),
+                    "key": format!("{local_prefix}/{}", p.file),
                     "contentType": p.format.content_type(),
                     "width": p.width,
                     "height": p.height,
