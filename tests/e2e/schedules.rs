@@ -194,6 +194,25 @@ async fn schedules_declared_in_the_tasks_file_are_recorded_and_kept_there() {
     assert_eq!(status, 422, "{refused}");
     assert!(refused["error"].as_str().is_some_and(|e| e.contains("configuration")));
 
+    // Its deduplication key cannot rewrite it either.
+    let key = declared["deduplicationKey"]
+        .as_str()
+        .map_or_else(|| "declared:kiln.noop:0 2 * * *:Asia/Kolkata".to_owned(), str::to_owned);
+    let (status, refused) = send(
+        &kiln,
+        reqwest::Method::POST,
+        "/api/v1/schedules",
+        Some(json!({ "task": "kiln.noop", "cron": "*/2 * * * * *", "deduplicationKey": key, "externalId": "pwned" })),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    let (_, listed) = send(&kiln, reqwest::Method::GET, "/api/v1/schedules", None).await;
+    assert_eq!(
+        listed["data"][0]["generator"]["expression"], declared["generator"]["expression"],
+        "{listed}"
+    );
+    assert_eq!(listed["data"][0]["externalId"], declared["externalId"], "{listed}");
+
     // The export cleanup is declared by default, daily at 02:00 UTC.
     let db = kiln.db().await;
     let cleanup: (String, String, String, bool) = sqlx::query_as(

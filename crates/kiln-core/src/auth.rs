@@ -179,6 +179,10 @@ pub enum JwtError {
     BadSignature,
     #[error("the token has expired")]
     Expired,
+    #[error("the token has no expiry (exp)")]
+    NoExpiry,
+    #[error("the token is not valid yet")]
+    NotYetValid,
     #[error("the token was issued for another service")]
     WrongAudience,
 }
@@ -234,10 +238,17 @@ pub fn verify_jwt(secret: &[u8], token: &str, now_unix: i64) -> Result<Value, Jw
     mac.update(format!("{header}.{body}").as_bytes());
     mac.verify_slice(&signature).map_err(|_| JwtError::BadSignature)?;
     let claims = decode_json(body)?;
-    if let Some(exp) = claims.get("exp").and_then(Value::as_i64)
-        && exp <= now_unix
-    {
+    // Seconds may be fractional; a token without a numeric `exp` would
+    // never expire, and every token kiln or the SDK signs has one.
+    let exp = claims.get("exp").and_then(Value::as_f64).ok_or(JwtError::NoExpiry)?;
+    if exp <= now_unix as f64 {
         return Err(JwtError::Expired);
+    }
+    if let Some(nbf) = claims.get("nbf") {
+        match nbf.as_f64() {
+            Some(nbf) if nbf <= now_unix as f64 => {}
+            _ => return Err(JwtError::NotYetValid),
+        }
     }
     let claim_is = |name: &str, expected: &str| match claims.get(name) {
         None => true,
@@ -285,6 +296,29 @@ mod tests {
         assert_eq!(verify_jwt(b"other", &token, 1_000), Err(JwtError::BadSignature));
         assert_eq!(verify_jwt(b"secret", &token, 2_000), Err(JwtError::Expired));
         assert_eq!(verify_jwt(b"secret", "a.b", 0), Err(JwtError::Malformed));
+    }
+
+    #[test]
+    fn a_token_without_a_numeric_expiry_or_before_its_start_is_refused() {
+        let verify = |claims: serde_json::Value, now| verify_jwt(b"secret", &sign_jwt(b"secret", &claims), now);
+        assert_eq!(
+            verify(serde_json::json!({ "sub": "x" }), 1_000),
+            Err(JwtError::NoExpiry)
+        );
+        assert_eq!(
+            verify(serde_json::json!({ "exp": "1600000000" }), 1_000),
+            Err(JwtError::NoExpiry)
+        );
+        assert_eq!(
+            verify(serde_json::json!({ "exp": 1_600_000_000.5 }), 1_700_000_000),
+            Err(JwtError::Expired)
+        );
+        assert!(verify(serde_json::json!({ "exp": 2_000.5 }), 1_000).is_ok());
+        assert_eq!(
+            verify(serde_json::json!({ "exp": 5_000, "nbf": 2_000 }), 1_000),
+            Err(JwtError::NotYetValid)
+        );
+        assert!(verify(serde_json::json!({ "exp": 5_000, "nbf": 1_000 }), 1_000).is_ok());
     }
 
     #[test]

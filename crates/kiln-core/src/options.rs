@@ -243,7 +243,13 @@ pub fn parse_time_spec(spec: &TimeSpec, now: DateTime<Utc>) -> Result<DateTime<U
         TimeSpec::Seconds(secs) => seconds("delay", *secs).map_err(|e| e.to_string())?,
         TimeSpec::Text(text) => {
             if let Ok(date) = DateTime::parse_from_rfc3339(text.trim()) {
-                return Ok(date.with_timezone(&Utc));
+                let date = date.with_timezone(&Utc);
+                // Held to the same ten years as a duration.
+                let latest = chrono::Duration::from_std(duration::MAX).map(|max| now + max);
+                if latest.is_ok_and(|latest| date > latest) {
+                    return Err(format!("{text:?} is more than ten years ahead"));
+                }
+                return Ok(date);
             }
             duration::parse(text)
                 .map_err(|_| format!("{text:?} is neither a duration (\"30s\", \"40d\") nor an ISO 8601 date"))?
@@ -257,6 +263,17 @@ pub fn parse_time_spec(spec: &TimeSpec, now: DateTime<Utc>) -> Result<DateTime<U
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delay_date_past_ten_years_is_refused() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default();
+        let far = TimeSpec::Text("9999-12-31T23:59:59Z".into());
+        assert!(parse_time_spec(&far, now).is_err_and(|e| e.contains("ten years")));
+        let near = TimeSpec::Text("2030-06-01T00:00:00Z".into());
+        assert!(parse_time_spec(&near, now).is_ok());
+    }
 
     #[test]
     fn task_access_names_why_a_key_is_refused() {

@@ -55,8 +55,15 @@ pub struct Firing {
 
 impl Store {
     /// Creates a schedule; with a deduplication key already in use in the
-    /// environment, updates that schedule instead (Trigger's upsert).
-    pub async fn upsert_schedule(&self, id: &str, kind: &str, spec: &ScheduleSpec) -> Result<ScheduleRow, StoreError> {
+    /// environment, updates that schedule instead (Trigger's upsert), if it
+    /// is of the same kind. `None`: the key belongs to a schedule of the
+    /// other kind (one kiln's configuration declares), which is unchanged.
+    pub async fn upsert_schedule(
+        &self,
+        id: &str,
+        kind: &str,
+        spec: &ScheduleSpec,
+    ) -> Result<Option<ScheduleRow>, StoreError> {
         let sql = format!(
             "INSERT INTO schedules (id, environment, kind, task_identifier, cron, timezone, external_id,
                  deduplication_key, next_run_at)
@@ -66,6 +73,7 @@ impl Store {
                  timezone = EXCLUDED.timezone, external_id = EXCLUDED.external_id,
                  next_run_at = CASE WHEN schedules.active THEN EXCLUDED.next_run_at END,
                  updated_at = now()
+             WHERE schedules.kind = EXCLUDED.kind
              RETURNING {SCHEDULE_COLUMNS}"
         );
         Ok(sqlx::query_as(AssertSqlSafe(sql))
@@ -78,7 +86,7 @@ impl Store {
             .bind(&spec.external_id)
             .bind(&spec.deduplication_key)
             .bind(spec.next_run_at)
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await?)
     }
 

@@ -139,15 +139,15 @@ pub async fn create(
         body.external_id,
         body.deduplication_key,
     )?;
-    let row = app
+    let Some(row) = app
         .store
         .upsert_schedule(&new_schedule_id(), "IMPERATIVE", &spec)
-        .await?;
-    if row.kind == "DECLARATIVE" {
+        .await?
+    else {
         return Err(ApiError::Unprocessable(
             "this deduplicationKey belongs to a schedule declared in kiln's configuration".into(),
         ));
-    }
+    };
     tracing::info!(schedule_id = %row.id, task = %row.task_identifier, cron = %row.cron, "schedule saved");
     Ok(Json(present(&row)))
 }
