@@ -12,21 +12,29 @@ const MAX_SEGMENT_BYTES: usize = 255;
 /// The safe form of `path`: its meaningful segments joined with `/`, or
 /// `None` when nothing is left.
 pub fn sanitise(path: &str) -> Option<String> {
-    let segments: Vec<String> = path
-        .split(['/', '\\'])
-        .enumerate()
-        .filter_map(|(index, segment)| {
-            let cleaned: String = segment.chars().filter(|c| !c.is_control()).collect();
-            let cleaned = cleaned.trim();
-            // `C:` at the start is a Windows drive, not a folder.
-            let is_drive = index == 0 && cleaned.len() == 2 && cleaned.ends_with(':');
-            if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') || is_drive {
-                None
-            } else {
-                Some(truncate(cleaned, MAX_SEGMENT_BYTES).to_owned())
+    let mut segments: Vec<String> = Vec::new();
+    let mut first = true;
+    for raw in path.split(['/', '\\']) {
+        let cleaned: String = raw.chars().filter(|c| !c.is_control()).collect();
+        let mut segment = cleaned.trim();
+        if segment.is_empty() {
+            continue;
+        }
+        // A drive (`C:`, `C:name`) is the start of the first real segment,
+        // however many separators come before it.
+        if std::mem::take(&mut first) {
+            let bytes = segment.as_bytes();
+            if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+                segment = segment[2..].trim();
             }
-        })
-        .collect();
+        }
+        if segment.is_empty() || segment.chars().all(|c| c == '.') {
+            continue;
+        }
+        // `name:stream` would write an NTFS alternate data stream.
+        let segment = segment.replace(':', "_");
+        segments.push(truncate(&segment, MAX_SEGMENT_BYTES).to_owned());
+    }
     (!segments.is_empty()).then(|| segments.join("/"))
 }
 
@@ -107,6 +115,14 @@ mod tests {
         assert_eq!(sanitise("../../etc/passwd").as_deref(), Some("etc/passwd"));
         assert_eq!(sanitise("/abs/file.pdf").as_deref(), Some("abs/file.pdf"));
         assert_eq!(sanitise("C:\\Users\\x\\a.pdf").as_deref(), Some("Users/x/a.pdf"));
+        // A separator before the drive keeps it a drive; `:` never stays.
+        assert_eq!(
+            sanitise("/C:/Windows/System32/evil.dll").as_deref(),
+            Some("Windows/System32/evil.dll")
+        );
+        assert_eq!(sanitise("\\C:\\Users\\Public\\evil.txt").as_deref(), Some("Users/Public/evil.txt"));
+        assert_eq!(sanitise("C:evil.txt").as_deref(), Some("evil.txt"));
+        assert_eq!(sanitise("x/file.txt:stream").as_deref(), Some("x/file.txt_stream"));
         assert_eq!(sanitise("a/./b//c.pdf").as_deref(), Some("a/b/c.pdf"));
         assert_eq!(sanitise("a/\u{0}b\u{7}.pdf").as_deref(), Some("a/b.pdf"));
         assert_eq!(sanitise("Q3 report/…/..."), Some("Q3 report/…".to_owned()));
