@@ -2,12 +2,17 @@
 //! configured HTTP task (Supermark's notification and e-mail jobs) sends its
 //! run's payload to the URL the operator bound it to.
 //!
-//! Every request carries the run id and attempt, and when a signing secret
-//! is configured, a signature of its body:
+//! Every request carries the run id and attempt. A request to a URL the
+//! operator bound, when a signing secret is configured, also carries a
+//! signature of what it is and where it goes:
 //!
 //! ```text
-//! X-Kiln-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+//! X-Kiln-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+//!     "<t>\n<METHOD>\n<url>\n<run id>\n<body>")>
 //! ```
+//!
+//! `kiln.http` requests, whose URL and body any key chooses, are never
+//! signed: a signature an app trusts must not be one a caller can obtain.
 //!
 //! A 2xx answer completes the run with `{status, body}`; any other answer or
 //! a network error fails the attempt, to be retried.
@@ -193,6 +198,19 @@ impl HttpSender {
             Some(other) => (other.to_string().into_bytes(), Some("application/json")),
         };
         let client = if trusted { &self.trusted } else { &self.untrusted };
+        let signed = match (&self.signing_secret, trusted) {
+            (Some(secret), true) => Some(signature(
+                secret,
+                unix_now(),
+                &SignedRequest {
+                    method: method.as_str(),
+                    url: url.as_str(),
+                    run_id: ctx.run_id.as_str(),
+                    body: &body,
+                },
+            )),
+            _ => None,
+        };
         let mut builder = client
             .request(method, url)
             .header(RUN_ID_HEADER, ctx.run_id.as_str())
@@ -204,8 +222,8 @@ impl HttpSender {
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        if let Some(secret) = &self.signing_secret {
-            builder = builder.header(SIGNATURE_HEADER, signature(secret, unix_now(), &body));
+        if let Some(signed) = signed {
+            builder = builder.header(SIGNATURE_HEADER, signed);
         }
         let send = builder.body(body).send();
         let response = tokio::select! {
@@ -313,10 +331,20 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The `X-Kiln-Signature` value for `body` sent at `timestamp`.
-pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
-    let mut signed = format!("{timestamp}.").into_bytes();
-    signed.extend_from_slice(body);
+/// What a signature covers besides its time.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub run_id: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The `X-Kiln-Signature` value for `request` sent at `timestamp`: bound
+/// to its method, URL and run, so it cannot be replayed elsewhere.
+pub fn signature(secret: &str, timestamp: u64, request: &SignedRequest<'_>) -> String {
+    let mut signed = format!("{timestamp}\n{}\n{}\n{}\n", request.method, request.url, request.run_id).into_bytes();
+    signed.extend_from_slice(request.body);
     format!(
         "t={timestamp},v1={}",
         hex::encode(hmac_sha256(secret.as_bytes(), &signed))
@@ -402,9 +430,18 @@ mod tests {
     }
 
     #[test]
-    fn signature_is_hmac_of_timestamp_and_body() {
-        let value = signature("secret", 1_700_000_000, b"{}");
-        let expected = hex::encode(hmac_sha256(b"secret", b"1700000000.{}"));
+    fn signature_is_hmac_of_time_method_url_run_and_body() {
+        let request = SignedRequest {
+            method: "POST",
+            url: "http://app:3000/api/jobs/x",
+            run_id: "run_1",
+            body: b"{}",
+        };
+        let value = signature("secret", 1_700_000_000, &request);
+        let expected = hex::encode(hmac_sha256(
+            b"secret",
+            b"1700000000\nPOST\nhttp://app:3000/api/jobs/x\nrun_1\n{}",
+        ));
         assert_eq!(value, format!("t=1700000000,v1={expected}"));
     }
 }

@@ -120,7 +120,10 @@ mod tests {
             sanitise("/C:/Windows/System32/evil.dll").as_deref(),
             Some("Windows/System32/evil.dll")
         );
-        assert_eq!(sanitise("\\C:\\Users\\Public\\evil.txt").as_deref(), Some("Users/Public/evil.txt"));
+        assert_eq!(
+            sanitise("\\C:\\Users\\Public\\evil.txt").as_deref(),
+            Some("Users/Public/evil.txt")
+        );
         assert_eq!(sanitise("C:evil.txt").as_deref(), Some("evil.txt"));
         assert_eq!(sanitise("x/file.txt:stream").as_deref(), Some("x/file.txt_stream"));
         assert_eq!(sanitise("a/./b//c.pdf").as_deref(), Some("a/b/c.pdf"));
