@@ -59,12 +59,14 @@ impl EgressPolicy {
     }
 }
 
-/// Not loopback, private, link-local, unspecified, multicast or otherwise
-/// internal.
+/// Not loopback, private, link-local, unspecified, multicast, reserved or
+/// otherwise internal. An IPv6 address that carries an IPv4 address
+/// (mapped, compatible, NAT64, 6to4) is judged by the IPv4 address, which
+/// is where the packets would end up.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -73,11 +75,13 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
+                || a >= 240 // reserved (240.0.0.0/4)
                 || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
                 || (a == 198 && (b == 18 || b == 19)))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public(IpAddr::V4(v4));
             }
             let first = v6.segments()[0];
@@ -85,8 +89,29 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80) // link local
+                || (first & 0xffc0) == 0xfe80 // link local
+                || (first & 0xffc0) == 0xfec0) // site local (deprecated)
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, if it embeds one:
+/// `::ffff:a.b.c.d` (mapped), `::a.b.c.d` (compatible), `::ffff:0:a.b.c.d`,
+/// `64:ff9b::/96` and `64:ff9b:1::/48` (NAT64), `2002:AABB:CCDD::/16` (6to4).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let tail = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    match s {
+        // ::a.b.c.d (but not :: or ::1, judged as IPv6)
+        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => Some(tail(hi, lo)),
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => Some(tail(hi, lo)),
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(tail(hi, lo)),
+        [0x64, 0xff9b, 1, ..] => Some(tail(s[6], s[7])),
+        [0x2002, hi, lo, ..] => Some(tail(hi, lo)),
+        _ => None,
     }
 }
 
@@ -128,6 +153,8 @@ impl HttpSender {
         let untrusted = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve names after kiln's check.
+            .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
             .build()?;
         let trusted = reqwest::Client::builder().timeout(timeout).build()?;
@@ -421,10 +448,20 @@ mod tests {
             "0.0.0.0",
             "::ffff:127.0.0.1",
             "100.64.0.1",
+            "::127.0.0.1",
+            "::ffff:0:7f00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::",
+            "2002:c0a8:101::1",
+            "fec0::1",
+            "240.0.0.1",
+            "255.255.255.254",
+            "192.0.0.8",
         ] {
             assert!(!is_public(ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1"] {
+        for ip in ["93.184.216.34", "2606:2800:220:1::1", "64:ff9b::5db8:d822", "2002:5db8:d822::1"] {
             assert!(is_public(ip.parse().unwrap_or(IpAddr::from([127, 0, 0, 1]))), "{ip}");
         }
     }
