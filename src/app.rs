@@ -164,6 +164,7 @@ pub fn build_registry(
         Arc::new(ExportZip {
             storage: Arc::clone(storage),
             scopes: config.storage_scopes.clone(),
+            limits: config.export_limits,
         }),
         export_defaults,
     );

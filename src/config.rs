@@ -129,6 +129,8 @@ pub struct RuntimeConfig {
     pub cors_origins: Vec<String>,
     /// Where each environment's objects live in kiln's storage.
     pub storage_scopes: kiln_storage::StorageScopes,
+    /// How much one `kiln.export.zip` may bundle.
+    pub export_limits: kiln_worker_export::ExportLimits,
     /// Supermark's document tasks, when its database is configured.
     pub supermark: Option<kiln_app_supermark::SupermarkConfig>,
     /// How often due cron schedules are looked for.
@@ -233,6 +235,10 @@ impl RuntimeConfig {
             cron_tick,
             cors_origins: cors_origins()?,
             storage_scopes: storage_scopes()?,
+            export_limits: kiln_worker_export::ExportLimits {
+                max_files: parsed("KILN_EXPORT_MAX_FILES", 10_000usize, "a number of files")?.max(1),
+                max_bytes: parsed("KILN_EXPORT_MAX_MB", 10_240u64, "a number of MiB")?.max(1) * 1024 * 1024,
+            },
             supermark: kiln_app_supermark::SupermarkConfig::from_lookup(var).map_err(|e| ConfigError {
                 variable: e.variable,
                 message: e.message,

@@ -342,3 +342,46 @@ async fn the_cleanup_deletes_expired_exports_and_only_those() {
     );
     assert!(store.head(&key("docs/a.pdf")).await.is_ok(), "sources are not exports");
 }
+
+/// A small payload cannot make an archive of any size: the file count and
+/// the sources' total (a file listed again counted again) are capped.
+#[tokio::test]
+async fn an_export_past_its_limits_fails_before_writing() {
+    let dir = temp_dir("objects");
+    std::fs::create_dir_all(dir.join("docs")).expect("mkdir");
+    std::fs::write(dir.join("docs/big.bin"), vec![7u8; 600 * 1024]).expect("write");
+    let kiln = local_kiln(&dir)
+        .env("KILN_EXPORT_MAX_MB", "1")
+        .env("KILN_EXPORT_MAX_FILES", "5")
+        .spawn()
+        .await;
+    let twice = json!([
+        { "key": "docs/big.bin", "path": "copy-1.bin" },
+        { "key": "docs/big.bin", "path": "copy-2.bin" },
+    ]);
+    let run = export(
+        &kiln,
+        json!({ "files": twice, "output": { "key": "exports/twice.zip" } }),
+    )
+    .await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["error"]["name"], "ExportTooLarge");
+    assert_eq!(run["attemptCount"], 1);
+    assert!(!dir.join("exports/twice.zip").exists(), "nothing written");
+
+    let many: Vec<Value> = (0..6)
+        .map(|i| json!({ "key": "docs/big.bin", "path": format!("{i}.bin") }))
+        .collect();
+    let run = export(&kiln, json!({ "files": many, "output": { "key": "exports/many.zip" } })).await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 5")),
+        "{run}"
+    );
+
+    let once = json!([{ "key": "docs/big.bin", "path": "only.bin" }]);
+    let run = export(&kiln, json!({ "files": once, "output": { "key": "exports/once.zip" } })).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+}

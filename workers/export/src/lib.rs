@@ -89,9 +89,28 @@ fn method_for(name: &str) -> Method {
     }
 }
 
+/// How much one export may bundle: a small payload must not make an
+/// archive of any size (one large object listed many times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportLimits {
+    pub max_files: usize,
+    /// The sources' sizes added up, a file listed twice counted twice.
+    pub max_bytes: u64,
+}
+
+impl Default for ExportLimits {
+    fn default() -> Self {
+        Self {
+            max_files: 10_000,
+            max_bytes: 10 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
 /// `kiln.export.zip`.
 pub struct ExportZip {
     pub storage: Storage,
+    pub limits: ExportLimits,
     /// Each environment's part of the storage: the keys a payload names
     /// are resolved inside the run's.
     pub scopes: StorageScopes,
@@ -101,7 +120,8 @@ impl TaskHandler for ExportZip {
     fn run(&self, ctx: TaskContext, payload: Value) -> TaskFuture {
         let storage = Arc::clone(&self.storage);
         let scopes = self.scopes.clone();
-        Box::pin(async move { export(storage.as_ref(), &scopes, &ctx, payload).await })
+        let limits = self.limits;
+        Box::pin(async move { export(storage.as_ref(), &scopes, limits, &ctx, payload).await })
     }
 }
 
@@ -114,6 +134,7 @@ struct Planned {
 async fn export(
     store: &dyn ObjectStore,
     scopes: &StorageScopes,
+    limits: ExportLimits,
     ctx: &TaskContext,
     payload: Value,
 ) -> Result<Value, TaskError> {
@@ -121,6 +142,16 @@ async fn export(
         serde_json::from_value(payload).map_err(|e| invalid(format!("kiln.export.zip payload: {e}")))?;
     if payload.files.is_empty() {
         return Err(invalid("files is empty: nothing to export"));
+    }
+    if payload.files.len() > limits.max_files {
+        return Err(TaskError::fatal(
+            "ExportTooLarge",
+            format!(
+                "{} files are listed; an export holds at most {} (KILN_EXPORT_MAX_FILES)",
+                payload.files.len(),
+                limits.max_files
+            ),
+        ));
     }
     let prod = ctx.environment == Environment::Prod;
     let output = scopes
@@ -177,6 +208,15 @@ async fn export(
         .collect();
 
     let total_bytes: u64 = planned.iter().map(|p| p.size).sum();
+    if total_bytes > limits.max_bytes {
+        return Err(TaskError::fatal(
+            "ExportTooLarge",
+            format!(
+                "the files add up to {total_bytes} bytes; an export holds at most {} (KILN_EXPORT_MAX_MB)",
+                limits.max_bytes
+            ),
+        ));
+    }
     let (written, skipped_late) = stream_zip(store, ctx, &planned, &output, total_bytes, payload.skip_missing).await?;
     let file_count = planned.len() - skipped_late.len();
     for (key, path) in skipped_late {

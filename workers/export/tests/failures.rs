@@ -108,6 +108,7 @@ async fn a_source_that_breaks_off_fails_the_export_and_leaves_nothing() {
             .expect("put");
     }
     let export = ExportZip {
+        limits: kiln_worker_export::ExportLimits::default(),
         scopes: kiln_storage::StorageScopes::separated(),
         storage: std::sync::Arc::new(FlakyStore(local.clone())),
     };
