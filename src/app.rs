@@ -466,20 +466,28 @@ pub async fn run(
         });
     }
 
+    // A part that fails stops the others, and the process then exits
+    // non-zero, so a supervisor restarts it.
+    let mut failure: Option<anyhow::Error> = None;
     while let Some(ended) = parts.join_next().await {
         match ended {
             Ok(Ok(part)) => tracing::info!(part, "stopped"),
             Ok(Err(error)) => {
                 tracing::error!(%error, "a part of kiln failed; shutting down");
                 shutdown.cancel();
+                failure.get_or_insert(error);
             }
             Err(error) => {
                 tracing::error!(%error, "a part of kiln panicked; shutting down");
                 shutdown.cancel();
+                failure.get_or_insert_with(|| anyhow::anyhow!("a part of kiln panicked: {error}"));
             }
         }
     }
-    Ok(())
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 async fn forward_signals(shutdown: CancellationToken) {

@@ -188,3 +188,25 @@ async fn health_and_readiness() {
     assert_eq!(ready["postgres"]["ok"], true);
     assert_eq!(ready["redis"]["ok"], true);
 }
+
+/// `/readyz` needs no key: a part that does not answer is a `false`, never
+/// the driver's words (hosts, ports, users).
+#[tokio::test]
+async fn readiness_says_what_is_down_and_nothing_about_it() {
+    let redis = crate::helpers::RedisServer::start().await;
+    let port = redis.port();
+    let kiln = Kiln::builder(Mode::Serve).redis(&redis.url).spawn().await;
+    redis.stop();
+    let answer = kiln.http.get(kiln.url("/readyz")).send().await.expect("send");
+    assert_eq!(answer.status(), 503);
+    let text = answer.text().await.expect("body");
+    let ready: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(
+        ready,
+        json!({ "status": "unavailable", "postgres": { "ok": true }, "redis": { "ok": false } })
+    );
+    assert!(
+        !text.contains(&port.to_string()) && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+}
