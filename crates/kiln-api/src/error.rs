@@ -31,6 +31,20 @@ pub enum ApiError {
 /// Seconds a client should wait before retrying a 503.
 const RETRY_AFTER_SECONDS: &str = "2";
 
+impl ApiError {
+    /// A storage failure, as a client may see it: a retryable 503 when it
+    /// may pass, a bare 500 otherwise. The storage's own words (endpoints,
+    /// buckets, paths) go to the log only.
+    pub fn from_storage(doing: &str, error: &kiln_storage::StorageError) -> Self {
+        tracing::warn!(%error, doing, "storage failed");
+        if error.is_transient() {
+            ApiError::Unavailable(format!("storage is unavailable ({doing}); retry shortly"))
+        } else {
+            ApiError::Internal(format!("{doing}: {error}"))
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         if error.is_unavailable() {
@@ -74,5 +88,25 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_failures_reach_clients_without_the_storages_words() {
+        let backend = kiln_storage::StorageError::Backend {
+            operation: "GetObject",
+            key: "_kiln/packets/prod/p.json".into(),
+            message: "http://minio.internal:9000 bucket kiln-secret-bucket: AccessDenied".into(),
+            status: Some(403),
+        };
+        let error = ApiError::from_storage("reading a packet", &backend);
+        let shown = error.to_string();
+        assert!(!shown.contains("minio") && !shown.contains("kiln-secret-bucket"), "{shown}");
+        let config = kiln_storage::StorageError::Config("KILN_S3_BUCKET kiln-secret-bucket".into());
+        assert_eq!(ApiError::from_storage("x", &config).to_string(), "internal error");
     }
 }

@@ -44,7 +44,7 @@ pub async fn upload_link(
     let link = storage(&app)?
         .presign_put(&key, UPLOAD_LINK_LIFETIME, SystemTime::now())
         .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot make an upload link: {e}")))?;
+        .map_err(|e| ApiError::from_storage("making an upload link", &e))?;
     Ok(Json(json!({ "presignedUrl": link.url, "storagePath": path })))
 }
 
@@ -91,7 +91,7 @@ pub async fn load_offloaded(
     let limit = app.limits.max_body_bytes as u64;
     let object = storage(app)?.get(&key).await.map_err(|error| match error {
         StorageError::NotFound { .. } => ApiError::Unprocessable(format!("packet {path:?} was not uploaded")),
-        other => ApiError::Unavailable(format!("cannot read packet {path:?}: {other}")),
+        other => ApiError::from_storage("reading a packet", &other),
     })?;
     let too_large = |size: u64| {
         ApiError::PayloadTooLarge(format!(
@@ -107,7 +107,10 @@ pub async fn load_offloaded(
         .take(limit + 1)
         .read_to_end(&mut bytes)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot read packet {path:?}: {e}")))?;
+        .map_err(|error| {
+            tracing::warn!(%error, "reading a packet failed");
+            ApiError::Unavailable("storage is unavailable (reading a packet); retry shortly".into())
+        })?;
     if bytes.len() as u64 > limit {
         return Err(too_large(bytes.len() as u64));
     }
