@@ -64,7 +64,7 @@ fn list(name: &'static str) -> Vec<String> {
 }
 
 /// Postgres, for every command.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
@@ -101,7 +101,7 @@ pub fn server_secret() -> Result<String, ConfigError> {
 }
 
 /// Everything `serve`, `worker` and `dev` need besides Postgres.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RuntimeConfig {
     pub redis_url: String,
     pub redis_prefix: String,
@@ -135,6 +135,49 @@ pub struct RuntimeConfig {
     pub supermark: Option<kiln_app_supermark::SupermarkConfig>,
     /// How often due cron schedules are looked for.
     pub cron_tick: Duration,
+}
+
+/// A URL with its password, if any, replaced: for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+// Written by hand: the URLs carry passwords, and a `?config` in a log line
+// must not print them or the signing secret.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("addr", &self.addr)
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("worker_queues", &self.worker_queues)
+            .field("tasks_file", &self.tasks_file)
+            .field("http_signing_secret", &self.http_signing_secret.as_ref().map(|_| "***"))
+            .field("http_allowed_hosts", &self.http_allowed_hosts)
+            .field("cors_origins", &self.cors_origins)
+            .field("storage_scopes", &self.storage_scopes)
+            .field("supermark", &self.supermark)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RuntimeConfig {
@@ -540,6 +583,18 @@ fn otlp_url<'a>(name: &'static str, url: &'a str) -> Result<&'a str, ConfigError
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn debug_output_hides_passwords_and_secrets() {
+        let database = DatabaseConfig {
+            url: "postgres://kiln:hunter2@db:5432/kiln".into(),
+            max_connections: 4,
+        };
+        let shown = format!("{database:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("kiln:***@db"), "{shown}");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact_url("redis://:pw@r:6379/0"), "redis://:***@r:6379/0");
+    }
     use super::*;
 
     fn telemetry(vars: &[(&str, &str)]) -> Result<TelemetryConfig, ConfigError> {

@@ -105,7 +105,10 @@ mod tests {
         };
         let error = ApiError::from_storage("reading a packet", &backend);
         let shown = error.to_string();
-        assert!(!shown.contains("minio") && !shown.contains("kiln-secret-bucket"), "{shown}");
+        assert!(
+            !shown.contains("minio") && !shown.contains("kiln-secret-bucket"),
+            "{shown}"
+        );
         let config = kiln_storage::StorageError::Config("KILN_S3_BUCKET kiln-secret-bucket".into());
         assert_eq!(ApiError::from_storage("x", &config).to_string(), "internal error");
     }
