@@ -363,36 +363,8 @@ async fn main() -> BenchResult<()> {
             let status = Command::new("ffmpeg")
                 .args(["-v", "error", "-nostdin", "-y", "-i"])
                 .arg(&clip)
-                .args([
-                    "-c:v",
-                    "libx264",
-                    "-profile:v",
-                    "high",
-                    "-level:v",
-                    "4.1",
-                    "-c:a",
-                    "aac",
-                    "-ar",
-                    "48000",
-                    "-b:a",
-                    "128k",
-                    "-b:v",
-                    "6000k",
-                    "-maxrate",
-                    "12000k",
-                    "-bufsize",
-                    "12000k",
-                    "-preset",
-                    "medium",
-                    "-g",
-                    "60",
-                    "-keyint_min",
-                    "60",
-                    "-sc_threshold",
-                    "0",
-                    "-movflags",
-                    "+faststart",
-                ])
+                // Supermark's parameters for a 1280-wide clip at 30 frames a second.
+                .args(kiln_app_supermark::video_encoding_arguments(1280, 30.0))
                 .arg(stack.work.join("plain.mp4"))
                 .status()?;
             if !status.success() {

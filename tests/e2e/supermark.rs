@@ -202,6 +202,29 @@ impl Stack {
         line["id"].as_str().expect("id").to_owned()
     }
 
+    /// The `convert-pdf-to-image-route` run tagged `version:<version>`.
+    async fn pages_run_of(&self, version: &str) -> Value {
+        let listed: Value = self
+            .kiln
+            .http
+            .get(self.kiln.url(&format!("/api/v1/runs?filter[tag]=version:{version}")))
+            .bearer_auth(&self.kiln.key)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        listed["data"]
+            .as_array()
+            .and_then(|runs| {
+                runs.iter()
+                    .find(|r| r["taskIdentifier"] == "convert-pdf-to-image-route")
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("a pages run tagged version:{version}: {listed}"))
+    }
+
     async fn finished(&self, run_id: &str) -> Value {
         self.kiln
             .wait_for(run_id, WITHIN, |run| run["isCompleted"] == true)
@@ -562,27 +585,8 @@ async fn an_office_upload_is_converted_under_supermarks_name_then_paged() {
     assert!(bytes.starts_with(b"%PDF-"));
 
     // The child run: tagged as Supermark tags it, with the version number.
-    let listed: Value = stack
-        .kiln
-        .http
-        .get(stack.kiln.url(&format!("/api/v1/runs?filter[tag]=version:{version}")))
-        .bearer_auth(&stack.kiln.key)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    let child = listed["data"]
-        .as_array()
-        .and_then(|runs| {
-            runs.iter()
-                .find(|r| r["taskIdentifier"] == "convert-pdf-to-image-route")
-        })
-        .cloned()
-        .unwrap_or_else(|| panic!("a child run tagged version:{version}: {listed}"));
-    let child_id = child["id"].as_str().expect("id").to_owned();
-    let child = stack.finished(&child_id).await;
+    let child = stack.pages_run_of(&version).await;
+    let child = stack.finished(child["id"].as_str().expect("id")).await;
     assert_eq!(child["status"], "COMPLETED", "{child}");
     assert_eq!(child["payload"]["versionNumber"], 1);
     let mut tags: Vec<String> = serde_json::from_value(child["tags"].clone()).expect("tags");
@@ -867,25 +871,7 @@ async fn a_dxf_drawing_is_converted_and_a_dwg_named_and_refused() {
     let (content_type, bytes) = stack.object(&pdf_key).await;
     assert_eq!(content_type.as_deref(), Some("application/pdf"));
     assert!(bytes.starts_with(b"%PDF-"));
-    let listed: Value = stack
-        .kiln
-        .http
-        .get(stack.kiln.url(&format!("/api/v1/runs?filter[tag]=version:{version}")))
-        .bearer_auth(&stack.kiln.key)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    let child = listed["data"]
-        .as_array()
-        .and_then(|runs| {
-            runs.iter()
-                .find(|r| r["taskIdentifier"] == "convert-pdf-to-image-route")
-        })
-        .cloned()
-        .unwrap_or_else(|| panic!("a child run: {listed}"));
+    let child = stack.pages_run_of(&version).await;
     let child = stack.finished(child["id"].as_str().expect("id")).await;
     assert_eq!(child["status"], "COMPLETED", "{child}");
     assert!(

@@ -30,6 +30,7 @@ use kiln_worker_preview::PageRenderer;
 
 pub use config::{ConfigError, SupermarkConfig};
 pub use db::{DbError, SupermarkDb};
+pub use tasks::video_encoding_arguments;
 
 /// The task ids kiln serves for Supermark.
 pub mod task_ids {

@@ -6,6 +6,8 @@ pub(crate) mod notify;
 pub(crate) mod pages;
 pub(crate) mod video;
 
+pub use video::video_encoding_arguments;
+
 use std::path::Path;
 use std::sync::LazyLock;
 

@@ -86,9 +86,15 @@ pub(crate) fn parse_probe(json: &Value) -> Option<Probe> {
 
 /// Supermark's output options for `ffmpeg -y -i input …`.
 pub(crate) fn encoding_arguments(probe: &Probe) -> Vec<String> {
-    let gop = (probe.fps * 2.0).round().max(1.0) as u64;
+    video_encoding_arguments(probe.width, probe.fps)
+}
+
+/// Supermark's output options for `ffmpeg -y -i input …`, for a video
+/// `width` pixels wide at `fps` frames a second.
+pub fn video_encoding_arguments(width: u32, fps: f64) -> Vec<String> {
+    let gop = (fps * 2.0).round().max(1.0) as u64;
     let mut args: Vec<String> = Vec::new();
-    if probe.width > 1920 {
+    if width > 1920 {
         args.extend(["-vf".into(), "scale=1920:-2".into()]);
     }
     for arg in [
