@@ -210,3 +210,47 @@ async fn readiness_says_what_is_down_and_nothing_about_it() {
         "{text}"
     );
 }
+
+/// A signed upload link takes a packet, so its body is held to the payload
+/// limit: past it, 413 and nothing stored.
+#[tokio::test]
+async fn an_upload_link_refuses_a_body_past_the_payload_limit() {
+    let (kiln, dir) = crate::helpers::kiln_with_storage("uploads", &[("KILN_MAX_PAYLOAD_BYTES", "65536")]).await;
+    let link: Value = kiln
+        .http
+        .put(kiln.url("/api/v2/packets/big/blob.json"))
+        .bearer_auth(&kiln.key)
+        .send()
+        .await
+        .expect("link")
+        .json()
+        .await
+        .expect("json");
+    let url = link["presignedUrl"].as_str().expect("presignedUrl").to_owned();
+    let refused = kiln
+        .http
+        .put(&url)
+        .body(vec![b'x'; 200 * 1024])
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(refused.status(), 413);
+    let answer: Value = refused.json().await.expect("a JSON error");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("KILN_MAX_PAYLOAD_BYTES")),
+        "{answer}"
+    );
+    assert!(!dir.join("_kiln/packets/dev/big/blob.json").exists(), "nothing stored");
+
+    let stored = kiln
+        .http
+        .put(&url)
+        .body(b"{\"small\":true}".to_vec())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(stored.status(), 200);
+    assert!(dir.join("_kiln/packets/dev/big/blob.json").is_file());
+}

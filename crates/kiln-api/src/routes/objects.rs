@@ -83,25 +83,35 @@ fn verify_link(local: &LocalStore, access: LinkAccess, key: &str, query: LinkQue
         })
 }
 
-/// `PUT`: stores the request body as the object the upload link names.
+/// `PUT`: stores the request body as the object the upload link names. A
+/// link is for a packet (a payload), so its body is held to the payload
+/// limit like any request: past it the answer is 413 and nothing is stored.
 pub async fn upload(
     State(app): State<AppState>,
     Path(key): Path<String>,
     Query(query): Query<LinkQuery>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Body,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let local = local_store(&app)?;
     let key = verify_link(local, LinkAccess::Put, &key, query)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!(
+                "the upload is larger than {} bytes (KILN_MAX_PAYLOAD_BYTES)",
+                app.limits.max_body_bytes
+            ))
+        } else {
+            ApiError::BadRequest("the upload's body could not be read".into())
+        }
+    })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let stream = futures::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other);
-    let reader = tokio_util::io::StreamReader::new(stream);
-    let size = kiln_storage::ObjectStore::put(local, &key, Box::pin(reader), &content_type)
+    let size = kiln_storage::put_bytes(local, &key, &body, &content_type)
         .await
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
+        .map_err(|error| ApiError::from_storage("storing an upload", &error))?;
     Ok(axum::Json(serde_json::json!({ "key": key.as_str(), "size": size })).into_response())
 }
