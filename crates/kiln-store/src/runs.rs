@@ -416,7 +416,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO queues (environment, name, concurrency_limit) VALUES ($1, $2, $3)
              ON CONFLICT (environment, name) DO UPDATE SET concurrency_limit = EXCLUDED.concurrency_limit, updated_at = now()
-             WHERE NOT queues.declared",
+             -- Unchanged limits take no row lock: triggers do not queue up here.
+             WHERE NOT queues.declared AND queues.concurrency_limit IS DISTINCT FROM EXCLUDED.concurrency_limit",
         )
         .bind(environment.as_str())
         .bind(queue)

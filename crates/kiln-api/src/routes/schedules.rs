@@ -88,6 +88,16 @@ fn validate(
     }
     check_text("externalId", external_id.as_deref())?;
     check_text("deduplicationKey", deduplication_key.as_deref())?;
+    // kiln names the schedules its configuration declares `declared:…`; a
+    // key of that form could otherwise claim one before kiln records it.
+    if deduplication_key
+        .as_deref()
+        .is_some_and(|key| key.starts_with("declared:"))
+    {
+        return Err(ApiError::Unprocessable(
+            "deduplicationKey: keys starting with \"declared:\" name schedules kiln's configuration declares".into(),
+        ));
+    }
     let schedule = CronSchedule::parse(cron, timezone).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     Ok(ScheduleSpec {
         environment: caller.environment,
