@@ -193,21 +193,29 @@ impl Worker {
             if deliveries.is_empty() {
                 continue;
             }
-            let claimed = match worker.claim(deliveries.clone(), &limited).await {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, count = deliveries.len(), "cannot claim runs; putting them back");
-                    let items = deliveries.iter().map(|d| (d.queue.as_str(), d.run_id.as_str()));
-                    // If this fails too, the scheduler's stale sweep pushes
-                    // them again once Postgres is back.
-                    if let Err(error) = worker.queue.push(items).await {
-                        tracing::error!(%error, "could not put runs back; the stale sweep will find them");
-                    }
+            let (claimed, failed) = worker.claim(deliveries.clone(), &limited).await;
+            if let Some(error) = failed {
+                failures += 1;
+                // Runs claimed before the failure are this worker's now (some
+                // recorded EXECUTING under its lease): they start below. Only
+                // the others go back.
+                let taken: std::collections::HashSet<&str> = claimed.iter().map(|(run, _)| run.id.as_str()).collect();
+                let back: Vec<(&str, &str)> = deliveries
+                    .iter()
+                    .filter(|d| !taken.contains(d.run_id.as_str()))
+                    .map(|d| (d.queue.as_str(), d.run_id.as_str()))
+                    .collect();
+                tracing::warn!(%error, count = back.len(), "cannot claim runs; putting them back");
+                // If this fails too, the scheduler's stale sweep pushes
+                // them again once Postgres is back.
+                if let Err(error) = worker.queue.push(back.into_iter()).await {
+                    tracing::error!(%error, "could not put runs back; the stale sweep will find them");
+                }
+                if claimed.is_empty() {
                     backoff(failures, &shutdown).await;
                     continue;
                 }
-            };
+            }
             for (run, recorded) in claimed {
                 let Some(permit) = permits.pop() else {
                     tracing::error!(run_id = %run.id, "claimed more runs than slots");
@@ -264,11 +272,26 @@ impl Worker {
     /// Reads the runs behind `deliveries`, recording EXECUTING those that
     /// must be recorded before they start; answers each startable run and
     /// whether it is recorded.
+    /// The runs it claimed, and the error that stopped it, if one did:
+    /// runs claimed before an error are still this worker's to start.
     async fn claim(
         &self,
         deliveries: Vec<Delivery>,
         limited: &HashMap<String, u32>,
-    ) -> Result<Vec<(ClaimedRun, bool)>, kiln_store::StoreError> {
+    ) -> (Vec<(ClaimedRun, bool)>, Option<kiln_store::StoreError>) {
+        let mut claimed = Vec::new();
+        match self.claim_into(&mut claimed, deliveries, limited).await {
+            Ok(()) => (claimed, None),
+            Err(error) => (claimed, Some(error)),
+        }
+    }
+
+    async fn claim_into(
+        &self,
+        claimed: &mut Vec<(ClaimedRun, bool)>,
+        deliveries: Vec<Delivery>,
+        limited: &HashMap<String, u32>,
+    ) -> Result<(), kiln_store::StoreError> {
         // A duplicate id (possible after Redis was recovered) is dropped when
         // this worker already runs it; across workers, the guards on the
         // record and the outcome let one attempt count.
@@ -282,7 +305,6 @@ impl Worker {
         };
         let (limited_runs, free_runs): (Vec<Delivery>, Vec<Delivery>) =
             deliveries.into_iter().partition(|d| limited.contains_key(&d.queue));
-        let mut claimed = Vec::new();
         let mut limited_runs = limited_runs;
         if !free_runs.is_empty() {
             let ids: Vec<String> = free_runs.iter().map(|d| d.run_id.clone()).collect();
@@ -321,7 +343,7 @@ impl Worker {
                 claimed.push((run, true));
             }
         }
-        Ok(claimed)
+        Ok(())
     }
 
     async fn execute(
