@@ -445,6 +445,7 @@ pub async fn run(
             vault,
             Limits {
                 max_body_bytes: config.max_payload_bytes,
+                key_cache_ttl: config.key_cache_ttl,
             },
         );
         state = state

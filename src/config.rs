@@ -131,6 +131,8 @@ pub struct RuntimeConfig {
     pub storage_scopes: kiln_storage::StorageScopes,
     /// How much one `kiln.export.zip` may bundle.
     pub export_limits: kiln_worker_export::ExportLimits,
+    /// How soon a revoked key stops working in a running API.
+    pub key_cache_ttl: Duration,
     /// Supermark's document tasks, when its database is configured.
     pub supermark: Option<kiln_app_supermark::SupermarkConfig>,
     /// How often due cron schedules are looked for.
@@ -278,6 +280,7 @@ impl RuntimeConfig {
             cron_tick,
             cors_origins: cors_origins()?,
             storage_scopes: storage_scopes()?,
+            key_cache_ttl: duration("KILN_KEY_CACHE_TTL", Duration::from_secs(30))?,
             export_limits: kiln_worker_export::ExportLimits {
                 max_files: parsed("KILN_EXPORT_MAX_FILES", 10_000usize, "a number of files")?.max(1),
                 max_bytes: parsed("KILN_EXPORT_MAX_MB", 10_240u64, "a number of MiB")?.max(1) * 1024 * 1024,

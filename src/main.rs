@@ -90,6 +90,16 @@ enum KeysCommand {
         #[arg(long, value_enum)]
         env: KeyEnv,
     },
+    /// Lists the keys: id, environment, when created and, if so, revoked
+    /// (never the keys themselves).
+    List,
+    /// Revokes a key by its id (from `kiln keys list`): running APIs refuse
+    /// it within KILN_KEY_CACHE_TTL (30 s), and so are the public tokens it
+    /// signed.
+    Revoke {
+        /// The key's id, `key_…`.
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -208,6 +218,35 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Create { env },
         } => create_key(&database, env).await,
+        Command::Keys {
+            command: KeysCommand::List,
+        } => {
+            let store = app::connect_store(&database)?;
+            store.migrate().await?;
+            for key in store.list_keys().await? {
+                let revoked = key
+                    .revoked_at
+                    .map_or_else(|| "live".to_owned(), |at| format!("revoked {}", at.to_rfc3339()));
+                println!(
+                    "{}  {:<4}  created {}  {revoked}",
+                    key.id,
+                    key.environment,
+                    key.created_at.to_rfc3339()
+                );
+            }
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Revoke { id },
+        } => {
+            let store = app::connect_store(&database)?;
+            if store.revoke_key(&id).await? {
+                println!("revoked {id}");
+                Ok(())
+            } else {
+                anyhow::bail!("no live key {id} (see kiln keys list)")
+            }
+        }
         Command::Serve => {
             let config = RuntimeConfig::from_env()?;
             config::server_secret()?;

@@ -205,6 +205,7 @@ fn every_command_and_option_has_help_text() {
         &["worker", "--help"][..],
         &["dev", "--help"],
         &["keys", "create", "--help"],
+        &["keys", "revoke", "--help"],
     ] {
         let text = help(args);
         for line in text.lines().filter(|l| l.trim_start().starts_with("--")) {

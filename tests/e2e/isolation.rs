@@ -237,3 +237,74 @@ async fn a_dev_key_cannot_reach_prod_objects_or_kilns_own() {
     assert_eq!(run["status"], "FAILED", "{run}");
     assert_eq!(run["error"]["name"], "InvalidPayload");
 }
+
+/// A revoked key stops working within the key cache's lifetime, and so do
+/// the public tokens it signed; `kiln keys list` shows it revoked.
+#[tokio::test]
+async fn a_revoked_key_and_its_tokens_are_refused() {
+    let kiln = Kiln::builder(Mode::Serve)
+        .env("KILN_KEY_CACHE_TTL", "200ms")
+        .spawn()
+        .await;
+    let prod = key(&kiln, "prod");
+    let cli = |args: &[&str]| {
+        let output = Command::new(kiln_bin())
+            .args(args)
+            .envs(kiln.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("kiln keys");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let runs = |key: String| {
+        let request = kiln.http.get(kiln.url("/api/v1/runs")).bearer_auth(key).send();
+        async move { request.await.expect("list").status().as_u16() }
+    };
+    assert_eq!(runs(prod.clone()).await, 200);
+    let token: Value = kiln
+        .http
+        .post(kiln.url("/api/v1/auth/jwt/claims"))
+        .bearer_auth(&prod)
+        .send()
+        .await
+        .expect("claims")
+        .json()
+        .await
+        .expect("json");
+    let key_id = token["sub"].as_str().expect("sub").to_owned();
+    // A public token as the SDK signs it with that key.
+    let public = kiln_core::auth::sign_jwt(
+        prod.as_bytes(),
+        &json!({
+            "sub": key_id, "pub": true, "scopes": ["read:all"],
+            "iss": kiln_core::auth::JWT_ISSUER, "aud": kiln_core::auth::JWT_AUDIENCE,
+            "exp": chrono::Utc::now().timestamp() + 900,
+        }),
+    );
+    // Listing needs a secret key: 403 says the token itself was accepted.
+    assert_eq!(runs(public.clone()).await, 403);
+
+    let (ok, listed) = cli(&["keys", "list"]);
+    assert!(
+        ok && listed.lines().any(|l| l.starts_with(&key_id) && l.ends_with("live")),
+        "{listed}"
+    );
+    let (ok, said) = cli(&["keys", "revoke", &key_id]);
+    assert!(ok, "{said}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while runs(prod.clone()).await != 401 {
+        assert!(std::time::Instant::now() < deadline, "the revoked key still works");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ok, listed) = cli(&["keys", "list"]);
+    assert!(
+        ok && listed.lines().any(|l| l.starts_with(&key_id) && l.contains("revoked")),
+        "{listed}"
+    );
+    let (ok, _) = cli(&["keys", "revoke", &key_id]);
+    assert!(!ok, "a key is revoked once");
+    // The dev key made with the kiln is untouched.
+    assert_eq!(runs(kiln.key.clone()).await, 200);
+}

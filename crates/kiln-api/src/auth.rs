@@ -108,10 +108,15 @@ impl Caller {
     }
 }
 
+/// How long a key found once is trusted without asking Postgres again: a
+/// revoked key stops working everywhere within this time.
+pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct KeyCache {
     store: Store,
     vault: KeyVault,
-    known: RwLock<HashMap<[u8; 32], Arc<Caller>>>,
+    known: RwLock<HashMap<[u8; 32], (Arc<Caller>, std::time::Instant)>>,
+    ttl: std::time::Duration,
 }
 
 impl KeyCache {
@@ -120,7 +125,14 @@ impl KeyCache {
             store,
             vault,
             known: RwLock::new(HashMap::new()),
+            ttl: KEY_CACHE_TTL,
         }
+    }
+
+    /// Keys are looked up again after `ttl` (tests shorten it).
+    pub fn with_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
@@ -132,7 +144,9 @@ impl KeyCache {
             };
         }
         let hash = self.vault.lookup_hash(token);
-        if let Some(caller) = self.read().get(&hash) {
+        if let Some((caller, found_at)) = self.read().get(&hash)
+            && found_at.elapsed() < self.ttl
+        {
             return Ok(Caller::clone(caller));
         }
         let stored = self.store.find_key(&hash).await?.ok_or_else(invalid)?;
@@ -152,7 +166,7 @@ impl KeyCache {
         self.known
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(hash, Arc::new(caller.clone()));
+            .insert(hash, (Arc::new(caller.clone()), std::time::Instant::now()));
         Ok(caller)
     }
 
@@ -187,7 +201,7 @@ impl KeyCache {
         })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<[u8; 32], Arc<Caller>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<[u8; 32], (Arc<Caller>, std::time::Instant)>> {
         self.known.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -39,12 +39,16 @@ pub use error::ApiError;
 pub struct Limits {
     /// Largest request body accepted (413 above it).
     pub max_body_bytes: usize,
+    /// How long a found key is trusted before Postgres is asked again
+    /// (how soon a revocation takes effect).
+    pub key_cache_ttl: std::time::Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 10 * 1024 * 1024,
+            key_cache_ttl: auth::KEY_CACHE_TTL,
         }
     }
 }
@@ -83,7 +87,7 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(store: Store, queue: Queue, registry: Arc<TaskRegistry>, vault: KeyVault, limits: Limits) -> Self {
         Self(Arc::new(SharedState {
-            keys: Arc::new(auth::KeyCache::new(store.clone(), vault)),
+            keys: Arc::new(auth::KeyCache::new(store.clone(), vault).with_ttl(limits.key_cache_ttl)),
             recorder: recorder::RunRecorder::new(store.clone(), queue.clone()),
             store,
             queue,

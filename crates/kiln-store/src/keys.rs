@@ -13,7 +13,46 @@ pub struct StoredKey {
     pub encrypted_key: Vec<u8>,
 }
 
+/// What `kiln keys list` shows of a key (never the key itself).
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub id: String,
+    pub environment: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 impl Store {
+    /// Every key, oldest first.
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        let rows: Vec<(
+            String,
+            String,
+            chrono::DateTime<chrono::Utc>,
+            Option<chrono::DateTime<chrono::Utc>>,
+        )> = sqlx::query_as("SELECT id, environment, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, environment, created_at, revoked_at)| KeyInfo {
+                id,
+                environment,
+                created_at,
+                revoked_at,
+            })
+            .collect())
+    }
+
+    /// Revokes a key; false when there is no live key with that id.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn insert_key(
         &self,
         id: &str,
