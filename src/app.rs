@@ -450,7 +450,8 @@ pub async fn run(
         );
         state = state
             .with_storage(Arc::clone(&storage.storage))
-            .with_cors_origins(config.cors_origins.clone());
+            .with_cors_origins(config.cors_origins.clone())
+            .with_metrics_token(config.metrics_token.clone());
         if let Some(local) = storage.local.clone() {
             state = state.with_local_objects(local);
         }

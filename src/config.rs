@@ -133,6 +133,8 @@ pub struct RuntimeConfig {
     pub export_limits: kiln_worker_export::ExportLimits,
     /// How soon a revoked key stops working in a running API.
     pub key_cache_ttl: Duration,
+    /// When set, `/metrics` wants it as a bearer token.
+    pub metrics_token: Option<String>,
     /// Supermark's document tasks, when its database is configured.
     pub supermark: Option<kiln_app_supermark::SupermarkConfig>,
     /// How often due cron schedules are looked for.
@@ -174,6 +176,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("worker_queues", &self.worker_queues)
             .field("tasks_file", &self.tasks_file)
             .field("http_signing_secret", &self.http_signing_secret.as_ref().map(|_| "***"))
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
             .field("http_allowed_hosts", &self.http_allowed_hosts)
             .field("cors_origins", &self.cors_origins)
             .field("storage_scopes", &self.storage_scopes)
@@ -281,6 +284,7 @@ impl RuntimeConfig {
             cors_origins: cors_origins()?,
             storage_scopes: storage_scopes()?,
             key_cache_ttl: duration("KILN_KEY_CACHE_TTL", Duration::from_secs(30))?,
+            metrics_token: var("KILN_METRICS_TOKEN"),
             export_limits: kiln_worker_export::ExportLimits {
                 max_files: parsed("KILN_EXPORT_MAX_FILES", 10_000usize, "a number of files")?.max(1),
                 max_bytes: parsed("KILN_EXPORT_MAX_MB", 10_240u64, "a number of MiB")?.max(1) * 1024 * 1024,

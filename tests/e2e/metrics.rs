@@ -113,3 +113,28 @@ async fn metrics_show_the_backlog_of_each_queue() {
         "{text}"
     );
 }
+
+/// With KILN_METRICS_TOKEN set, `/metrics` answers only a scraper that
+/// shows it.
+#[tokio::test]
+async fn metrics_behind_a_token_answer_only_with_it() {
+    let kiln = Kiln::builder(Mode::Serve)
+        .env("KILN_METRICS_TOKEN", "scrape-secret-1")
+        .spawn()
+        .await;
+    let get = |token: Option<&str>| {
+        let mut request = kiln.http.get(kiln.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.expect("metrics").status().as_u16() }
+    };
+    assert_eq!(get(None).await, 401);
+    assert_eq!(get(Some("scrape-secret-2")).await, 401);
+    assert_eq!(
+        get(Some(kiln.key.as_str())).await,
+        401,
+        "an API key is not the scrape token"
+    );
+    assert_eq!(get(Some("scrape-secret-1")).await, 200);
+}

@@ -74,6 +74,8 @@ pub struct SharedState {
     pub storage: Option<kiln_storage::Storage>,
     /// Browser origins that may read runs and the realtime feed.
     pub cors_origins: Vec<String>,
+    /// When set, `/metrics` wants it as a bearer token.
+    pub metrics_token: Option<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -96,6 +98,7 @@ impl AppState {
             local_objects: None,
             storage: None,
             cors_origins: Vec::new(),
+            metrics_token: None,
         }))
     }
 
@@ -108,6 +111,12 @@ impl AppState {
     /// Serves the signed links of this local storage backend.
     pub fn with_local_objects(mut self, store: Arc<kiln_storage::LocalStore>) -> Self {
         Arc::make_mut(&mut self.0).local_objects = Some(store);
+        self
+    }
+
+    /// Puts `/metrics` behind this bearer token.
+    pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
+        Arc::make_mut(&mut self.0).metrics_token = token;
         self
     }
 

@@ -187,6 +187,12 @@ pub enum JwtError {
     WrongAudience,
 }
 
+/// Whether `a` and `b` are equal, in a time that depends on their length
+/// only: for comparing a secret a client showed.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
 /// The issuer and audience Trigger.dev's SDK puts in the tokens it signs.
 pub const JWT_ISSUER: &str = "https://id.trigger.dev";
 pub const JWT_AUDIENCE: &str = "https://api.trigger.dev";

@@ -30,7 +30,21 @@ fn histogram(out: &mut String, name: &str, help: &str, series: &[(String, Histog
     }
 }
 
-pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    // With a token set, only a scraper that shows it may read task and
+    // queue names (and make kiln count its history).
+    if let Some(token) = &app.metrics_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !kiln_core::auth::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return Err(ApiError::Unauthorized(
+                "/metrics needs the bearer token set in KILN_METRICS_TOKEN".into(),
+            ));
+        }
+    }
     let snapshot = app.store.metrics().await?;
     let mut out = String::with_capacity(4096);
     out.push_str("# HELP kiln_runs Runs in the history, by task and status.\n# TYPE kiln_runs gauge\n");
