@@ -323,3 +323,42 @@ async fn libreoffice_dies_with_a_worker_killed_without_warning() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// LibreOffice and its bridge parse untrusted files: none of kiln's secrets
+/// (server secret, database and Redis URLs) is in their environment.
+#[tokio::test]
+async fn libreoffice_starts_without_kilns_secrets() {
+    let kiln = Kiln::builder(helpers::Mode::Serve).spawn().await;
+    let worker = kiln.spawn_worker(&[("KILN_OFFICE_WARM_UP", "true"), ("KILN_OFFICE_POOL_SIZE", "1")]);
+    let pipe = format!("kiln_office_{}_", worker.child.id());
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let running = loop {
+        let running = pool_processes(&pipe);
+        if running.iter().any(|(_, program)| program.ends_with("soffice.bin")) && running.len() == 2 {
+            break running;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pool did not start: {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (pid, program) in running {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        let environ = String::from_utf8_lossy(&environ);
+        for secret in ["KILN_SECRET", "DATABASE_URL", "REDIS_URL", helpers::SERVER_SECRET] {
+            assert!(
+                !environ.contains(secret),
+                "{program} ({pid}) has {secret} in its environment"
+            );
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("NoNewPrivs:") && l.trim_end().ends_with('1')),
+            "{program} ({pid}) may gain privileges"
+        );
+    }
+    drop(worker);
+}

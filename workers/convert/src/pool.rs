@@ -31,9 +31,18 @@ const BRIDGE_SOURCE: &str = include_str!("bridge.py");
 /// parent-death signal and becomes `program`, which keeps it. The signal
 /// follows the thread that started the process; the pool starts instances
 /// from the runtime's worker threads, which last as long as the process.
+///
+/// It also starts with an environment of its own (no kiln secret, database
+/// or storage credential reaches a process that parses untrusted files)
+/// and may never gain privileges (`no_new_privs`).
 fn orphan_proof(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = Command::new("setpriv");
-    command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    command
+        .args(["--pdeathsig", "KILL", "--no-new-privs", "--"])
+        .arg(program)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LANG", "C.UTF-8");
     command
 }
 

@@ -142,11 +142,15 @@ async fn run_contained(
     memory_limit: u64,
     timeout: Duration,
 ) -> Result<Vec<u8>, TaskError> {
+    // Its own environment: no kiln secret reaches a process that parses
+    // untrusted files.
     let child = tokio::process::Command::new("prlimit")
         .arg(format!("--as={memory_limit}"))
         .arg("--")
         .arg(program)
         .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
