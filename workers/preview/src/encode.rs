@@ -39,7 +39,8 @@ impl ImageFormat {
 pub struct EncodedPage {
     pub format: ImageFormat,
     pub bytes: Vec<u8>,
-    pub png_size: usize,
+    /// `None` when the PNG was abandoned for being larger than the JPEG.
+    pub png_size: Option<usize>,
     /// `None` when the JPEG was abandoned for being larger than the PNG.
     pub jpeg_size: Option<usize>,
     pub grayscale: bool,
@@ -107,7 +108,18 @@ fn convert(bgra: &[u8], mut scratch: Vec<u8>) -> Pixels {
 
 /// Encodes a `width` × `height` BGRA bitmap (stride `width * 4`) and keeps
 /// the smaller of PNG and JPEG; a tie keeps the PNG, which is lossless.
-pub fn encode_page(bgra: &[u8], width: u32, height: u32, scratch: &mut Vec<u8>) -> Result<EncodedPage, EncodeError> {
+///
+/// `likely` is the format expected to win (the previous page's, pages of a
+/// document being alike): it is encoded whole, and the other stops as soon
+/// as it passes it. The choice is the same either way; only the work done
+/// for the loser shrinks.
+pub fn encode_page(
+    bgra: &[u8],
+    width: u32,
+    height: u32,
+    scratch: &mut Vec<u8>,
+    likely: ImageFormat,
+) -> Result<EncodedPage, EncodeError> {
     let expected = width as usize * height as usize * 4;
     if bgra.len() != expected {
         return Err(EncodeError::WrongBufferSize {
@@ -118,13 +130,18 @@ pub fn encode_page(bgra: &[u8], width: u32, height: u32, scratch: &mut Vec<u8>) 
         });
     }
     let pixels = convert(bgra, std::mem::take(scratch));
-    let result = encode_converted(bgra, &pixels, width, height);
+    let result = encode_converted(bgra, &pixels, width, height, likely);
     *scratch = pixels.data;
     result
 }
 
-fn encode_converted(bgra: &[u8], pixels: &Pixels, width: u32, height: u32) -> Result<EncodedPage, EncodeError> {
-    let png = encode_png(pixels, width, height)?;
+fn encode_converted(
+    bgra: &[u8],
+    pixels: &Pixels,
+    width: u32,
+    height: u32,
+    likely: ImageFormat,
+) -> Result<EncodedPage, EncodeError> {
     // A colour page goes to the JPEG encoder as pdfium drew it: its BGRA
     // path is as fast as its RGB one, and the same pixels make the same
     // JPEG.
@@ -133,6 +150,32 @@ fn encode_converted(bgra: &[u8], pixels: &Pixels, width: u32, height: u32) -> Re
     } else {
         JpegInput::Bgra(bgra)
     };
+    let grayscale = pixels.grayscale;
+    if likely == ImageFormat::Jpeg {
+        let jpeg = encode_jpeg_below(jpeg_input, width, height, usize::MAX)?
+            .ok_or(EncodeError::TooLargeForJpeg { width, height })?;
+        // A PNG as large as the JPEG still wins the tie.
+        let png = encode_png_below(pixels, width, height, jpeg.len())?;
+        let jpeg_size = Some(jpeg.len());
+        return Ok(match png {
+            Some(png) => EncodedPage {
+                format: ImageFormat::Png,
+                png_size: Some(png.len()),
+                bytes: png,
+                jpeg_size,
+                grayscale,
+            },
+            None => EncodedPage {
+                format: ImageFormat::Jpeg,
+                png_size: None,
+                bytes: jpeg,
+                jpeg_size,
+                grayscale,
+            },
+        });
+    }
+    let png =
+        encode_png_below(pixels, width, height, usize::MAX)?.ok_or(EncodeError::TooLargeForJpeg { width, height })?;
     let jpeg = encode_jpeg_below(jpeg_input, width, height, png.len())?;
     let png_size = png.len();
     Ok(match jpeg {
@@ -140,23 +183,36 @@ fn encode_converted(bgra: &[u8], pixels: &Pixels, width: u32, height: u32) -> Re
             format: ImageFormat::Jpeg,
             jpeg_size: Some(jpeg.len()),
             bytes: jpeg,
-            png_size,
-            grayscale: pixels.grayscale,
+            png_size: Some(png_size),
+            grayscale,
         },
         jpeg => EncodedPage {
             format: ImageFormat::Png,
             jpeg_size: jpeg.map(|j| j.len()),
             bytes: png,
-            png_size,
-            grayscale: pixels.grayscale,
+            png_size: Some(png_size),
+            grayscale,
         },
     })
 }
 
-fn encode_png(pixels: &Pixels, width: u32, height: u32) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(pixels.data.len() / 8);
+/// The PNG, or `None` once it would pass `limit` bytes.
+fn encode_png_below(pixels: &Pixels, width: u32, height: u32, limit: usize) -> Result<Option<Vec<u8>>, EncodeError> {
+    let mut writer = CappedWriter {
+        bytes: Vec::with_capacity((pixels.data.len() / 8).min(limit)),
+        limit,
+        exceeded: false,
+    };
+    match write_png(pixels, width, height, &mut writer) {
+        Ok(()) => Ok(Some(writer.bytes)),
+        Err(_) if writer.exceeded => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+fn write_png(pixels: &Pixels, width: u32, height: u32, out: &mut impl Write) -> Result<(), EncodeError> {
     {
-        let mut encoder = png::Encoder::new(&mut out, width, height);
+        let mut encoder = png::Encoder::new(out, width, height);
         encoder.set_color(if pixels.grayscale {
             png::ColorType::Grayscale
         } else {
@@ -168,7 +224,7 @@ fn encode_png(pixels: &Pixels, width: u32, height: u32) -> Result<Vec<u8>, Encod
         writer.write_image_data(&pixels.data)?;
         writer.finish()?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A writer that refuses to grow past `limit` bytes, so the JPEG encoder
@@ -252,7 +308,7 @@ mod tests {
                 [255, 255, 255, 255]
             }
         });
-        let encoded = encode_page(&page, w, h, &mut Vec::new()).expect("encode");
+        let encoded = encode_page(&page, w, h, &mut Vec::new(), ImageFormat::Png).expect("encode");
         assert_eq!(encoded.format, ImageFormat::Png);
         assert!(encoded.grayscale);
         let decoded = image::load_from_memory(&encoded.bytes).expect("decodes").to_luma8();
@@ -270,11 +326,11 @@ mod tests {
             let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) % 64;
             [(x % 256) as u8, (y % 256) as u8, (128 + n) as u8, 255]
         });
-        let encoded = encode_page(&page, w, h, &mut Vec::new()).expect("encode");
+        let encoded = encode_page(&page, w, h, &mut Vec::new(), ImageFormat::Png).expect("encode");
         assert_eq!(encoded.format, ImageFormat::Jpeg);
         assert!(!encoded.grayscale);
         assert_eq!(encoded.jpeg_size, Some(encoded.bytes.len()));
-        assert!(encoded.bytes.len() < encoded.png_size);
+        assert!(encoded.png_size.is_some_and(|png| encoded.bytes.len() < png));
         let decoded = image::load_from_memory_with_format(&encoded.bytes, image::ImageFormat::Jpeg).expect("decodes");
         assert_eq!((decoded.width(), decoded.height()), (w, h));
         let rgb = decoded.to_rgb8();
@@ -295,7 +351,9 @@ mod tests {
         });
         let pixels = convert(&page, Vec::new());
         assert!(!pixels.grayscale);
-        let png = encode_png(&pixels, w, h).expect("png");
+        let png = encode_png_below(&pixels, w, h, usize::MAX)
+            .expect("png")
+            .expect("no cap");
         let capped = encode_jpeg_below(JpegInput::Bgra(&page), w, h, png.len()).expect("jpeg");
         let full = encode_jpeg_below(JpegInput::Bgra(&page), w, h, usize::MAX)
             .expect("jpeg")
@@ -304,6 +362,32 @@ mod tests {
             None => assert!(full.len() > png.len(), "abandoned only when larger"),
             Some(bytes) => assert_eq!(bytes, full),
         }
+    }
+
+    #[test]
+    fn the_likely_format_changes_the_work_not_the_choice() {
+        let text = bgra(300, 200, |x, y| {
+            if (x / 7 + y / 11) % 5 == 0 {
+                [0, 0, 0, 255]
+            } else {
+                [255, 255, 255, 255]
+            }
+        });
+        let photo = bgra(300, 200, |x, y| {
+            let v = ((x * 7 + y * 13) ^ (x * y)) % 256;
+            [v as u8, (v / 2) as u8, (255 - v) as u8, 255]
+        });
+        for page in [&text, &photo] {
+            let png_first = encode_page(page, 300, 200, &mut Vec::new(), ImageFormat::Png).expect("encode");
+            let jpeg_first = encode_page(page, 300, 200, &mut Vec::new(), ImageFormat::Jpeg).expect("encode");
+            assert_eq!(png_first.format, jpeg_first.format);
+            assert_eq!(png_first.bytes, jpeg_first.bytes);
+        }
+        let text_first = encode_page(&text, 300, 200, &mut Vec::new(), ImageFormat::Jpeg).expect("encode");
+        assert_eq!(text_first.format, ImageFormat::Png);
+        let photo_first = encode_page(&photo, 300, 200, &mut Vec::new(), ImageFormat::Jpeg).expect("encode");
+        assert_eq!(photo_first.format, ImageFormat::Jpeg);
+        assert_eq!(photo_first.png_size, None, "the losing PNG was abandoned");
     }
 
     #[test]
@@ -330,7 +414,7 @@ mod tests {
     #[test]
     fn a_bitmap_of_the_wrong_size_is_an_error_not_a_panic() {
         assert!(matches!(
-            encode_page(&[0; 10], 4, 4, &mut Vec::new()),
+            encode_page(&[0; 10], 4, 4, &mut Vec::new(), ImageFormat::Png),
             Err(EncodeError::WrongBufferSize { .. })
         ));
     }

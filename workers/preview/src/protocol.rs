@@ -33,7 +33,8 @@ pub struct PageReport {
     pub original_height: f32,
     /// Pixels per point, to four decimals.
     pub scale_factor: f64,
-    pub png_size: usize,
+    /// `None` when the PNG was abandoned for being larger than the JPEG.
+    pub png_size: Option<usize>,
     pub jpeg_size: Option<usize>,
     pub links: Vec<PageLink>,
 }
@@ -83,7 +84,7 @@ mod tests {
             original_width: 612.0,
             original_height: 792.0,
             scale_factor: 2.95,
-            png_size: 10,
+            png_size: Some(10),
             jpeg_size: None,
             links: vec![PageLink {
                 href: "#page=1".into(),

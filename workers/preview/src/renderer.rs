@@ -118,8 +118,12 @@ fn render(args: &RendererArgs, out: &mut impl Write) -> Result<(), Failure> {
 
     let mut bitmap_bytes: Vec<u8> = Vec::new();
     let mut scratch: Vec<u8> = Vec::new();
+    // Pages of a document are alike: the format that won the last page is
+    // encoded first for the next (see `encode_page`).
+    let mut likely = crate::encode::ImageFormat::Png;
     for index in (args.shard..page_count).step_by(args.shards.max(1) as usize) {
-        let report = render_page(&document, index, args, &mut bitmap_bytes, &mut scratch)?;
+        let report = render_page(&document, index, args, &mut bitmap_bytes, &mut scratch, likely)?;
+        likely = report.format;
         emit(out, &Message::Page(report)).map_err(lost_stdout)?;
     }
     Ok(())
@@ -160,6 +164,7 @@ fn render_page(
     args: &RendererArgs,
     bitmap_bytes: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
+    likely: crate::encode::ImageFormat,
 ) -> Result<PageReport, Failure> {
     let page_number = index + 1;
     let page_index = i32::try_from(index).map_err(|_| fail(failure::TOO_MANY_PAGES, "page index out of range"))?;
@@ -191,7 +196,7 @@ fn render_page(
             )
         })?;
         drop(bitmap);
-        encode_page(bitmap_bytes, size.width, size.height, scratch)
+        encode_page(bitmap_bytes, size.width, size.height, scratch, likely)
             .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number}: {e}")))?
     };
 

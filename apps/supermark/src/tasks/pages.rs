@@ -250,7 +250,7 @@ mod tests {
             original_width: 595.276,
             original_height: 841.89,
             scale_factor: 3.0,
-            png_size: 10,
+            png_size: Some(10),
             jpeg_size: Some(5),
             links: vec![PageLink {
                 href: "#page=1".into(),
