@@ -308,3 +308,116 @@ async fn a_revoked_key_and_its_tokens_are_refused() {
     // The dev key made with the kiln is untouched.
     assert_eq!(runs(kiln.key.clone()).await, 200);
 }
+
+/// Every route that names a run, a batch or a schedule, called with a dev
+/// key on prod's: each answers as for one that does not exist, and prod's
+/// things are unchanged afterwards.
+#[tokio::test]
+async fn a_dev_key_finds_nothing_of_prods_through_any_route() {
+    let kiln = Kiln::builder(Mode::Serve).spawn().await;
+    let (dev, prod) = (kiln.key.clone(), key(&kiln, "prod"));
+    let call = |method: reqwest::Method, path: String, key: String, body: Option<Value>| {
+        let mut request = kiln.http.request(method, kiln.url(&path)).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+    };
+    use reqwest::Method;
+    // Prod's things: a delayed run, a batch, a schedule.
+    let (_, run) = trigger_as(
+        &kiln,
+        &prod,
+        "kiln.noop",
+        json!({ "payload": { "secret": "prod-payload" }, "options": { "delay": "1h", "tags": ["prod-tag"] } }),
+    )
+    .await;
+    let run_id = run["id"].as_str().expect("run id").to_owned();
+    let (status, batch) = call(
+        Method::POST,
+        "/api/v1/tasks/batch".into(),
+        prod.clone(),
+        Some(json!({ "items": [{ "task": "kiln.noop", "payload": {}, "options": { "delay": "1h" } }] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{batch}");
+    let batch: Value = serde_json::from_str(&batch).expect("json");
+    let batch_id = batch["id"].as_str().expect("batch id").to_owned();
+    let (status, schedule) = call(
+        Method::POST,
+        "/api/v1/schedules".into(),
+        prod.clone(),
+        Some(json!({ "task": "kiln.noop", "cron": "0 3 * * *", "externalId": "prod-schedule" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{schedule}");
+    let schedule: Value = serde_json::from_str(&schedule).expect("json");
+    let schedule_id = schedule["id"].as_str().expect("schedule id").to_owned();
+
+    let attempts: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/api/v3/runs/{run_id}"), None),
+        (Method::POST, format!("/api/v2/runs/{run_id}/cancel"), None),
+        (Method::POST, format!("/api/v1/runs/{run_id}/replay"), None),
+        (
+            Method::POST,
+            format!("/api/v1/runs/{run_id}/reschedule"),
+            Some(json!({ "delay": "2h" })),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runs/{run_id}/tags"),
+            Some(json!({ "tags": ["dev-tag"] })),
+        ),
+        (Method::GET, format!("/realtime/v1/runs/{run_id}"), None),
+        (Method::GET, format!("/api/v1/batches/{batch_id}"), None),
+        (Method::GET, format!("/api/v2/batches/{batch_id}"), None),
+        (Method::GET, format!("/api/v1/schedules/{schedule_id}"), None),
+        (
+            Method::PUT,
+            format!("/api/v1/schedules/{schedule_id}"),
+            Some(json!({ "task": "kiln.noop", "cron": "* * * * *" })),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/schedules/{schedule_id}/deactivate"),
+            None,
+        ),
+        (Method::POST, format!("/api/v1/schedules/{schedule_id}/activate"), None),
+        (Method::DELETE, format!("/api/v1/schedules/{schedule_id}"), None),
+    ];
+    for (method, path, body) in attempts {
+        let (status, text) = call(method.clone(), path.clone(), dev.clone(), body).await;
+        assert_eq!(status, 404, "{method} {path} with a dev key: {text}");
+        assert!(
+            !text.contains("prod-payload") && !text.contains("prod-schedule"),
+            "{method} {path}: {text}"
+        );
+    }
+    // Lists and tag subscriptions do not show prod's either.
+    for path in ["/api/v1/runs", "/api/v1/schedules", "/realtime/v1/runs?tags=prod-tag"] {
+        let (_, text) = call(Method::GET, path.into(), dev.clone(), None).await;
+        assert!(
+            !text.contains(&run_id) && !text.contains(&schedule_id),
+            "{path}: {text}"
+        );
+    }
+    // Prod's things are as they were.
+    let (_, text) = call(Method::GET, format!("/api/v3/runs/{run_id}"), prod.clone(), None).await;
+    let run: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(run["status"], "DELAYED");
+    assert_eq!(run["tags"], json!(["prod-tag"]));
+    let (_, text) = call(
+        Method::GET,
+        format!("/api/v1/schedules/{schedule_id}"),
+        prod.clone(),
+        None,
+    )
+    .await;
+    let schedule: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(schedule["generator"]["expression"], "0 3 * * *");
+    assert_eq!(schedule["active"], true);
+}
