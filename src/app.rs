@@ -175,6 +175,9 @@ pub fn build_registry(
         "kiln.exports.cleanup",
         Arc::new(CleanupExports {
             storage: Arc::clone(storage),
+            // An hour's upload link, and an hour's grace for a trigger
+            // that reads it late.
+            packet_lifetime: std::time::Duration::from_secs(2 * 3600),
         }),
         cleanup_defaults,
     );

@@ -303,6 +303,15 @@ async fn the_cleanup_deletes_expired_exports_and_only_those() {
         assert_eq!(run["status"], "COMPLETED", "{run}");
     }
     let store = LocalStore::open(&dir, LinkSigner::new(&kiln.base_url, SERVER_SECRET.as_bytes())).expect("open");
+    // A packet the SDK uploaded three hours ago and never used, and one
+    // just uploaded.
+    crate::helpers::put_object(&dir, "_kiln/packets/prod/old/payload.json", b"{}");
+    crate::helpers::put_object(&dir, "_kiln/packets/prod/new/payload.json", b"{}");
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("_kiln/packets/prod/old/payload.json"))
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 3600)))
+        .expect("age the packet");
 
     // A key cannot start it: it deletes what every environment exported.
     let refused = kiln
@@ -317,21 +326,30 @@ async fn the_cleanup_deletes_expired_exports_and_only_those() {
         "{answer}"
     );
 
+    // Wait for the sweep that deleted something to be recorded (the file
+    // goes before its run is recorded COMPLETED).
+    let db = kiln.db().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while store.head(&key("exports/short.zip")).await.is_ok() {
+    let outputs: Vec<Value> = loop {
+        let outputs: Vec<Value> = sqlx::query_scalar(
+            "SELECT output FROM runs WHERE task_identifier = 'kiln.exports.cleanup' AND status = 'COMPLETED'",
+        )
+        .fetch_all(&db)
+        .await
+        .expect("cleanup runs");
+        if outputs.iter().any(|o| o["deleted"] != json!([])) {
+            break outputs;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "the expired export was never swept"
+            "the expired export was never swept: {outputs:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let db = kiln.db().await;
-    let outputs: Vec<Value> = sqlx::query_scalar(
-        "SELECT output FROM runs WHERE task_identifier = 'kiln.exports.cleanup' AND status = 'COMPLETED'",
-    )
-    .fetch_all(&db)
-    .await
-    .expect("cleanup runs");
+    };
+    assert!(
+        store.head(&key("exports/short.zip")).await.is_err(),
+        "the expired export is gone"
+    );
     let swept: Vec<&Value> = outputs.iter().filter(|o| o["deleted"] != json!([])).collect();
     assert_eq!(swept.len(), 1, "one sweep deleted something: {outputs:?}");
     assert_eq!(swept[0]["deleted"], json!(["exports/short.zip"]), "{swept:?}");
@@ -340,6 +358,15 @@ async fn the_cleanup_deletes_expired_exports_and_only_those() {
         store.head(&key("exports/long.zip")).await.is_ok(),
         "the unexpired export stays"
     );
+    assert!(
+        !dir.join("_kiln/packets/prod/old/payload.json").exists(),
+        "an unused old packet goes"
+    );
+    assert!(
+        dir.join("_kiln/packets/prod/new/payload.json").exists(),
+        "a fresh packet stays"
+    );
+    assert!(outputs.iter().any(|o| o["packetsDeleted"] == 1), "{outputs:?}");
     assert!(store.head(&key("docs/a.pdf")).await.is_ok(), "sources are not exports");
 }
 

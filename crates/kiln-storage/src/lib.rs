@@ -30,7 +30,7 @@ pub use key::ObjectKey;
 pub use links::{LinkAccess, LinkError, LinkSigner, OBJECTS_PATH};
 pub use local::LocalStore;
 pub use s3::{DEFAULT_PART_SIZE, MAX_PRESIGN, S3Config, S3Store};
-pub use scope::{RESERVED_PREFIX, ScopeError, StorageScopes};
+pub use scope::{PACKETS_PREFIX, RESERVED_PREFIX, ScopeError, StorageScopes};
 
 /// A readable byte stream of unknown length.
 pub type ByteReader<'a> = Pin<Box<dyn AsyncRead + Send + 'a>>;
@@ -56,6 +56,8 @@ impl std::fmt::Debug for ObjectBody {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When it was last written, where the backend says.
+    pub modified: Option<SystemTime>,
 }
 
 /// A download link and the instant it stops working.

@@ -118,6 +118,7 @@ impl ObjectStore for LocalStore {
         Ok(ObjectInfo {
             key: key.to_string(),
             size: metadata.len(),
+            modified: metadata.modified().ok(),
         })
     }
 
@@ -189,9 +190,11 @@ fn walk(root: &Path, prefix: &str) -> std::io::Result<Vec<ObjectInfo>> {
                     pending.push((entry.path(), folder_prefix));
                 }
             } else if file_type.is_file() && key.starts_with(prefix) {
+                let metadata = entry.metadata()?;
                 found.push(ObjectInfo {
                     key,
-                    size: entry.metadata()?.len(),
+                    size: metadata.len(),
+                    modified: metadata.modified().ok(),
                 });
             }
         }

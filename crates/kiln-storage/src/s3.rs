@@ -331,6 +331,7 @@ impl ObjectStore for S3Store {
         Ok(ObjectInfo {
             key: key.to_string(),
             size: answer.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            modified: answer.last_modified().and_then(system_time),
         })
     }
 
@@ -367,6 +368,7 @@ impl ObjectStore for S3Store {
                     found.push(ObjectInfo {
                         key: key.to_owned(),
                         size: object.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                        modified: object.last_modified().and_then(system_time),
                     });
                 }
             }
@@ -434,4 +436,10 @@ fn presigning(expires_in: Duration, now: SystemTime) -> Result<PresigningConfig,
         .expires_in(expires_in)
         .build()
         .map_err(|e| StorageError::Config(e.to_string()))
+}
+
+/// An S3 date as a `SystemTime`.
+fn system_time(at: &aws_sdk_s3::primitives::DateTime) -> Option<SystemTime> {
+    let seconds = u64::try_from(at.secs()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_nanos(u64::from(at.subsec_nanos())))
 }

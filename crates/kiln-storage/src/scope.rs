@@ -9,6 +9,8 @@ use crate::ObjectKey;
 
 /// kiln's own objects (packets, export expiries): never a task's key.
 pub const RESERVED_PREFIX: &str = "_kiln/";
+/// Payloads the SDK uploads before triggering (`_kiln/packets/<env>/…`).
+pub const PACKETS_PREFIX: &str = "_kiln/packets/";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {

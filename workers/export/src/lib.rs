@@ -392,20 +392,47 @@ impl AsyncRead for FailableReader {
 /// `kiln.exports.cleanup`: deletes exports past their expiry.
 pub struct CleanupExports {
     pub storage: Storage,
+    /// Packets (payloads the SDK uploaded) older than this were never used
+    /// (their upload link has expired) and go too.
+    pub packet_lifetime: Duration,
 }
 
 impl TaskHandler for CleanupExports {
     fn run(&self, _ctx: TaskContext, _payload: Value) -> TaskFuture {
         let storage = Arc::clone(&self.storage);
+        let packet_lifetime = self.packet_lifetime;
         Box::pin(async move {
-            let sweep = expiry::sweep(storage.as_ref(), SystemTime::now())
+            let now = SystemTime::now();
+            let sweep = expiry::sweep(storage.as_ref(), now)
+                .await
+                .map_err(|e| storage_failure(&e))?;
+            let packets = sweep_packets(storage.as_ref(), now, packet_lifetime)
                 .await
                 .map_err(|e| storage_failure(&e))?;
             Ok(json!({
                 "deleted": sweep.deleted,
                 "keptForLaterExport": sweep.kept_for_later_export,
                 "pending": sweep.pending,
+                "packetsDeleted": packets,
             }))
         })
     }
+}
+
+/// Deletes packets last written before `now - lifetime`; answers how many.
+async fn sweep_packets(store: &dyn ObjectStore, now: SystemTime, lifetime: Duration) -> Result<usize, StorageError> {
+    let Some(cutoff) = now.checked_sub(lifetime) else {
+        return Ok(0);
+    };
+    let mut deleted = 0;
+    for object in store.list(kiln_storage::PACKETS_PREFIX).await? {
+        if object.modified.is_some_and(|at| at < cutoff) {
+            store.delete(&ObjectKey::parse(object.key.as_str())?).await?;
+            deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        tracing::info!(deleted, "packets never used were deleted");
+    }
+    Ok(deleted)
 }

@@ -24,8 +24,12 @@ const STORE_TYPE: &str = "application/store";
 const UPLOAD_LINK_LIFETIME: Duration = Duration::from_secs(3600);
 
 fn packet_key(environment: Environment, path: &str) -> Result<ObjectKey, ApiError> {
-    ObjectKey::parse(format!("_kiln/packets/{}/{path}", environment.as_str()))
-        .map_err(|e| ApiError::BadRequest(format!("packet path {path:?}: {e}")))
+    ObjectKey::parse(format!(
+        "{}{}/{path}",
+        kiln_storage::PACKETS_PREFIX,
+        environment.as_str()
+    ))
+    .map_err(|e| ApiError::BadRequest(format!("packet path {path:?}: {e}")))
 }
 
 fn storage(app: &AppState) -> Result<&kiln_storage::Storage, ApiError> {
