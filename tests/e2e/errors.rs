@@ -71,16 +71,35 @@ async fn bad_requests_are_answered_with_json_and_record_nothing() {
         .await
         .expect("send");
     expect_error(response, 401, "Authorization").await;
-    for key in ["nope", "tr_dev_AAAAAAAAAAAAAAAAAAAAAAAA"] {
+    // Tokens too: one naming no key kiln has, one signed with the wrong
+    // secret for a key it has. Every refusal reads the same, so a caller
+    // cannot tell which check failed.
+    let claims = |sub: &str| {
+        json!({ "sub": sub, "pub": true, "scopes": ["read:all"], "exp": chrono::Utc::now().timestamp() + 600,
+                "iss": kiln_core::auth::JWT_ISSUER, "aud": kiln_core::auth::JWT_AUDIENCE })
+    };
+    let key_id: Value = http
+        .post(kiln.url("/api/v1/auth/jwt/claims"))
+        .bearer_auth(&kiln.key)
+        .send()
+        .await
+        .expect("claims")
+        .json()
+        .await
+        .expect("json");
+    let unknown_key = kiln_core::auth::sign_jwt(b"whatever", &claims("key_doesnotexist"));
+    let wrong_secret = kiln_core::auth::sign_jwt(b"not-the-key", &claims(key_id["sub"].as_str().unwrap_or_default()));
+    let mut answers = Vec::new();
+    for key in ["nope", "tr_dev_AAAAAAAAAAAAAAAAAAAAAAAA", &unknown_key, &wrong_secret] {
         let response = http
-            .post(&trigger_url)
+            .get(kiln.url("/api/v1/runs"))
             .bearer_auth(key)
-            .json(&json!({ "payload": {} }))
             .send()
             .await
             .expect("send");
-        expect_error(response, 401, "invalid secret key").await;
+        answers.push(expect_error(response, 401, "invalid or expired").await);
     }
+    assert!(answers.windows(2).all(|pair| pair[0] == pair[1]), "{answers:?}");
 
     // 404: unknown task, unknown run, unknown route.
     let response = kiln

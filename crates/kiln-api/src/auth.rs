@@ -108,6 +108,10 @@ impl Caller {
     }
 }
 
+/// The one answer to a key or token kiln does not accept, whatever the
+/// reason.
+pub const REFUSED: &str = "invalid or expired secret key or access token";
+
 /// How long a key found once is trusted without asking Postgres again: a
 /// revoked key stops working everywhere within this time.
 pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -136,7 +140,10 @@ impl KeyCache {
     }
 
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
-        let invalid = || ApiError::Unauthorized("invalid secret key".into());
+        let invalid = || {
+            tracing::debug!("refused: not a live secret key");
+            ApiError::Unauthorized(REFUSED.into())
+        };
         if SecretKey::parse(token).is_none() {
             return match unverified_claims(token) {
                 Some(claims) => self.authenticate_public(token, &claims).await,
@@ -172,7 +179,12 @@ impl KeyCache {
 
     /// A public access token: its `sub` names the key that signed it.
     async fn authenticate_public(&self, token: &str, claims: &serde_json::Value) -> Result<Caller, ApiError> {
-        let invalid = |why: &str| ApiError::Unauthorized(format!("invalid public access token: {why}"));
+        // Why goes to the log: a caller learns nothing from which check
+        // failed (an unknown key from a bad signature, say).
+        let invalid = |why: &str| {
+            tracing::debug!(why, "refused a public access token");
+            ApiError::Unauthorized(REFUSED.into())
+        };
         let key_id = claims
             .get("sub")
             .and_then(serde_json::Value::as_str)
