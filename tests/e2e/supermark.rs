@@ -225,6 +225,19 @@ impl Stack {
             .unwrap_or_else(|| panic!("a pages run tagged version:{version}: {listed}"))
     }
 
+    /// Triggers `task` for a version as Supermark does (its key with
+    /// `suffix`) and waits for the run to end.
+    async fn run_as_supermark(&self, task: &str, document: &str, version: &str, suffix: &str) -> Value {
+        let run_id = self
+            .trigger(
+                task,
+                version_payload(document, version),
+                &format!("{TEAM}-{version}{suffix}"),
+            )
+            .await;
+        self.finished(&run_id).await
+    }
+
     async fn finished(&self, run_id: &str) -> Value {
         self.kiln
             .wait_for(run_id, WITHIN, |run| run["isCompleted"] == true)
@@ -289,14 +302,9 @@ async fn a_pdf_gets_supermarks_pages_rows_and_progress() {
     let stack = Stack::start().await;
     let (document, version, key) = stack.upload("Deck.pdf", "pdf", "application/pdf", &sample_pdf()).await;
     let folder = key.split('/').nth(1).expect("doc folder").to_owned();
-    let run_id = stack
-        .trigger(
-            "convert-pdf-to-image-route",
-            version_payload(&document, &version),
-            &format!("{TEAM}-{version}"),
-        )
+    let run = stack
+        .run_as_supermark("convert-pdf-to-image-route", &document, &version, "")
         .await;
-    let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "COMPLETED", "{run}");
     assert_eq!(
         run["output"],
@@ -416,7 +424,11 @@ async fn a_pdf_gets_supermarks_pages_rows_and_progress() {
             &format!("{TEAM}-{version}"),
         )
         .await;
-    assert_eq!(again, run_id, "the idempotency key finds the first run");
+    assert_eq!(
+        Some(again.as_str()),
+        run["id"].as_str(),
+        "the idempotency key finds the first run"
+    );
 
     // A rerun of the finished version keeps its rows as they are.
     let ids_before: Vec<String> = pages.iter().map(|p| p.get("id")).collect();
@@ -452,14 +464,9 @@ async fn broken_pdfs_and_missing_versions_fail_once_and_write_nothing() {
     let good = sample_pdf();
     let truncated = good[..good.len() * 2 / 3].to_vec();
     let (document, version, key) = stack.upload("Cut.pdf", "pdf", "application/pdf", &truncated).await;
-    let run_id = stack
-        .trigger(
-            "convert-pdf-to-image-route",
-            version_payload(&document, &version),
-            &format!("{TEAM}-{version}"),
-        )
+    let run = stack
+        .run_as_supermark("convert-pdf-to-image-route", &document, &version, "")
         .await;
-    let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "FAILED", "{run}");
     assert_eq!(run["attemptCount"], 1, "a broken file is not retried");
     let message = run["error"]["message"].as_str().unwrap_or_default().to_owned();
@@ -481,14 +488,9 @@ async fn broken_pdfs_and_missing_versions_fail_once_and_write_nothing() {
         Page::new(0.5, 0.5),
     ]);
     let (document_half, version_half, key_half) = stack.upload("Half.pdf", "pdf", "application/pdf", &half_good).await;
-    let run_id = stack
-        .trigger(
-            "convert-pdf-to-image-route",
-            version_payload(&document_half, &version_half),
-            &format!("{TEAM}-{version_half}"),
-        )
+    let run = stack
+        .run_as_supermark("convert-pdf-to-image-route", &document_half, &version_half, "")
         .await;
-    let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "FAILED", "{run}");
     assert_eq!(run["error"]["name"], "AbsurdPageSize", "{run}");
     assert!(stack.pages(&version_half).await.is_empty());
@@ -511,14 +513,9 @@ async fn broken_pdfs_and_missing_versions_fail_once_and_write_nothing() {
     assert!(encrypted.success());
     let locked = std::fs::read(dir.join("locked.pdf")).expect("locked");
     let (document_locked, version_locked, _) = stack.upload("Locked.pdf", "pdf", "application/pdf", &locked).await;
-    let run_id = stack
-        .trigger(
-            "convert-pdf-to-image-route",
-            version_payload(&document_locked, &version_locked),
-            &format!("{TEAM}-{version_locked}"),
-        )
+    let run = stack
+        .run_as_supermark("convert-pdf-to-image-route", &document_locked, &version_locked, "")
         .await;
-    let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "FAILED", "{run}");
     assert_eq!(run["attemptCount"], 1);
     assert_eq!(run["error"]["name"], "EncryptedPdf");
@@ -557,14 +554,9 @@ async fn an_office_upload_is_converted_under_supermarks_name_then_paged() {
     let docx = std::fs::read(documents.join("sample.docx")).expect("docx");
     let docx_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
     let (document, version, key) = stack.upload("Q3 Report.docx", "docs", docx_type, &docx).await;
-    let run_id = stack
-        .trigger(
-            "convert-files-to-pdf",
-            version_payload(&document, &version),
-            &format!("{TEAM}-{version}-docs"),
-        )
+    let run = stack
+        .run_as_supermark("convert-files-to-pdf", &document, &version, "-docs")
         .await;
-    let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "COMPLETED", "{run}");
     assert!(
         run.get("output").is_none_or(Value::is_null),
@@ -638,14 +630,9 @@ async fn an_office_upload_is_converted_under_supermarks_name_then_paged() {
     // A broken docx fails once with a reason, and nothing is written.
     let broken = docx[..docx.len() / 2].to_vec();
     let (document, version, _) = stack.upload("Broken.docx", "docs", docx_type, &broken).await;
-    let run_id = stack
-        .trigger(
-            "convert-files-to-pdf",
-            version_payload(&document, &version),
-            &format!("{TEAM}-{version}-docs"),
-        )
+    let run = stack
+        .run_as_supermark("convert-files-to-pdf", &document, &version, "-docs")
         .await;
-    let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "FAILED", "{run}");
     assert_eq!(run["attemptCount"], 1);
     let row = stack.version(&version).await;
@@ -852,14 +839,9 @@ async fn a_dxf_drawing_is_converted_and_a_dwg_named_and_refused() {
     let (document, version, key) = stack
         .upload("Floor Plan.dxf", "cad", "image/vnd.dxf", dxf.as_bytes())
         .await;
-    let run_id = stack
-        .trigger(
-            "convert-cad-to-pdf",
-            version_payload(&document, &version),
-            &format!("{TEAM}-{version}-cad"),
-        )
+    let run = stack
+        .run_as_supermark("convert-cad-to-pdf", &document, &version, "-cad")
         .await;
-    let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "COMPLETED", "{run}");
     assert!(
         run.get("metadata").is_none_or(Value::is_null),
@@ -887,14 +869,9 @@ async fn a_dxf_drawing_is_converted_and_a_dwg_named_and_refused() {
             b"AC1032\x00\x00\x00\x00binary drawing",
         )
         .await;
-    let run_id = stack
-        .trigger(
-            "convert-cad-to-pdf",
-            version_payload(&document, &version),
-            &format!("{TEAM}-{version}-cad"),
-        )
+    let run = stack
+        .run_as_supermark("convert-cad-to-pdf", &document, &version, "-cad")
         .await;
-    let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "FAILED", "{run}");
     assert_eq!(run["attemptCount"], 1);
     assert!(
@@ -1155,14 +1132,9 @@ async fn a_keynote_presentation_is_converted_with_libreoffices_keynote_import() 
     let (document, version, key) = stack
         .upload("MyPitchDeck v2.key", "slides", key_type, &keynote_file(&dir))
         .await;
-    let run_id = stack
-        .trigger(
-            "convert-keynote-to-pdf",
-            version_payload(&document, &version),
-            &format!("{TEAM}-{version}-keynote"),
-        )
+    let run = stack
+        .run_as_supermark("convert-keynote-to-pdf", &document, &version, "-keynote")
         .await;
-    let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "COMPLETED", "{run}");
     assert!(
         run.get("metadata").is_none_or(Value::is_null),
@@ -1202,14 +1174,9 @@ async fn a_keynote_presentation_is_converted_with_libreoffices_keynote_import() 
     assert!(made.success());
     let bytes = std::fs::read(&other).expect("zip");
     let (document, version, _) = stack.upload("Not a deck.key", "slides", key_type, &bytes).await;
-    let run_id = stack
-        .trigger(
-            "convert-keynote-to-pdf",
-            version_payload(&document, &version),
-            &format!("{TEAM}-{version}-keynote"),
-        )
+    let run = stack
+        .run_as_supermark("convert-keynote-to-pdf", &document, &version, "-keynote")
         .await;
-    let run = stack.finished(&run_id).await;
     assert_eq!(run["status"], "FAILED", "{run}");
     assert_eq!(run["attemptCount"], 1);
 }
