@@ -421,3 +421,31 @@ async fn a_dev_key_finds_nothing_of_prods_through_any_route() {
     assert_eq!(schedule["generator"]["expression"], "0 3 * * *");
     assert_eq!(schedule["active"], true);
 }
+
+/// A key Postgres did not know is refused again for a few seconds without
+/// asking it: a client repeating a bad key costs no query. Shown with
+/// Postgres cut off, where asking would answer 503.
+#[tokio::test]
+async fn a_repeated_unknown_key_is_refused_without_asking_postgres() {
+    let proxy = crate::helpers::TcpProxy::start("127.0.0.1:5432").await;
+    let kiln = Kiln::builder(Mode::Serve).postgres_port(proxy.port).spawn().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let status = |key: &'static str| {
+        let request = http.get(kiln.url("/api/v1/runs")).bearer_auth(key).send();
+        async move { request.await.expect("list").status().as_u16() }
+    };
+    // Well-formed keys (24 characters after the prefix) kiln never issued.
+    let unknown = "tr_prod_AAAAAAAAAAAAAAAAAAAAAAAA";
+    assert_eq!(status(unknown).await, 401);
+    proxy.cut();
+    assert_eq!(status(unknown).await, 401, "answered from memory");
+    assert_eq!(
+        status("tr_prod_BBBBBBBBBBBBBBBBBBBBBBBB").await,
+        503,
+        "a key not seen before needs Postgres"
+    );
+    proxy.restore();
+}

@@ -116,10 +116,18 @@ pub const REFUSED: &str = "invalid or expired secret key or access token";
 /// revoked key stops working everywhere within this time.
 pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a key Postgres did not know is refused without asking again,
+/// and how many such keys are remembered: a client repeating a bad key
+/// costs no query, and a key made meanwhile works within seconds.
+const UNKNOWN_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+const UNKNOWN_KEYS_KEPT: usize = 10_000;
+
 pub struct KeyCache {
     store: Store,
     vault: KeyVault,
     known: RwLock<HashMap<[u8; 32], (Arc<Caller>, std::time::Instant)>>,
+    /// Look-up hashes of secret keys Postgres did not know, and when.
+    unknown: RwLock<HashMap<[u8; 32], std::time::Instant>>,
     ttl: std::time::Duration,
 }
 
@@ -129,6 +137,7 @@ impl KeyCache {
             store,
             vault,
             known: RwLock::new(HashMap::new()),
+            unknown: RwLock::new(HashMap::new()),
             ttl: KEY_CACHE_TTL,
         }
     }
@@ -156,7 +165,26 @@ impl KeyCache {
         {
             return Ok(Caller::clone(caller));
         }
-        let stored = self.store.find_key(&hash).await?.ok_or_else(invalid)?;
+        let recently_unknown = self
+            .unknown
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_KEY_TTL);
+        if recently_unknown {
+            return Err(invalid());
+        }
+        let Some(stored) = self.store.find_key(&hash).await? else {
+            let mut unknown = self.unknown.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if unknown.len() >= UNKNOWN_KEYS_KEPT {
+                unknown.retain(|_, at| at.elapsed() < UNKNOWN_KEY_TTL);
+                if unknown.len() >= UNKNOWN_KEYS_KEPT {
+                    unknown.clear();
+                }
+            }
+            unknown.insert(hash, std::time::Instant::now());
+            return Err(invalid());
+        };
         let secret = self
             .vault
             .decrypt(&stored.nonce, &stored.encrypted_key)
