@@ -245,9 +245,18 @@ fn preview_config(settings: &crate::config::PreviewSettings) -> anyhow::Result<P
     }
     let program = std::env::current_exe().context("cannot find the kiln binary to start renderers from")?;
     Ok(PreviewConfig {
+        // Through util-linux's setpriv: a renderer may never gain privileges,
+        // and the kernel kills it when its worker dies, even by SIGKILL.
         renderer: RendererCommand {
-            program,
-            leading_args: vec![crate::RENDER_PDF_COMMAND.to_owned()],
+            program: std::path::PathBuf::from("setpriv"),
+            leading_args: vec![
+                "--no-new-privs".to_owned(),
+                "--pdeathsig".to_owned(),
+                "KILL".to_owned(),
+                "--".to_owned(),
+                program.to_string_lossy().into_owned(),
+                crate::RENDER_PDF_COMMAND.to_owned(),
+            ],
             env: crate::RENDERER_ENVIRONMENT
                 .iter()
                 .map(|&(name, value)| (name.to_owned(), value.to_owned()))

@@ -412,3 +412,47 @@ async fn json_logs_carry_the_run_id_on_the_handler_s_lines() {
     assert_eq!(written["span"]["run_id"], run_id, "{written}");
     assert_eq!(written["span"]["task"], "kiln.pdf.preview");
 }
+
+/// A renderer parses the untrusted PDF: it starts without kiln's secrets in
+/// its environment and can never gain privileges.
+#[tokio::test]
+async fn a_renderer_runs_without_kilns_secrets_or_new_privileges() {
+    let (kiln, storage) = kiln_with_storage(&[("KILN_PREVIEW_PAGE_TIMEOUT", "120s")]).await;
+    put(&storage, "hostile/slow.pdf", &slow_document());
+    let run_id = kiln
+        .trigger(
+            "kiln.pdf.preview",
+            json!({ "payload": { "source": { "key": "hostile/slow.pdf" }, "outputPrefix": "previews/slow" } }),
+        )
+        .await;
+    // The renderer's command line names its run's work folder.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let renderer = loop {
+        let found = std::fs::read_dir("/proc").ok().and_then(|entries| {
+            entries.filter_map(Result::ok).find_map(|entry| {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (cmdline.contains("render-pdf") && cmdline.contains(&run_id)).then(|| entry.path())
+            })
+        });
+        if let Some(path) = found {
+            break path;
+        }
+        assert!(std::time::Instant::now() < deadline, "no renderer for {run_id}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let environ = std::fs::read(renderer.join("environ")).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    for secret in ["KILN_SECRET", "DATABASE_URL", "REDIS_URL", helpers::SERVER_SECRET] {
+        assert!(!environ.contains(secret), "the renderer has {secret}");
+    }
+    let status = std::fs::read_to_string(renderer.join("status")).expect("status");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.trim_end().ends_with('1')),
+        "the renderer may gain privileges: {status}"
+    );
+    let canceled = kiln.post(&format!("/api/v2/runs/{run_id}/cancel"), &json!({})).await;
+    assert!(canceled.status().is_success());
+}
