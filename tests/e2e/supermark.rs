@@ -176,18 +176,21 @@ impl Stack {
             .expect("upload");
     }
 
-    /// Triggers with the SDK as Supermark's webapp does; answers the run id.
-    async fn trigger(&self, task: &str, payload: Value, key: &str) -> String {
+    /// Runs `command` (a script in tests/sdk, with whatever runs it) against
+    /// this kiln with Supermark's trigger `spec`; answers its output once
+    /// it succeeded.
+    async fn sdk_script(&self, command: &[&str], spec: Value) -> std::process::Output {
         let sdk_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
-        let spec = json!({ "task": task, "payload": payload, "plan": "pro+drtrial", "key": key }).to_string();
         let (url, secret) = (self.kiln.base_url.clone(), self.kiln.key.clone());
+        let shown = command.join(" ");
+        let command: Vec<String> = command.iter().map(|&a| a.to_owned()).collect();
         let output = tokio::task::spawn_blocking(move || {
-            Command::new("node")
-                .arg("supermark.mjs")
+            Command::new(&command[0])
+                .args(&command[1..])
                 .current_dir(sdk_dir)
                 .env("TRIGGER_API_URL", url)
                 .env("TRIGGER_SECRET_KEY", secret)
-                .env("SUPERMARK_TRIGGER", spec)
+                .env("SUPERMARK_TRIGGER", spec.to_string())
                 .output()
                 .expect("node")
         })
@@ -195,9 +198,18 @@ impl Stack {
         .expect("join");
         assert!(
             output.status.success(),
-            "supermark.mjs: {}",
-            String::from_utf8_lossy(&output.stderr)
+            "{shown}: {}\n{}\nkiln log: {}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout),
+            self.kiln.log_path.display()
         );
+        output
+    }
+
+    /// Triggers with the SDK as Supermark's webapp does; answers the run id.
+    async fn trigger(&self, task: &str, payload: Value, key: &str) -> String {
+        let spec = json!({ "task": task, "payload": payload, "plan": "pro+drtrial", "key": key });
+        let output = self.sdk_script(&["node", "supermark.mjs"], spec).await;
         let line: Value = serde_json::from_slice(&output.stdout).expect("json line");
         line["id"].as_str().expect("id").to_owned()
     }
@@ -895,35 +907,16 @@ async fn the_progress_bar_follows_a_tag_subscription_with_a_public_token() {
     let stack = Stack::start().await;
     let pdf = crate::pdfgen::sample_document(36);
     let (document, version, _) = stack.upload("Long deck.pdf", "pdf", "application/pdf", &pdf).await;
-    let sdk_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
     let spec = json!({
         "task": "convert-pdf-to-image-route",
         "payload": version_payload(&document, &version),
         "plan": "free",
         "key": format!("{TEAM}-{version}"),
-    })
-    .to_string();
-    let (url, secret) = (stack.kiln.base_url.clone(), stack.kiln.key.clone());
-    let output = tokio::task::spawn_blocking(move || {
-        // Bounded, so a subscription that never ends fails the test.
-        Command::new("timeout")
-            .args(["150", "node", "supermark-progress.mjs"])
-            .current_dir(sdk_dir)
-            .env("TRIGGER_API_URL", url)
-            .env("TRIGGER_SECRET_KEY", secret)
-            .env("SUPERMARK_TRIGGER", spec)
-            .output()
-            .expect("node")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "{}\n{}\nkiln log: {}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout),
-        stack.kiln.log_path.display()
-    );
+    });
+    // Bounded, so a subscription that never ends fails the test.
+    let output = stack
+        .sdk_script(&["timeout", "150", "node", "supermark-progress.mjs"], spec)
+        .await;
     let seen: Vec<Value> = serde_json::from_slice(&output.stdout).expect("json");
     let texts: Vec<String> = seen
         .iter()

@@ -2,7 +2,7 @@
 //! `{"status": {"progress", "text"}}`, numbers written as JavaScript writes
 //! them (`50`, not `50.0`; `33.33333333333333`).
 
-use kiln_core::task::{RunMetadata, TaskError};
+use kiln_core::task::{RunMetadata, TaskContext, TaskError};
 use serde_json::{Value, json};
 
 /// A number as `JSON.stringify` writes it: integral values without a
@@ -24,13 +24,16 @@ pub(crate) fn set(metadata: &RunMetadata, progress: f64, text: impl Into<String>
     );
 }
 
-/// Names the reason on the progress bar when an attempt fails for good.
-pub(crate) fn failed(metadata: &RunMetadata, error: &TaskError, attempt: u32, max_attempts: u32) {
-    if error.is_retryable() && attempt < max_attempts {
-        return;
+/// Passes an attempt's result on, naming the reason on the progress bar
+/// when the attempt failed for good (no retry left, or none can help).
+pub(crate) fn report_failure(ctx: &TaskContext, result: Result<Value, TaskError>) -> Result<Value, TaskError> {
+    if let Err(error) = &result
+        && (!error.is_retryable() || ctx.attempt >= ctx.max_attempts)
+    {
+        let (TaskError::Retryable { message, .. } | TaskError::Fatal { message, .. }) = error;
+        set(&ctx.metadata, 0.0, message.clone());
     }
-    let (TaskError::Retryable { message, .. } | TaskError::Fatal { message, .. }) = error;
-    set(metadata, 0.0, message.clone());
+    result
 }
 
 #[cfg(test)]

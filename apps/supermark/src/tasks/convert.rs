@@ -58,10 +58,7 @@ impl TaskHandler for ConvertToPdf {
         let conversion = self.1;
         Box::pin(async move {
             let result = convert(&shared, conversion, &ctx, payload).await;
-            if let Err(error) = &result {
-                status::failed(&ctx.metadata, error, ctx.attempt, ctx.max_attempts);
-            }
-            result
+            status::report_failure(&ctx, result)
         })
     }
 }

@@ -40,10 +40,7 @@ impl TaskHandler for ProcessVideo {
         let shared = Arc::clone(&self.0);
         Box::pin(async move {
             let result = process(&shared, &ctx, payload).await;
-            if let Err(error) = &result {
-                status::failed(&ctx.metadata, error, ctx.attempt, ctx.max_attempts);
-            }
-            result
+            status::report_failure(&ctx, result)
         })
     }
 }
