@@ -10,10 +10,11 @@ use kiln_api::{AppState, Limits};
 use kiln_app_supermark::{Supermark, SupermarkDb};
 use kiln_core::auth::{Environment, KeyVault};
 use kiln_core::options::{TaskAccess, TaskDefaults};
+use kiln_core::registry::TaskRegistry;
 use kiln_core::schedule::CronSchedule;
 use kiln_queue::Queue;
 use kiln_runtime::cron::DeclaredSchedule;
-use kiln_runtime::{CronRunner, QueueSelection, Scheduler, SchedulerConfig, TaskRegistry, Worker, WorkerConfig};
+use kiln_runtime::{CronRunner, QueueSelection, Scheduler, SchedulerConfig, Worker, WorkerConfig};
 use kiln_storage::{LinkSigner, LocalStore, S3Store, Storage};
 use kiln_store::{Store, StoreOptions};
 use kiln_worker_builtin::http::{BoundHttpTask, EgressPolicy, HttpSender, HttpTask};
@@ -339,10 +340,7 @@ pub async fn run(
     // The API binds first: the local storage backend's links use its
     // address when KILN_PUBLIC_URL is not set.
     let listener = if roles.api {
-        let listener = tokio::net::TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("KILN_ADDR: cannot listen on {}", config.addr))?;
-        Some(listener)
+        Some(bind_api(&config).await?)
     } else {
         None
     };
@@ -351,96 +349,22 @@ pub async fn run(
     let office = office_pool(&config);
     let registry = Arc::new(build_registry(&config, &tasks, &storage.storage, &office)?);
     if roles.worker && config.office.warm_up {
-        let office = Arc::clone(&office);
-        tokio::spawn(async move {
-            match office.warm_up().await {
-                Ok(()) => tracing::info!("LibreOffice pool warm"),
-                Err(error) => tracing::error!(%error, "kiln.office.to-pdf cannot convert until LibreOffice starts"),
-            }
-        });
+        warm_office_in_background(&office);
     }
     let store = connect_store(&database)?;
     let queue = Queue::connect_lazy(&config.redis_url, &config.redis_prefix)
         .context("REDIS_URL")?
         .with_window(config.queue_window);
-
-    if roles.api {
-        store
-            .migrate()
-            .await
-            .context("cannot apply migrations (is Postgres up? see DATABASE_URL)")?;
-    }
-    if config.supermark.is_some() {
-        // Supermark's plan queues get their default limits unless the
-        // tasks file sets them.
-        for (name, limit) in kiln_app_supermark::PLAN_QUEUE_LIMITS {
-            if !tasks.queues.contains_key(*name) {
-                store
-                    .declare_queue_limit(name, Some(*limit))
-                    .await
-                    .with_context(|| format!("cannot set the limit of queue {name}"))?;
-            }
-        }
-    }
-    for (name, queue_config) in &tasks.queues {
-        store
-            .declare_queue_limit(name, queue_config.concurrency_limit)
-            .await
-            .with_context(|| format!("cannot set the limit of queue {name}"))?;
-    }
-
-    if roles.scheduler {
-        let declared = declared_schedules(&config, &tasks, &registry)?;
-        kiln_runtime::cron::sync_declared(&store, &declared)
-            .await
-            .context("cannot record the configured schedules (is Postgres up? see DATABASE_URL)")?;
-    }
+    prepare_database(roles, &config, &tasks, &registry, &store).await?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(forward_signals(shutdown.clone()));
     let mut parts = tokio::task::JoinSet::new();
-
     if roles.scheduler {
-        let scheduler = Scheduler::new(
-            store.clone(),
-            queue.clone(),
-            SchedulerConfig {
-                tick: config.scheduler_tick,
-                requeue_after: config.requeue_after,
-                ..SchedulerConfig::default()
-            },
-        );
-        // Before the API or a worker pushes anything (see check_epoch).
-        match tokio::time::timeout(std::time::Duration::from_secs(2), scheduler.check_epoch()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "cannot compare redis's epoch yet; the scheduler will"),
-            Err(_) => tracing::warn!("redis did not answer; the scheduler compares its epoch later"),
-        }
-        let token = shutdown.clone();
-        parts.spawn(async move {
-            scheduler.run(token).await;
-            Ok::<_, anyhow::Error>("scheduler")
-        });
-        let cron = CronRunner::new(store.clone(), queue.clone(), Arc::clone(&registry), config.cron_tick);
-        let token = shutdown.clone();
-        parts.spawn(async move {
-            cron.run(token).await;
-            Ok("cron")
-        });
+        spawn_scheduler(&mut parts, &config, &store, &queue, &registry, &shutdown).await;
     }
     if roles.worker {
-        let mut worker_config = WorkerConfig::new(worker_id());
-        worker_config.concurrency = concurrency_flag.unwrap_or(config.worker_concurrency);
-        let queues = queues_flag.unwrap_or_else(|| config.worker_queues.clone());
-        worker_config.queues = if queues.is_empty() {
-            QueueSelection::All
-        } else {
-            QueueSelection::Only(queues)
-        };
-        worker_config.lease = config.lease;
-        worker_config.heartbeat = config.heartbeat;
-        worker_config.shutdown_grace = config.shutdown_grace;
-        worker_config.retry = config.retry;
+        let worker_config = worker_config(&config, queues_flag, concurrency_flag);
         let worker = Worker::new(store.clone(), queue.clone(), Arc::clone(&registry), worker_config);
         let token = shutdown.clone();
         parts.spawn(async move {
@@ -449,24 +373,7 @@ pub async fn run(
         });
     }
     if let Some(listener) = listener {
-        let vault = KeyVault::new(&crate::config::server_secret()?);
-        let mut state = AppState::new(
-            store.clone(),
-            queue.clone(),
-            Arc::clone(&registry),
-            vault,
-            Limits {
-                max_body_bytes: config.max_payload_bytes,
-                key_cache_ttl: config.key_cache_ttl,
-            },
-        );
-        state = state
-            .with_storage(Arc::clone(&storage.storage))
-            .with_cors_origins(config.cors_origins.clone())
-            .with_metrics_token(config.metrics_token.clone());
-        if let Some(local) = storage.local.clone() {
-            state = state.with_local_objects(local);
-        }
+        let state = api_state(&config, &store, &queue, &registry, &storage)?;
         let local = listener.local_addr()?;
         tracing::info!(addr = %local, "api listening");
         // Tests and scripts read this line to find the port.
@@ -479,9 +386,162 @@ pub async fn run(
             Ok("api")
         });
     }
+    wait_for_parts(parts, &shutdown).await
+}
 
-    // A part that fails stops the others, and the process then exits
-    // non-zero, so a supervisor restarts it.
+/// The part of a process that is running: its name once it stops.
+type Parts = tokio::task::JoinSet<anyhow::Result<&'static str>>;
+
+async fn bind_api(config: &RuntimeConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("KILN_ADDR: cannot listen on {}", config.addr))
+}
+
+fn warm_office_in_background(office: &Arc<OfficePool>) {
+    let office = Arc::clone(office);
+    tokio::spawn(async move {
+        match office.warm_up().await {
+            Ok(()) => tracing::info!("LibreOffice pool warm"),
+            Err(error) => tracing::error!(%error, "kiln.office.to-pdf cannot convert until LibreOffice starts"),
+        }
+    });
+}
+
+/// Migrations (by the API), the queues' declared limits, and (by the
+/// scheduler) the declared schedules.
+async fn prepare_database(
+    roles: Roles,
+    config: &RuntimeConfig,
+    tasks: &TasksFile,
+    registry: &TaskRegistry,
+    store: &Store,
+) -> anyhow::Result<()> {
+    if roles.api {
+        store
+            .migrate()
+            .await
+            .context("cannot apply migrations (is Postgres up? see DATABASE_URL)")?;
+    }
+    let mut limits: Vec<(&str, Option<u32>)> = Vec::new();
+    if config.supermark.is_some() {
+        // Supermark's plan queues get their default limits unless the
+        // tasks file sets them.
+        limits.extend(
+            kiln_app_supermark::PLAN_QUEUE_LIMITS
+                .iter()
+                .filter(|(name, _)| !tasks.queues.contains_key(*name))
+                .map(|(name, limit)| (*name, Some(*limit))),
+        );
+    }
+    limits.extend(
+        tasks
+            .queues
+            .iter()
+            .map(|(name, queue)| (name.as_str(), queue.concurrency_limit)),
+    );
+    for (name, limit) in limits {
+        store
+            .declare_queue_limit(name, limit)
+            .await
+            .with_context(|| format!("cannot set the limit of queue {name}"))?;
+    }
+    if roles.scheduler {
+        let declared = declared_schedules(config, tasks, registry)?;
+        kiln_runtime::cron::sync_declared(store, &declared)
+            .await
+            .context("cannot record the configured schedules (is Postgres up? see DATABASE_URL)")?;
+    }
+    Ok(())
+}
+
+/// The scheduler and the cron runner.
+async fn spawn_scheduler(
+    parts: &mut Parts,
+    config: &RuntimeConfig,
+    store: &Store,
+    queue: &Queue,
+    registry: &Arc<TaskRegistry>,
+    shutdown: &CancellationToken,
+) {
+    let scheduler = Scheduler::new(
+        store.clone(),
+        queue.clone(),
+        SchedulerConfig {
+            tick: config.scheduler_tick,
+            requeue_after: config.requeue_after,
+            ..SchedulerConfig::default()
+        },
+    );
+    // Before the API or a worker pushes anything (see check_epoch).
+    match tokio::time::timeout(std::time::Duration::from_secs(2), scheduler.check_epoch()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "cannot compare redis's epoch yet; the scheduler will"),
+        Err(_) => tracing::warn!("redis did not answer; the scheduler compares its epoch later"),
+    }
+    let token = shutdown.clone();
+    parts.spawn(async move {
+        scheduler.run(token).await;
+        Ok("scheduler")
+    });
+    let cron = CronRunner::new(store.clone(), queue.clone(), Arc::clone(registry), config.cron_tick);
+    let token = shutdown.clone();
+    parts.spawn(async move {
+        cron.run(token).await;
+        Ok("cron")
+    });
+}
+
+fn worker_config(
+    config: &RuntimeConfig,
+    queues_flag: Option<Vec<String>>,
+    concurrency_flag: Option<usize>,
+) -> WorkerConfig {
+    let mut worker_config = WorkerConfig::new(worker_id());
+    worker_config.concurrency = concurrency_flag.unwrap_or(config.worker_concurrency);
+    let queues = queues_flag.unwrap_or_else(|| config.worker_queues.clone());
+    worker_config.queues = if queues.is_empty() {
+        QueueSelection::All
+    } else {
+        QueueSelection::Only(queues)
+    };
+    worker_config.lease = config.lease;
+    worker_config.heartbeat = config.heartbeat;
+    worker_config.shutdown_grace = config.shutdown_grace;
+    worker_config.retry = config.retry;
+    worker_config
+}
+
+fn api_state(
+    config: &RuntimeConfig,
+    store: &Store,
+    queue: &Queue,
+    registry: &Arc<TaskRegistry>,
+    storage: &OpenedStorage,
+) -> anyhow::Result<AppState> {
+    let vault = KeyVault::new(&crate::config::server_secret()?);
+    let mut state = AppState::new(
+        store.clone(),
+        queue.clone(),
+        Arc::clone(registry),
+        vault,
+        Limits {
+            max_body_bytes: config.max_payload_bytes,
+            key_cache_ttl: config.key_cache_ttl,
+        },
+    )
+    .with_storage(Arc::clone(&storage.storage))
+    .with_cors_origins(config.cors_origins.clone())
+    .with_metrics_token(config.metrics_token.clone());
+    if let Some(local) = storage.local.clone() {
+        state = state.with_local_objects(local);
+    }
+    Ok(state)
+}
+
+/// Waits for every part to stop. A part that fails stops the others, and
+/// the process then exits non-zero, so a supervisor restarts it.
+async fn wait_for_parts(mut parts: Parts, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let mut failure: Option<anyhow::Error> = None;
     while let Some(ended) = parts.join_next().await {
         match ended {

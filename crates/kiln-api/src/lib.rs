@@ -28,8 +28,8 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use kiln_core::auth::KeyVault;
+use kiln_core::registry::TaskRegistry;
 use kiln_queue::Queue;
-use kiln_runtime::TaskRegistry;
 use kiln_store::Store;
 use tracing::Instrument;
 

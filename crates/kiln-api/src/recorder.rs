@@ -68,7 +68,7 @@ impl RunRecorder {
             TriggerOutcome::Cached { id } => Ok((id, true)),
             TriggerOutcome::Created => {
                 if let Some(ready) = run.ready() {
-                    kiln_runtime::push_ready(&self.store, &self.queue, &[ready]).await;
+                    kiln_dispatch::push_ready(&self.store, &self.queue, &[ready]).await;
                 }
                 Ok((run.id.into_string(), false))
             }
@@ -88,7 +88,7 @@ fn spawn_pusher(store: Store, queue: Queue) -> mpsc::Sender<Vec<ReadyRun>> {
             while let Ok(more) = receiver.try_recv() {
                 ready.extend(more);
             }
-            kiln_runtime::push_ready(&store, &queue, &ready).await;
+            kiln_dispatch::push_ready(&store, &queue, &ready).await;
         }
     });
     sender

@@ -61,6 +61,11 @@ pub fn random_alphanumeric(len: usize) -> String {
     out
 }
 
+/// A new schedule id, `sched_…` as Trigger's.
+pub fn new_schedule_id() -> String {
+    format!("sched_{}", random_alphanumeric(20))
+}
+
 fn random_chars(out: &mut String, len: usize) {
     let mut rng = rand::rng();
     for _ in 0..len {

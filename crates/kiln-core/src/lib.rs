@@ -14,6 +14,7 @@
 //! - [`retry`]: the retry policy and its exponential back-off with jitter.
 //! - [`options`]: trigger options, validated into a [`options::RunSpec`].
 //! - [`task`]: the contract between the runtime and a task handler.
+//! - [`registry`]: which task ids exist, their handlers and defaults.
 //! - [`schedule`]: cron expressions in a time zone, and their next firings.
 //! - [`auth`]: secret keys, their encryption at rest, and HS256 tokens.
 
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod duration;
 pub mod id;
 pub mod options;
+pub mod registry;
 pub mod retry;
 pub mod schedule;
 pub mod status;

@@ -17,7 +17,7 @@ use kiln_queue::Queue;
 use kiln_store::{NewRun, Store, TriggerOutcome};
 use serde_json::Value;
 
-use crate::TaskRegistry;
+use kiln_core::registry::TaskRegistry;
 
 pub(crate) struct StoreChildRuns {
     pub(crate) store: Store,
@@ -76,7 +76,7 @@ impl ChildRuns for StoreChildRuns {
                 TriggerOutcome::Cached { id } => Ok(id),
                 TriggerOutcome::Created => {
                     if let Some(ready) = run.ready() {
-                        crate::push_ready(&self.store, &self.queue, &[ready]).await;
+                        kiln_dispatch::push_ready(&self.store, &self.queue, &[ready]).await;
                     }
                     tracing::info!(child = %run.id.as_str(), task = %task_id, "child run triggered");
                     Ok(run.id.into_string())

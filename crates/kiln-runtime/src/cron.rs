@@ -23,17 +23,12 @@ use kiln_store::{NewRun, Store, StoreError};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::TaskRegistry;
+use kiln_core::registry::TaskRegistry;
 
 /// Schedules fired per transaction.
 const FIRE_BATCH: i64 = 100;
 /// Firings listed in a run's `upcoming`.
 const UPCOMING: usize = 10;
-
-/// A new schedule id, `sched_…` as Trigger's.
-pub fn new_schedule_id() -> String {
-    format!("sched_{}", kiln_core::id::random_alphanumeric(20))
-}
 
 pub struct CronRunner {
     store: Store,
@@ -86,7 +81,7 @@ impl CronRunner {
                 plan_firing(&self.registry, schedule, Utc::now())
             })
             .await?;
-        crate::push_ready(&self.store, &self.queue, &ready).await;
+        kiln_dispatch::push_ready(&self.store, &self.queue, &ready).await;
         Ok(fired.into_inner())
     }
 }
@@ -186,7 +181,7 @@ pub async fn sync_declared(store: &Store, declared: &[DeclaredSchedule]) -> Resu
                 deduplication_key: Some(key),
                 next_run_at: schedule.cron.next_after(now),
             };
-            (new_schedule_id(), spec)
+            (kiln_core::id::new_schedule_id(), spec)
         })
         .collect();
     store.sync_declarative_schedules(&specs).await

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use kiln_store::ReadyRun;
 
-use crate::push_ready;
+use kiln_dispatch::push_ready;
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {

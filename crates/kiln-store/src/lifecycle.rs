@@ -2,10 +2,12 @@
 //! status it expects, so it is a no-op when something else got there first
 //! (a cancel, a duplicate delivery, another kiln process's scheduler).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kiln_core::RunStatus;
+use kiln_core::status::sql_guard;
 use serde_json::Value;
 // Statements here are assembled only from the constant fragments below.
 use sqlx::AssertSqlSafe;
@@ -533,20 +535,24 @@ impl Store {
 
     /// Ends unstarted runs past their ttl as EXPIRED; answers how many.
     pub async fn expire_due(&self, limit: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "WITH due AS (
-                 SELECT id FROM runs
-                 WHERE status IN ('QUEUED', 'DELAYED') AND attempt_count = 0 AND expires_at <= now()
-                 LIMIT $1 FOR UPDATE SKIP LOCKED)
-             UPDATE runs SET status = 'EXPIRED', completed_at = now(), updated_at = now(),
-                 dispatch_at = NULL, parked = false,
-                 error = jsonb_build_object('name', 'Expired', 'message',
-                     'the run did not start within its ttl (' || runs.ttl_ms || ' ms)')
-             WHERE runs.id = ANY(ARRAY(SELECT due.id FROM due))",
-        )
-        .bind(limit)
-        .execute(&self.keyed)
-        .await?;
+        static EXPIRE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH due AS (
+                     SELECT id FROM runs
+                     WHERE status IN {} AND attempt_count = 0 AND expires_at <= now()
+                     LIMIT $1 FOR UPDATE SKIP LOCKED)
+                 UPDATE runs SET status = 'EXPIRED', completed_at = now(), updated_at = now(),
+                     dispatch_at = NULL, parked = false,
+                     error = jsonb_build_object('name', 'Expired', 'message',
+                         'the run did not start within its ttl (' || runs.ttl_ms || ' ms)')
+                 WHERE runs.id = ANY(ARRAY(SELECT due.id FROM due))",
+                sql_guard("Store::expire_due", RunStatus::Expired)
+            )
+        });
+        let done = sqlx::query(AssertSqlSafe(EXPIRE.as_str()))
+            .bind(limit)
+            .execute(&self.keyed)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -1,8 +1,11 @@
 //! Recording, reading, listing and canceling runs.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use kiln_core::auth::Environment;
 use kiln_core::options::RunSpec;
+use kiln_core::status::sql_guard;
 use kiln_core::{RunId, RunStatus};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
@@ -317,16 +320,20 @@ impl Store {
     /// call, or `None` when there is no such run. A run that already ended
     /// keeps its status.
     pub async fn cancel_run(&self, environment: Environment, id: &str) -> Result<Option<RunStatus>, StoreError> {
-        let canceled: Option<(String, Option<String>)> = sqlx::query_as(
-            "UPDATE runs SET status = 'CANCELED', completed_at = now(), updated_at = now(),
-                 dispatch_at = NULL, lease_expires_at = NULL, parked = false
-             WHERE id = $1 AND environment = $2 AND status IN ('DELAYED', 'QUEUED', 'EXECUTING')
-             RETURNING queue, concurrency_key",
-        )
-        .bind(id)
-        .bind(environment.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        static CANCEL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE runs SET status = 'CANCELED', completed_at = now(), updated_at = now(),
+                     dispatch_at = NULL, lease_expires_at = NULL, parked = false
+                 WHERE id = $1 AND environment = $2 AND status IN {}
+                 RETURNING queue, concurrency_key",
+                sql_guard("Store::cancel_run", RunStatus::Canceled)
+            )
+        });
+        let canceled: Option<(String, Option<String>)> = sqlx::query_as(AssertSqlSafe(CANCEL.as_str()))
+            .bind(id)
+            .bind(environment.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         if let Some((queue, concurrency_key)) = canceled {
             // A canceled executing run frees its concurrency slot.
             self.unpark_after_release(&[(environment.as_str().to_owned(), queue, concurrency_key)])

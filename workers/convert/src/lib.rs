@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler, UrlFetcher};
 use kiln_storage::{Storage, StorageScopes};
-use kiln_worker_preview::Source;
+use kiln_worker_kit::{Source, WorkDir, download_source, invalid, parse_payload, resolve_source, storage_failure};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -63,19 +63,6 @@ struct OutputSpec {
     key: String,
 }
 
-fn invalid(message: impl Into<String>) -> TaskError {
-    TaskError::fatal("InvalidPayload", message)
-}
-
-/// A run's private folder, removed however the run ends.
-struct WorkDir(PathBuf);
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl TaskHandler for OfficeToPdf {
     fn run(&self, ctx: TaskContext, payload: Value) -> TaskFuture {
         let storage = Arc::clone(&self.storage);
@@ -85,32 +72,22 @@ impl TaskHandler for OfficeToPdf {
         let limit = self.max_source_bytes;
         let scopes = self.scopes.clone();
         Box::pin(async move {
-            let payload: ConvertPayload =
-                serde_json::from_value(payload).map_err(|e| invalid(format!("kiln.office.to-pdf payload: {e}")))?;
+            let payload: ConvertPayload = parse_payload("kiln.office.to-pdf", payload)?;
             let prod = ctx.environment == kiln_core::auth::Environment::Prod;
             let output = scopes
                 .resolve(prod, &payload.output.key)
                 .map_err(|e| invalid(format!("output.key: {e}")))?;
-            let named = payload.file_name.clone().unwrap_or_else(|| match &payload.source {
-                Source::Key { key } => key.clone(),
-                Source::Url { url } => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
-            });
-            let source = kiln_worker_preview::resolve_source(&scopes, prod, payload.source)?;
-            let dir = work_dir.join(format!(
-                "kiln-convert-{}-{}-{}",
-                ctx.run_id,
-                ctx.attempt,
-                kiln_core::id::random_alphanumeric(6)
-            ));
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("work folder: {e}")))?;
-            let work = WorkDir(dir);
-            let download = work.0.join("download");
+            let named = payload
+                .file_name
+                .clone()
+                .unwrap_or_else(|| payload.source.name().to_owned());
+            let source = resolve_source(&scopes, prod, payload.source)?;
+            let work = WorkDir::create(&work_dir, &ctx, "convert").await?;
+            let download = work.join("download");
             ctx.metadata.progress(0, "downloading the document");
-            kiln_worker_preview::download_source(storage.as_ref(), fetcher.as_ref(), &source, &download, limit).await?;
+            download_source(storage.as_ref(), fetcher.as_ref(), &source, &download, limit).await?;
             ctx.metadata.progress(10, "converting to PDF");
-            let converted = convert_download(&pool, &work.0, &download, &named).await?;
+            let converted = convert_download(&pool, work.path(), &download, &named).await?;
             let (pdf, pages, kind) = (converted.pdf, converted.pages, converted.kind);
             let file = tokio::fs::File::open(&pdf)
                 .await
@@ -118,7 +95,7 @@ impl TaskHandler for OfficeToPdf {
             let size = storage
                 .put(&output, Box::pin(file), "application/pdf")
                 .await
-                .map_err(|e| kiln_worker_preview::storage_failure(&e))?;
+                .map_err(|e| storage_failure(&e))?;
             tracing::info!(key = %output, pages, size, format = kind.extension(), "converted to PDF");
             let local_output = payload.output.key.as_str();
             let mut answer =

@@ -22,6 +22,7 @@ use futures::StreamExt;
 use kiln_core::auth::Environment;
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler};
 use kiln_storage::{ObjectKey, ObjectStore, Storage, StorageError, StorageScopes};
+use kiln_worker_kit::{invalid, parse_payload, storage_failure};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -61,19 +62,6 @@ struct SourceFile {
 #[serde(deny_unknown_fields)]
 struct OutputSpec {
     key: String,
-}
-
-fn invalid(message: impl Into<String>) -> TaskError {
-    TaskError::fatal("InvalidPayload", message)
-}
-
-/// A storage failure as a task error: retried when it may pass.
-fn storage_failure(error: &StorageError) -> TaskError {
-    if error.is_transient() {
-        TaskError::retryable("StorageUnavailable", error.to_string())
-    } else {
-        TaskError::fatal("StorageError", error.to_string())
-    }
 }
 
 /// Files compressed already gain nothing from deflate; they are stored.
@@ -138,8 +126,7 @@ async fn export(
     ctx: &TaskContext,
     payload: Value,
 ) -> Result<Value, TaskError> {
-    let payload: ExportPayload =
-        serde_json::from_value(payload).map_err(|e| invalid(format!("kiln.export.zip payload: {e}")))?;
+    let payload: ExportPayload = parse_payload("kiln.export.zip", payload)?;
     if payload.files.is_empty() {
         return Err(invalid("files is empty: nothing to export"));
     }

@@ -14,15 +14,11 @@ use std::sync::LazyLock;
 use kiln_core::task::TaskError;
 use kiln_storage::ObjectKey;
 use regex::Regex;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::Shared;
 use crate::db::DbError;
 
-pub(crate) fn parse_payload<T: DeserializeOwned>(task: &str, payload: Value) -> Result<T, TaskError> {
-    serde_json::from_value(payload).map_err(|e| TaskError::fatal("InvalidPayload", format!("{task} payload: {e}")))
-}
+pub(crate) use kiln_worker_kit::parse_payload;
 
 pub(crate) fn db_failure(error: DbError) -> TaskError {
     if error.is_transient() {
@@ -77,30 +73,7 @@ pub(crate) async fn download_upload(
             format!("the file is stored as {storage_type}; kiln reads Supermark's files from S3 (S3_PATH) only"),
         ));
     }
-    let source = kiln_worker_preview::Source::Key { key: key.to_owned() };
-    let fetcher = NoUrls;
-    kiln_worker_preview::download_source(
-        shared.storage.as_ref(),
-        &fetcher,
-        &source,
-        path,
-        shared.config.max_source_bytes,
-    )
-    .await
-}
-
-/// Supermark's sources are always keys in its bucket, never URLs.
-struct NoUrls;
-
-impl kiln_core::task::UrlFetcher for NoUrls {
-    fn fetch(
-        &self,
-        url: &str,
-        _limit: u64,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, TaskError>> + Send + '_>> {
-        let message = format!("{url} is not a key in Supermark's bucket");
-        Box::pin(async move { Err(TaskError::fatal("InvalidPayload", message)) })
-    }
+    kiln_worker_kit::download_key(shared.storage.as_ref(), key, path, shared.config.max_source_bytes).await
 }
 
 #[cfg(test)]

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler};
 use kiln_storage::ObjectKey;
+use kiln_worker_kit::upload_file;
+use kiln_worker_preview::PageSink;
 use kiln_worker_preview::encode::ImageFormat;
 use kiln_worker_preview::layout::LayoutRule;
 use kiln_worker_preview::protocol::PageReport;
-use kiln_worker_preview::{PageSink, upload_file};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler};
-use kiln_worker_preview::upload_file;
+use kiln_worker_kit::upload_file;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -8,8 +8,8 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{SecondsFormat, Utc};
+use kiln_core::id::new_schedule_id;
 use kiln_core::schedule::CronSchedule;
-use kiln_runtime::cron::new_schedule_id;
 use kiln_store::schedules::{ScheduleRow, ScheduleSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kiln_core::options::TaskDefaults;
-use kiln_core::task::TaskHandler;
+use crate::options::TaskDefaults;
+use crate::task::TaskHandler;
 
 #[derive(Clone)]
 pub struct RegisteredTask {

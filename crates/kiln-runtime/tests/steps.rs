@@ -1,0 +1,361 @@
+//! The runtime driven a step at a time against a fresh Postgres database
+//! and a fresh Redis prefix: [`Worker::step`], [`Scheduler::tick`] and
+//! [`CronRunner::fire_due`] run once each when the test says so, and time
+//! passes when the test moves the database's clock ([`Harness::advance`]),
+//! so back-off, delays, ttl, lease recovery and cron are tested without
+//! sleeping and without a bound a loaded machine could miss.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use kiln_core::RunId;
+use kiln_core::RunStatus;
+use kiln_core::auth::Environment;
+use kiln_core::options::{TaskDefaults, TimeSpec, TriggerOptions};
+use kiln_core::registry::TaskRegistry;
+use kiln_core::retry::RetryPolicy;
+use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler};
+use kiln_queue::Queue;
+use kiln_runtime::{CronRunner, Scheduler, SchedulerConfig, Worker, WorkerConfig};
+use kiln_store::schedules::ScheduleSpec;
+use kiln_store::{NewRun, Store, StoreOptions};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+const TASK: &str = "steps.task";
+
+/// Fails retryably on the attempts it is told to, then answers its attempt.
+struct FlakyTask {
+    failures: u32,
+    calls: Arc<AtomicU32>,
+}
+
+impl TaskHandler for FlakyTask {
+    fn run(&self, ctx: TaskContext, _payload: Value) -> TaskFuture {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let fail = ctx.attempt <= self.failures;
+        Box::pin(async move {
+            if fail {
+                Err(TaskError::retryable("Flaky", format!("attempt {} fails", ctx.attempt)))
+            } else {
+                Ok(json!({ "attempt": ctx.attempt }))
+            }
+        })
+    }
+}
+
+struct Harness {
+    store: Store,
+    queue: Queue,
+    /// The test's own connection, for reading rows and moving the clock.
+    db: PgPool,
+    worker: Arc<Worker>,
+    scheduler: Scheduler,
+    cron: CronRunner,
+    calls: Arc<AtomicU32>,
+}
+
+fn admin_url() -> String {
+    std::env::var("KILN_TEST_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("KILN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+impl Harness {
+    /// A runtime over a database of its own, whose task fails its first
+    /// `failures` attempts.
+    async fn new(failures: u32) -> Self {
+        let name = format!("kiln_t_steps_{}", kiln_core::id::random_alphanumeric(12));
+        let admin = PgPool::connect(&admin_url()).await.expect("postgres is up");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create the test database");
+        admin.close().await;
+        let (base, _) = admin_url()
+            .rsplit_once('/')
+            .map(|(b, d)| (b.to_owned(), d.to_owned()))
+            .expect("a URL");
+        let url = format!("{base}/{name}");
+        let store = Store::connect_lazy(&url, &StoreOptions::default()).expect("store");
+        store.migrate().await.expect("migrations");
+        let db = PgPool::connect(&url).await.expect("test connection");
+        let prefix = format!("kiln-steps-{}", kiln_core::id::random_alphanumeric(10));
+        let queue = Queue::connect_lazy(&redis_url(), &prefix).expect("redis");
+
+        let calls = Arc::new(AtomicU32::new(0));
+        let mut registry = TaskRegistry::new();
+        registry.register(
+            TASK,
+            Arc::new(FlakyTask {
+                failures,
+                calls: Arc::clone(&calls),
+            }),
+            TaskDefaults::for_task(TASK),
+        );
+        let registry = Arc::new(registry);
+        let mut config = WorkerConfig::new("steps-worker");
+        config.retry = RetryPolicy::default();
+        config.lease = Duration::from_secs(30);
+        let worker = Arc::new(Worker::new(store.clone(), queue.clone(), Arc::clone(&registry), config));
+        let scheduler = Scheduler::new(store.clone(), queue.clone(), SchedulerConfig::default());
+        let cron = CronRunner::new(store.clone(), queue.clone(), registry, Duration::from_secs(1));
+        Self {
+            store,
+            queue,
+            db,
+            worker,
+            scheduler,
+            cron,
+            calls,
+        }
+    }
+
+    /// Records a run as the API does (and pushes it when it is ready).
+    async fn trigger(&self, options: TriggerOptions) -> String {
+        let now = Utc::now();
+        let spec = options
+            .validate(now, &TaskDefaults::for_task(TASK))
+            .expect("valid options");
+        let run = NewRun {
+            id: RunId::generate(u64::try_from(now.timestamp_millis()).unwrap_or(0)),
+            environment: Environment::Dev,
+            task_identifier: TASK.into(),
+            payload: json!({}),
+            payload_type: "application/json".into(),
+            spec,
+            created_at: now,
+            replayed_from: None,
+            parent_run_id: None,
+        };
+        self.store
+            .insert_runs(std::slice::from_ref(&run))
+            .await
+            .expect("insert");
+        if let Some(ready) = run.ready() {
+            kiln_dispatch::push_ready(&self.store, &self.queue, &[ready]).await;
+        }
+        run.id.into_string()
+    }
+
+    async fn status(&self, id: &str) -> (RunStatus, i32) {
+        let run = self
+            .store
+            .get_run(Environment::Dev, id)
+            .await
+            .expect("read")
+            .expect("the run exists");
+        (run.status().expect("a known status"), run.attempt_count)
+    }
+
+    /// Moves the database's clock `by` forward: every instant kiln waits
+    /// for comes `by` closer, which is what `by` passing would do.
+    async fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).expect("a sane step");
+        sqlx::query(
+            "UPDATE runs SET dispatch_at = dispatch_at - $1 * interval '1 millisecond',
+                 expires_at = expires_at - $1 * interval '1 millisecond',
+                 delay_until = delay_until - $1 * interval '1 millisecond',
+                 lease_expires_at = lease_expires_at - $1 * interval '1 millisecond',
+                 enqueued_at = enqueued_at - $1 * interval '1 millisecond'",
+        )
+        .bind(ms)
+        .execute(&self.db)
+        .await
+        .expect("move the runs' clock");
+        sqlx::query("UPDATE schedules SET next_run_at = next_run_at - $1 * interval '1 millisecond'")
+            .bind(ms)
+            .execute(&self.db)
+            .await
+            .expect("move the schedules' clock");
+    }
+
+    /// How long until the run's next attempt is due.
+    async fn due_in(&self, id: &str) -> Duration {
+        let ms: Option<f64> = sqlx::query_scalar(
+            "SELECT (EXTRACT(EPOCH FROM (dispatch_at - now())) * 1000)::float8 FROM runs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.db)
+        .await
+        .expect("read dispatch_at");
+        Duration::from_millis(ms.expect("the run waits for a dispatch").max(0.0).ceil() as u64)
+    }
+
+    async fn in_redis(&self) -> u64 {
+        self.queue.depth(&format!("task/{TASK}")).await.expect("redis depth")
+    }
+
+    async fn tick(&self) {
+        self.scheduler.tick(true).await.expect("a scheduler tick");
+    }
+
+    async fn step(&self) -> usize {
+        self.worker.step().await.expect("a worker step")
+    }
+}
+
+#[tokio::test]
+async fn a_failed_attempt_waits_its_back_off_and_not_a_step_less() {
+    let h = Harness::new(1).await;
+    let id = h.trigger(TriggerOptions::default()).await;
+    assert_eq!(h.step().await, 1);
+    assert_eq!(
+        h.status(&id).await,
+        (RunStatus::Queued, 1),
+        "the first attempt failed and waits"
+    );
+    let back_off = h.due_in(&id).await;
+    assert!(
+        back_off >= Duration::from_millis(500),
+        "Trigger's back-off is at least a second, less jitter: {back_off:?}"
+    );
+
+    h.advance(back_off.saturating_sub(Duration::from_millis(200))).await;
+    h.tick().await;
+    assert_eq!(h.in_redis().await, 0, "not pushed before its back-off ends");
+    assert_eq!(h.step().await, 0);
+
+    h.advance(Duration::from_millis(400)).await;
+    h.tick().await;
+    assert_eq!(h.in_redis().await, 1, "pushed once its back-off ended");
+    assert_eq!(h.step().await, 1);
+    assert_eq!(h.status(&id).await, (RunStatus::Completed, 2));
+    assert_eq!(h.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn attempts_run_out_and_the_run_fails_with_the_last_error() {
+    let h = Harness::new(u32::MAX).await;
+    let id = h
+        .trigger(TriggerOptions {
+            max_attempts: Some(3),
+            ..TriggerOptions::default()
+        })
+        .await;
+    for attempt in 1..=3 {
+        assert_eq!(h.step().await, 1, "attempt {attempt} runs");
+        if attempt < 3 {
+            assert_eq!(h.status(&id).await, (RunStatus::Queued, attempt));
+            let wait = h.due_in(&id).await;
+            h.advance(wait + Duration::from_millis(1)).await;
+            h.tick().await;
+        }
+    }
+    assert_eq!(h.status(&id).await, (RunStatus::Failed, 3));
+    let run = h
+        .store
+        .get_run(Environment::Dev, &id)
+        .await
+        .expect("read")
+        .expect("run");
+    assert_eq!(run.error.expect("an error")["message"], "attempt 3 fails");
+    h.tick().await;
+    assert_eq!(h.step().await, 0, "nothing is left to run");
+}
+
+#[tokio::test]
+async fn a_delayed_run_starts_when_its_delay_passes() {
+    let h = Harness::new(0).await;
+    let id = h
+        .trigger(TriggerOptions {
+            delay: Some(TimeSpec::Text("1h".into())),
+            ..TriggerOptions::default()
+        })
+        .await;
+    assert_eq!(h.status(&id).await.0, RunStatus::Delayed);
+    h.tick().await;
+    assert_eq!(h.step().await, 0);
+    h.advance(Duration::from_secs(3599)).await;
+    h.tick().await;
+    assert_eq!(h.status(&id).await.0, RunStatus::Delayed, "a second early");
+    h.advance(Duration::from_secs(2)).await;
+    h.tick().await;
+    assert_eq!(h.status(&id).await.0, RunStatus::Queued);
+    assert_eq!(h.step().await, 1);
+    assert_eq!(h.status(&id).await, (RunStatus::Completed, 1));
+}
+
+#[tokio::test]
+async fn a_run_not_started_within_its_ttl_expires_and_never_runs() {
+    let h = Harness::new(0).await;
+    let id = h
+        .trigger(TriggerOptions {
+            ttl: Some(TimeSpec::Text("10m".into())),
+            ..TriggerOptions::default()
+        })
+        .await;
+    h.advance(Duration::from_secs(599)).await;
+    h.tick().await;
+    assert_eq!(h.status(&id).await.0, RunStatus::Queued);
+    h.advance(Duration::from_secs(2)).await;
+    h.tick().await;
+    assert_eq!(h.status(&id).await, (RunStatus::Expired, 0));
+    assert_eq!(h.step().await, 0, "its id is popped and dropped");
+    assert_eq!(h.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_run_whose_worker_died_is_attempted_again_then_crashed_on_its_last_attempt() {
+    let h = Harness::new(0).await;
+    let id = h
+        .trigger(TriggerOptions {
+            max_attempts: Some(2),
+            ..TriggerOptions::default()
+        })
+        .await;
+    // A worker claims it and dies: the lease is never renewed.
+    for attempt in 1..=2 {
+        let claimed = h
+            .store
+            .claim_runs(std::slice::from_ref(&id), Duration::from_secs(30), "dead-worker")
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1, "attempt {attempt} is claimed");
+        assert_eq!(h.status(&id).await, (RunStatus::Executing, attempt));
+        h.advance(Duration::from_secs(29)).await;
+        h.tick().await;
+        assert_eq!(
+            h.status(&id).await.0,
+            RunStatus::Executing,
+            "the lease has a second left"
+        );
+        h.advance(Duration::from_secs(2)).await;
+        h.tick().await;
+    }
+    assert_eq!(h.status(&id).await, (RunStatus::Crashed, 2));
+}
+
+#[tokio::test]
+async fn a_cron_schedule_fires_once_per_tick_and_its_run_executes() {
+    let h = Harness::new(0).await;
+    let spec = ScheduleSpec {
+        environment: Environment::Dev,
+        task_identifier: TASK.into(),
+        cron: "0 * * * *".into(),
+        timezone: "UTC".into(),
+        external_id: None,
+        deduplication_key: None,
+        next_run_at: kiln_core::schedule::CronSchedule::parse("0 * * * *", Some("UTC"))
+            .expect("cron")
+            .next_after(Utc::now()),
+    };
+    h.store
+        .upsert_schedule(&kiln_core::id::new_schedule_id(), "IMPERATIVE", &spec)
+        .await
+        .expect("schedule");
+    assert_eq!(h.cron.fire_due().await.expect("fire"), 0, "not due yet");
+    h.advance(Duration::from_secs(3600)).await;
+    assert_eq!(h.cron.fire_due().await.expect("fire"), 1);
+    assert_eq!(h.cron.fire_due().await.expect("fire"), 0, "a tick fires once");
+    assert_eq!(h.step().await, 1, "the schedule's run executes");
+    let completed: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'COMPLETED'")
+        .fetch_one(&h.db)
+        .await
+        .expect("count");
+    assert_eq!(completed, 1);
+}

@@ -1,0 +1,147 @@
+//! `kiln.pdf.preview`, the task: its payload, the sink that uploads each
+//! page as it is drawn, and the answer listing the pages.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler, UrlFetcher};
+use kiln_storage::{ObjectKey, ObjectStore, Storage, StorageScopes};
+use kiln_worker_kit::{download_source, invalid, parse_payload, resolve_source, upload_file};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::layout::LayoutRule;
+use crate::protocol::PageReport;
+use crate::{PageRenderer, PageSink, Source, check_envelope};
+
+/// `kiln.pdf.preview`.
+pub struct PdfPreview {
+    storage: Storage,
+    fetcher: Arc<dyn UrlFetcher>,
+    renderer: PageRenderer,
+    scopes: StorageScopes,
+}
+
+impl PdfPreview {
+    /// `scopes` say where each environment's keys live in `storage`.
+    pub fn new(storage: Storage, fetcher: Arc<dyn UrlFetcher>, renderer: PageRenderer, scopes: StorageScopes) -> Self {
+        Self {
+            storage,
+            fetcher,
+            renderer,
+            scopes,
+        }
+    }
+}
+
+impl TaskHandler for PdfPreview {
+    fn run(&self, ctx: TaskContext, payload: Value) -> TaskFuture {
+        let job = Job {
+            storage: Arc::clone(&self.storage),
+            fetcher: Arc::clone(&self.fetcher),
+            renderer: self.renderer.clone(),
+            scopes: self.scopes.clone(),
+        };
+        Box::pin(async move { job.preview(&ctx, payload).await })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PreviewPayload {
+    source: Source,
+    output_prefix: String,
+}
+
+struct Job {
+    storage: Storage,
+    fetcher: Arc<dyn UrlFetcher>,
+    renderer: PageRenderer,
+    scopes: StorageScopes,
+}
+
+/// `kiln.pdf.preview`'s sink: each page to `<prefix>/page-<n>.<ext>`, and
+/// its progress.
+struct UploadPages<'a> {
+    storage: &'a dyn ObjectStore,
+    prefix: &'a str,
+    ctx: &'a TaskContext,
+}
+
+impl PageSink for UploadPages<'_> {
+    async fn page(&mut self, report: &PageReport, image: &Path, done: u32, total: u32) -> Result<(), TaskError> {
+        let key = ObjectKey::parse(format!("{}/{}", self.prefix, report.file).as_str())
+            .map_err(|e| invalid(format!("outputPrefix: {e}")))?;
+        upload_file(self.storage, image, &key, report.format.content_type()).await?;
+        let percent = done * 100 / total.max(1);
+        self.ctx
+            .metadata
+            .progress(percent.min(99), format!("{done} / {total} pages processed"));
+        Ok(())
+    }
+}
+
+impl Job {
+    async fn preview(&self, ctx: &TaskContext, payload: Value) -> Result<Value, TaskError> {
+        let payload: PreviewPayload = parse_payload("kiln.pdf.preview", payload)?;
+        let local_prefix = payload.output_prefix.trim_end_matches('/').to_owned();
+        let prod = ctx.environment == kiln_core::auth::Environment::Prod;
+        // The run's environment's part of the storage holds its pages.
+        let first_page = self
+            .scopes
+            .resolve(prod, &format!("{local_prefix}/page-1.png"))
+            .map_err(|e| invalid(format!("outputPrefix: {e}")))?;
+        let prefix = first_page
+            .as_str()
+            .strip_suffix("/page-1.png")
+            .unwrap_or(first_page.as_str())
+            .to_owned();
+        let source = resolve_source(&self.scopes, prod, payload.source)?;
+
+        let work = self.renderer.work_dir(ctx, "preview").await?;
+        let input = work.path().join("source.pdf");
+
+        ctx.metadata.progress(0, "downloading the PDF");
+        let size = download_source(
+            self.storage.as_ref(),
+            self.fetcher.as_ref(),
+            &source,
+            &input,
+            self.renderer.config.max_source_bytes,
+        )
+        .await?;
+        check_envelope(&input, size).await?;
+
+        let mut sink = UploadPages {
+            storage: self.storage.as_ref(),
+            prefix: &prefix,
+            ctx,
+        };
+        let pages = self
+            .renderer
+            .render(ctx, &work, &input, LayoutRule::Kiln, &mut sink)
+            .await?;
+
+        let is_vertical = pages.first().is_some_and(|p| p.original_height >= p.original_width);
+        let total = pages.len();
+        ctx.metadata.progress(100, format!("{total} / {total} pages processed"));
+        tracing::info!(pages = total, prefix = %prefix, "preview written");
+        let pages: Vec<Value> = pages
+            .into_iter()
+            .map(|p| {
+                json!({
+                    "pageNumber": p.page_number,
+                    "key": format!("{local_prefix}/{}", p.file),
+                    "contentType": p.format.content_type(),
+                    "width": p.width,
+                    "height": p.height,
+                    "originalWidth": p.original_width,
+                    "originalHeight": p.original_height,
+                    "scaleFactor": p.scale_factor,
+                    "links": p.links,
+                })
+            })
+            .collect();
+        Ok(json!({ "numPages": total, "isVertical": is_vertical, "pages": pages }))
+    }
+}
