@@ -212,7 +212,7 @@ mod tests {
             key: String,
         }
         let error = parse_payload::<Payload>("my.task", serde_json::json!({}))
-            .unwrap_err()
+            .expect_err("no key, no payload")
             .to_json();
         assert_eq!(error["name"], "InvalidPayload");
         let message = error["message"].as_str().unwrap_or_default();
@@ -224,9 +224,9 @@ mod tests {
 
     #[test]
     fn a_source_is_a_key_or_a_url_and_nothing_else() {
-        let key: Source = serde_json::from_value(serde_json::json!({"key": "a"})).unwrap();
+        let key: Source = serde_json::from_value(serde_json::json!({"key": "a"})).expect("a key");
         assert!(matches!(key, Source::Key { .. }));
-        let url: Source = serde_json::from_value(serde_json::json!({"url": "https://x"})).unwrap();
+        let url: Source = serde_json::from_value(serde_json::json!({"url": "https://x"})).expect("a url");
         assert!(matches!(url, Source::Url { .. }));
         assert!(serde_json::from_value::<Source>(serde_json::json!({"key": "a", "url": "b"})).is_err());
     }
