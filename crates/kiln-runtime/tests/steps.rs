@@ -99,7 +99,13 @@ impl Harness {
         );
         let registry = Arc::new(registry);
         let mut config = WorkerConfig::new("steps-worker");
-        config.retry = RetryPolicy::default();
+        // Back-offs of hours: the real seconds a loaded machine takes
+        // between two steps are nothing beside them.
+        config.retry = RetryPolicy {
+            min_delay: Duration::from_secs(3600),
+            max_delay: Duration::from_secs(4 * 3600),
+            ..RetryPolicy::default()
+        };
         config.lease = Duration::from_secs(30);
         let worker = Arc::new(Worker::new(store.clone(), queue.clone(), Arc::clone(&registry), config));
         let scheduler = Scheduler::new(store.clone(), queue.clone(), SchedulerConfig::default());
@@ -211,16 +217,16 @@ async fn a_failed_attempt_waits_its_back_off_and_not_a_step_less() {
     );
     let back_off = h.due_in(&id).await;
     assert!(
-        back_off >= Duration::from_millis(500),
-        "Trigger's back-off is at least a second, less jitter: {back_off:?}"
+        back_off > Duration::from_secs(3000),
+        "the policy's first back-off is an hour, with jitter: {back_off:?}"
     );
 
-    h.advance(back_off.saturating_sub(Duration::from_millis(200))).await;
+    h.advance(back_off - Duration::from_secs(600)).await;
     h.tick().await;
-    assert_eq!(h.in_redis().await, 0, "not pushed before its back-off ends");
+    assert_eq!(h.in_redis().await, 0, "not pushed ten minutes before its back-off ends");
     assert_eq!(h.step().await, 0);
 
-    h.advance(Duration::from_millis(400)).await;
+    h.advance(Duration::from_secs(1200)).await;
     h.tick().await;
     assert_eq!(h.in_redis().await, 1, "pushed once its back-off ended");
     assert_eq!(h.step().await, 1);
@@ -358,4 +364,38 @@ async fn a_cron_schedule_fires_once_per_tick_and_its_run_executes() {
         .await
         .expect("count");
     assert_eq!(completed, 1);
+}
+
+#[tokio::test]
+async fn a_schedule_stalled_past_several_ticks_fires_once_not_once_per_missed_tick() {
+    let h = Harness::new(0).await;
+    let cron = kiln_core::schedule::CronSchedule::parse("0 * * * *", Some("UTC")).expect("cron");
+    let spec = ScheduleSpec {
+        environment: Environment::Dev,
+        task_identifier: TASK.into(),
+        cron: "0 * * * *".into(),
+        timezone: "UTC".into(),
+        external_id: None,
+        deduplication_key: None,
+        next_run_at: cron.next_after(Utc::now()),
+    };
+    h.store
+        .upsert_schedule(&kiln_core::id::new_schedule_id(), "IMPERATIVE", &spec)
+        .await
+        .expect("schedule");
+    // kiln was down (or stalled) for three hours past the tick.
+    h.advance(Duration::from_secs(4 * 3600)).await;
+    assert_eq!(h.cron.fire_due().await.expect("fire"), 1, "the late tick fires");
+    assert_eq!(h.cron.fire_due().await.expect("fire"), 0, "the missed ones are skipped");
+    let next_is_ahead: bool = sqlx::query_scalar("SELECT next_run_at > now() FROM schedules")
+        .fetch_one(&h.db)
+        .await
+        .expect("read the schedule");
+    assert!(next_is_ahead, "the next tick is one still to come");
+    let payload: Value = sqlx::query_scalar("SELECT payload FROM runs")
+        .fetch_one(&h.db)
+        .await
+        .expect("the run");
+    assert!(payload.get("lastTimestamp").is_none(), "{payload}");
+    assert_eq!(payload["timezone"], "UTC");
 }
