@@ -15,7 +15,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates fonts-dejavu-core fonts-liberation2 \
       libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui libreoffice-draw-nogui \
-      python3-uno util-linux ffmpeg \
+      python3-uno util-linux ffmpeg mupdf-tools qpdf \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin kiln
 COPY --from=pdfium /opt/pdfium/lib/libpdfium.so /opt/pdfium/lib/libpdfium.so

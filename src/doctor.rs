@@ -107,6 +107,7 @@ pub async fn run() -> anyhow::Result<bool> {
                 "run scripts/install-pdfium (as root), or set PDFIUM_LIB_PATH to libpdfium.so",
             ),
         }
+        check_repair_tools(&mut report);
         check_libreoffice(&mut report, &runtime.office.soffice, &runtime.office.python).await;
         match &runtime.supermark {
             Some(supermark) => check_supermark(&mut report, supermark).await,
@@ -201,6 +202,25 @@ async fn check_supermark(report: &mut Report, config: &kiln_app_supermark::Super
                 tool,
                 format!("{tool} does not run"),
                 "apt-get install ffmpeg (scripts/dev does), or set KILN_FFMPEG / KILN_FFPROBE",
+            ),
+        }
+    }
+}
+
+/// The tools the preview worker repairs damaged PDFs with, where its
+/// renderers look for them (PATH=/usr/bin:/bin).
+fn check_repair_tools(report: &mut Report) {
+    for (tool, package) in [("mutool", "mupdf-tools"), ("qpdf", "qpdf")] {
+        match ["/usr/bin", "/bin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(tool))
+            .find(|p| p.is_file())
+        {
+            Some(path) => report.ok(tool, format!("{} (repairs damaged PDFs)", path.display())),
+            None => report.missing(
+                tool,
+                format!("{tool} is not in /usr/bin or /bin: damaged PDFs that MuPDF repairs will fail"),
+                &format!("apt-get install {package} (scripts/dev does)"),
             ),
         }
     }

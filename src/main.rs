@@ -134,6 +134,14 @@ struct RenderPdfArgs {
     /// How pages are sized: kiln or supermark.
     #[arg(long, default_value = "kiln")]
     layout: String,
+    /// The input is a repaired copy: a page that cannot be loaded is drawn
+    /// blank instead of failing the document.
+    #[arg(long)]
+    lenient: bool,
+    /// Writes a repaired copy of the input into the output folder with
+    /// this tool (mutool or qpdf) instead of rendering.
+    #[arg(long)]
+    repair_with: Option<String>,
 }
 
 fn render_pdf(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
@@ -147,6 +155,13 @@ fn render_pdf(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
         eprintln!("kiln render-pdf: --shard must be k/n with k < n");
         return ExitCode::FAILURE;
     };
+    if let Some(tool) = &args.repair_with {
+        let Some(tool) = kiln_worker_preview::renderer::RepairTool::from_name(tool) else {
+            eprintln!("kiln render-pdf: --repair-with must be mutool or qpdf");
+            return ExitCode::FAILURE;
+        };
+        return kiln_worker_preview::renderer::repair(tool, &args.input, &args.output_dir, args.memory_limit);
+    }
     let Some(layout) = kiln_worker_preview::layout::LayoutRule::from_name(&args.layout) else {
         eprintln!("kiln render-pdf: --layout must be kiln or supermark");
         return ExitCode::FAILURE;
@@ -160,6 +175,7 @@ fn render_pdf(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
         library: args.library,
         max_pages: args.max_pages,
         layout,
+        lenient: args.lenient,
     })
 }
 

@@ -57,5 +57,9 @@ ensure_worker_tools() {
     say "installing ffmpeg"
     apt_install ffmpeg
   fi
+  if ! command -v mutool >/dev/null || ! command -v qpdf >/dev/null; then
+    say "installing mupdf-tools and qpdf (the preview worker repairs damaged PDFs with them)"
+    apt_install mupdf-tools qpdf
+  fi
   command -v prlimit >/dev/null && command -v setpriv >/dev/null || apt_install util-linux
 }

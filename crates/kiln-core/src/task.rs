@@ -174,6 +174,16 @@ impl TaskError {
         matches!(self, TaskError::Retryable { .. })
     }
 
+    pub fn name(&self) -> &str {
+        let (TaskError::Retryable { name, .. } | TaskError::Fatal { name, .. }) = self;
+        name
+    }
+
+    pub fn message(&self) -> &str {
+        let (TaskError::Retryable { message, .. } | TaskError::Fatal { message, .. }) = self;
+        message
+    }
+
     /// Trigger's `SerializedError`: `{ name, message }`.
     pub fn to_json(&self) -> Value {
         let (TaskError::Retryable { name, message } | TaskError::Fatal { name, message }) = self;

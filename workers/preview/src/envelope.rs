@@ -1,4 +1,7 @@
-//! The cheap look at a download before any renderer parses it.
+//! The cheap look at a file pdfium could not read: no `%PDF-` header near
+//! its start, or no `%%EOF` marker near its end (cut short). A diagnosis
+//! for the error message, not a gate: a file it faults still goes to
+//! pdfium and, failing that, to the repair pass, as MuPDF repairs it.
 
 use std::path::Path;
 
@@ -8,10 +11,13 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::protocol::failure;
 
-/// Refuses what is plainly not a whole PDF before a renderer starts: no
-/// `%PDF-` header near the start, or no `%%EOF` marker near the end (the
-/// file was cut short).
-pub async fn check_envelope(path: &Path, size: u64) -> Result<(), TaskError> {
+/// What is plainly wrong with the file's envelope, if anything.
+pub(crate) async fn diagnose(path: &Path) -> Option<TaskError> {
+    let size = tokio::fs::metadata(path).await.ok()?.len();
+    check_envelope(path, size).await.err()
+}
+
+async fn check_envelope(path: &Path, size: u64) -> Result<(), TaskError> {
     const HEAD: u64 = 1024;
     const TAIL: u64 = 4096;
     let mut file = tokio::fs::File::open(path)

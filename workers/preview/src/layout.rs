@@ -72,6 +72,19 @@ pub struct PageLayout {
     pub exact_scale: f64,
 }
 
+impl PageLayout {
+    /// Half the size (sides rounded up), for a page that cannot be drawn
+    /// at full scale.
+    pub fn halved(self) -> Self {
+        Self {
+            width: self.width.div_ceil(2).max(1),
+            height: self.height.div_ceil(2).max(1),
+            scale: self.scale / 2.0,
+            exact_scale: self.exact_scale / 2.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("page size {width} × {height} pt is not a real page size ({reason})")]
 pub struct AbsurdPageSize {

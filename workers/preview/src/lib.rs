@@ -11,8 +11,9 @@
 //! ends FAILED with a reason and the worker goes on.
 //!
 //! Here: the renderer pool's interface. [`task`]: the task itself.
-//! [`shards`]: the renderer processes of one document. [`envelope`]: the
-//! look at a download before a renderer opens it.
+//! [`shards`]: the renderer processes of one document. [`repair`]: the
+//! pass a damaged document goes through before it may fail. [`envelope`]:
+//! the diagnosis of a file that is not a whole PDF.
 //!
 //! This crate knows its payload, its output and the [`ObjectStore`]
 //! interface; it does not know Postgres, Redis or HTTP routes.
@@ -25,10 +26,11 @@ pub mod layout;
 pub mod library;
 pub mod protocol;
 pub mod renderer;
+pub mod repair;
 mod shards;
 mod task;
 
-pub use envelope::check_envelope;
+pub use repair::{Rendered, Repair};
 pub use task::PdfPreview;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +44,7 @@ use tokio::sync::Semaphore;
 
 use crate::layout::LayoutRule;
 use crate::protocol::{PageReport, failure};
+use crate::renderer::RepairTool;
 
 /// How the worker starts a renderer: a program and the arguments before
 /// the renderer's own (the kiln binary and `render-pdf`).
@@ -117,8 +120,10 @@ impl PageRenderer {
     }
 
     /// Renders every page of the PDF at `input` by `rule`, handing each to
-    /// `sink` as it is done; answers the pages in order. Whatever the file
-    /// does, this ends with the pages or an error that names the reason.
+    /// `sink` as it is done; answers the pages in order, and the repair the
+    /// document needed, if any. A document pdfium cannot read goes through
+    /// the repair pass ([`repair`]) before it fails; whatever the file does,
+    /// this ends with the pages or an error that names the reason.
     pub async fn render(
         &self,
         ctx: &TaskContext,
@@ -126,17 +131,58 @@ impl PageRenderer {
         input: &Path,
         rule: LayoutRule,
         sink: &mut impl PageSink,
-    ) -> Result<Vec<PageReport>, TaskError> {
+    ) -> Result<Rendered, TaskError> {
         let library = self
             .config
             .library
             .as_ref()
             .map_err(|e| TaskError::retryable(failure::RENDERER_UNAVAILABLE, e.to_string()))?;
         let permits = self.renderer_permits(ctx).await?;
-        let pages = self
-            .render_pages(ctx, work.path(), input, library, rule, permits.len() as u32, sink)
-            .await;
-        drop(permits);
-        pages
+        let shards = permits.len() as u32;
+        let damage = match self
+            .render_pages(ctx, work.path(), input, library, rule, shards, false, sink)
+            .await
+        {
+            Ok(pages) => return Ok(Rendered { pages, repair: None }),
+            Err(error) if failure::is_repairable(error.name()) => error,
+            Err(error) => return Err(error),
+        };
+        tracing::info!(error = %damage, "pdfium cannot read the document; repairing it");
+        let mut tried = Vec::new();
+        for tool in RepairTool::ALL {
+            let repaired = match self.repair_copy(ctx, input, library, &work.join("repair"), tool).await {
+                Ok(repaired) => repaired,
+                Err(why) => {
+                    tried.push(format!("{}: {why}", tool.name()));
+                    continue;
+                }
+            };
+            match self
+                .render_pages(ctx, work.path(), &repaired, library, rule, shards, true, sink)
+                .await
+            {
+                // Blank pages stand in for a few lost ones; a copy with no
+                // page left to read is no document.
+                Ok(pages) if pages.iter().all(|p| p.blank) => {
+                    tried.push(format!("{}'s copy has no page that can be read", tool.name()));
+                }
+                Ok(pages) => {
+                    tracing::info!(tool = tool.name(), pages = pages.len(), "rendered from a repaired copy");
+                    let repair = Repair {
+                        tool,
+                        reason: damage.message().to_owned(),
+                    };
+                    return Ok(Rendered {
+                        pages,
+                        repair: Some(repair),
+                    });
+                }
+                Err(error) if failure::is_repairable(error.name()) => {
+                    tried.push(format!("{}'s copy: {}", tool.name(), error.message()));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(repair::unrepaired(damage, envelope::diagnose(input).await, &tried))
     }
 }

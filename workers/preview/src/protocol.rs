@@ -37,6 +37,13 @@ pub struct PageReport {
     pub png_size: Option<usize>,
     pub jpeg_size: Option<usize>,
     pub links: Vec<PageLink>,
+    /// The page could not be loaded even from the repaired copy, and is
+    /// drawn blank at MuPDF's default size, as MuPDF draws it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blank: bool,
+    /// Drawing at full scale failed; this image is at half scale.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub half_scale: bool,
 }
 
 /// A link on a page. `coords` is `"x0,y0,x1,y1"` in points from the page's
@@ -53,7 +60,9 @@ pub struct PageLink {
 }
 
 /// The names of the failures a document can cause. They end the run at
-/// once: rendering the same file again gives the same answer.
+/// once: rendering the same file again gives the same answer. Those
+/// [`failure::is_repairable`] says may pass first go through a repair of
+/// the file.
 pub mod failure {
     pub const NOT_A_PDF: &str = "NotAPdf";
     pub const ENCRYPTED: &str = "EncryptedPdf";
@@ -67,6 +76,13 @@ pub mod failure {
     pub const RENDER_TIMEOUT: &str = "RenderTimeout";
     /// Not the document's fault: the machine lacks libpdfium, or disk.
     pub const RENDERER_UNAVAILABLE: &str = "RendererUnavailable";
+
+    /// Failures of the file's structure, which a repaired copy (MuPDF's,
+    /// or qpdf's) may not have. A password, a page count, a memory bomb or
+    /// a timeout are the file's content, not its damage.
+    pub fn is_repairable(name: &str) -> bool {
+        matches!(name, CORRUPT | EMPTY | RENDER_FAILED | NOT_A_PDF | TRUNCATED)
+    }
 }
 
 #[cfg(test)]
@@ -92,6 +108,8 @@ mod tests {
                 is_internal: true,
                 target_page: Some(1),
             }],
+            blank: false,
+            half_scale: true,
         });
         for message in [page, Message::Document { page_count: 3 }] {
             let line = serde_json::to_string(&message).unwrap_or_default();

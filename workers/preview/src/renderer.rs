@@ -33,7 +33,13 @@ pub struct RendererArgs {
     pub max_pages: u32,
     /// How large each page's image is, and how precisely links are told.
     pub layout: LayoutRule,
+    /// Set for a repaired copy: a page that still cannot be loaded is drawn
+    /// blank, as MuPDF draws it, instead of failing the document.
+    pub lenient: bool,
 }
+
+/// MuPDF's size for a page it cannot load: US Letter, in points.
+const BLANK_PAGE_POINTS: (f32, f32) = (612.0, 792.0);
 
 /// A reason the document cannot be rendered.
 #[derive(Debug)]
@@ -51,6 +57,75 @@ fn fail(name: &'static str, message: impl Into<String>) -> Failure {
 
 /// Exit codes the worker reads.
 pub const EXIT_FAILED: u8 = 3;
+
+/// A tool that writes a repaired copy of a damaged PDF, tried in this
+/// order: MuPDF's (what Supermark rendered with, and what repairs most),
+/// then qpdf's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairTool {
+    Mutool,
+    Qpdf,
+}
+
+impl RepairTool {
+    pub const ALL: [RepairTool; 2] = [RepairTool::Mutool, RepairTool::Qpdf];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RepairTool::Mutool => "mutool",
+            RepairTool::Qpdf => "qpdf",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|tool| tool.name() == name)
+    }
+
+    /// What the run's output says repaired the file.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RepairTool::Mutool => "mutool clean (MuPDF)",
+            RepairTool::Qpdf => "qpdf",
+        }
+    }
+
+    /// The repaired copy's name in the output folder.
+    pub fn output_name(self) -> String {
+        format!("repaired-{}.pdf", self.name())
+    }
+}
+
+/// `kiln render-pdf --repair-with TOOL`: limits this process's address
+/// space as a renderer does, then becomes the tool (exec), so the repair of
+/// an untrusted file is held as a renderer is: the same memory limit, no
+/// new privileges, killed with its worker and by the page timeout.
+pub fn repair(tool: RepairTool, input: &Path, output_dir: &Path, memory_limit: Option<u64>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    if let Some(limit) = memory_limit
+        && let Err(error) = rlimit::setrlimit(rlimit::Resource::AS, limit, limit)
+    {
+        eprintln!("cannot set the memory limit: {error}");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    let output = output_dir.join(tool.output_name());
+    let mut command = match tool {
+        RepairTool::Mutool => {
+            let mut command = std::process::Command::new("mutool");
+            command.arg("clean").arg(input).arg(&output);
+            command
+        }
+        RepairTool::Qpdf => {
+            let mut command = std::process::Command::new("qpdf");
+            // qpdf says "succeeded with warnings" (exit 3) for every file
+            // it had to repair.
+            command.arg("--warning-exit-0").arg("--").arg(input).arg(&output);
+            command
+        }
+    };
+    let error = command.exec();
+    eprintln!("cannot start {}: {error}", tool.name());
+    ExitCode::from(127)
+}
 
 /// Renders `args`' shard; the exit code says how it ended.
 pub fn run(args: &RendererArgs) -> ExitCode {
@@ -168,36 +243,33 @@ fn render_page(
 ) -> Result<PageReport, Failure> {
     let page_number = index + 1;
     let page_index = i32::try_from(index).map_err(|_| fail(failure::TOO_MANY_PAGES, "page index out of range"))?;
-    let page = document
-        .pages()
-        .get(page_index)
-        .map_err(|e| fail(failure::CORRUPT, format!("page {page_number} cannot be read: {e}")))?;
+    let page = match document.pages().get(page_index) {
+        Ok(page) => page,
+        Err(_) if args.lenient => return blank_page(page_number, args, bitmap_bytes, scratch),
+        Err(e) => {
+            return Err(fail(
+                failure::CORRUPT,
+                format!("page {page_number} cannot be read: {e}"),
+            ));
+        }
+    };
     let (width_pt, height_pt) = (page.width().value, page.height().value);
     let size = args
         .layout
         .layout(width_pt, height_pt)
         .map_err(|e| fail(failure::ABSURD_PAGE_SIZE, format!("page {page_number}: {e}")))?;
-    let (w, h) = (size.width as i32, size.height as i32);
-
-    let needed = size.width as usize * size.height as usize * 4;
-    bitmap_bytes.resize(needed, 0);
-    let encoded = {
-        let mut bitmap = PdfBitmap::from_bytes(w, h, PdfBitmapFormat::BGRA, bitmap_bytes)
-            .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number}: no bitmap: {e}")))?;
-        let config = PdfRenderConfig::new()
-            .set_target_size(w, h)
-            .set_clear_color(PdfColor::WHITE)
-            .render_form_data(true)
-            .render_annotations(true);
-        page.render_into_bitmap_with_config(&mut bitmap, &config).map_err(|e| {
-            fail(
-                failure::RENDER_FAILED,
-                format!("page {page_number} cannot be drawn: {e}"),
-            )
-        })?;
-        drop(bitmap);
-        encode_page(bitmap_bytes, size.width, size.height, scratch, likely)
-            .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number}: {e}")))?
+    // A page that cannot be drawn at full scale (no room for its bitmap
+    // under the memory limit, or pdfium refuses) is drawn at half, as
+    // Supermark does.
+    let (size, half_scale, encoded) = match draw(Some(&page), size, page_number, bitmap_bytes, scratch, likely) {
+        Ok(encoded) => (size, false, encoded),
+        Err(full) => {
+            let half = size.halved();
+            match draw(Some(&page), half, page_number, bitmap_bytes, scratch, likely) {
+                Ok(encoded) => (half, true, encoded),
+                Err(_) => return Err(full),
+            }
+        }
     };
 
     let file = format!("page-{page_number}.{}", encoded.format.extension());
@@ -214,7 +286,91 @@ fn render_page(
         png_size: encoded.png_size,
         jpeg_size: encoded.jpeg_size,
         links: links(document, &page, height_pt, args.layout),
+        blank: false,
+        half_scale,
     })
+}
+
+/// A page that cannot be loaded, drawn white at MuPDF's default size.
+fn blank_page(
+    page_number: u32,
+    args: &RendererArgs,
+    bitmap_bytes: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<PageReport, Failure> {
+    let (width_pt, height_pt) = BLANK_PAGE_POINTS;
+    let size = args
+        .layout
+        .layout(width_pt, height_pt)
+        .map_err(|e| fail(failure::ABSURD_PAGE_SIZE, format!("page {page_number}: {e}")))?;
+    let encoded = draw(
+        None,
+        size,
+        page_number,
+        bitmap_bytes,
+        scratch,
+        crate::encode::ImageFormat::Png,
+    )?;
+    let file = format!("page-{page_number}.{}", encoded.format.extension());
+    write_atomically(&args.output_dir, &file, &encoded.bytes)?;
+    Ok(PageReport {
+        page_number,
+        file,
+        format: encoded.format,
+        width: size.width,
+        height: size.height,
+        original_width: width_pt,
+        original_height: height_pt,
+        scale_factor: size.exact_scale,
+        png_size: encoded.png_size,
+        jpeg_size: encoded.jpeg_size,
+        links: Vec::new(),
+        blank: true,
+        half_scale: false,
+    })
+}
+
+/// Draws `page` (white when there is none) at `size` and encodes it.
+fn draw(
+    page: Option<&PdfPage<'_>>,
+    size: crate::layout::PageLayout,
+    page_number: u32,
+    bitmap_bytes: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    likely: crate::encode::ImageFormat,
+) -> Result<crate::encode::EncodedPage, Failure> {
+    let (w, h) = (size.width as i32, size.height as i32);
+    let needed = size.width as usize * size.height as usize * 4;
+    bitmap_bytes.truncate(needed);
+    bitmap_bytes
+        .try_reserve_exact(needed - bitmap_bytes.len())
+        .map_err(|e| {
+            fail(
+                failure::RENDER_FAILED,
+                format!("page {page_number}: no room for its bitmap: {e}"),
+            )
+        })?;
+    bitmap_bytes.resize(needed, 0);
+    if page.is_none() {
+        bitmap_bytes.fill(0xff);
+    }
+    if let Some(page) = page {
+        let mut bitmap = PdfBitmap::from_bytes(w, h, PdfBitmapFormat::BGRA, bitmap_bytes)
+            .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number}: no bitmap: {e}")))?;
+        let config = PdfRenderConfig::new()
+            .set_target_size(w, h)
+            .set_clear_color(PdfColor::WHITE)
+            .render_form_data(true)
+            .render_annotations(true);
+        page.render_into_bitmap_with_config(&mut bitmap, &config).map_err(|e| {
+            fail(
+                failure::RENDER_FAILED,
+                format!("page {page_number} cannot be drawn: {e}"),
+            )
+        })?;
+    }
+    encode_page(bitmap_bytes, size.width, size.height, scratch, likely)
+        .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number}: {e}")))
 }
 
 /// Written under a temporary name and renamed, so the worker never reads a

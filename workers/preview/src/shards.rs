@@ -58,13 +58,14 @@ impl PageRenderer {
         library: &Path,
         rule: LayoutRule,
         shards: u32,
+        lenient: bool,
         sink: &mut impl PageSink,
     ) -> Result<Vec<PageReport>, TaskError> {
         let out_dir = work.join("pages");
         let (events_tx, mut events) = mpsc::channel::<ShardEvent>(64);
         let mut readers = tokio::task::JoinSet::new();
         for shard in 0..shards {
-            let child = self.spawn_renderer(input, library, &out_dir, shard, shards, rule)?;
+            let child = self.spawn_renderer(input, library, &out_dir, shard, shards, rule, lenient)?;
             let limits = Limits {
                 page_timeout: self.config.page_timeout,
                 memory_limit: self.config.memory_limit,
@@ -134,6 +135,7 @@ impl PageRenderer {
         Ok(done.into_values().collect())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn_renderer(
         &self,
         input: &Path,
@@ -142,38 +144,53 @@ impl PageRenderer {
         shard: u32,
         shards: u32,
         rule: LayoutRule,
+        lenient: bool,
     ) -> Result<tokio::process::Child, TaskError> {
         let config = &self.config;
-        tokio::process::Command::new(&config.renderer.program)
+        let mut command = self.renderer_command(input, library, out_dir);
+        command
+            .arg("--shard")
+            .arg(format!("{shard}/{shards}"))
+            .arg("--max-pages")
+            .arg(config.max_pages.to_string())
+            .arg("--layout")
+            .arg(rule.name())
+            .stdout(Stdio::piped());
+        if lenient {
+            command.arg("--lenient");
+        }
+        command.spawn().map_err(|e| {
+            TaskError::retryable(
+                failure::RENDERER_UNAVAILABLE,
+                format!("cannot start the renderer {}: {e}", config.renderer.program.display()),
+            )
+        })
+    }
+
+    /// `kiln render-pdf` (through the configured program) with what every
+    /// renderer gets: its input, its folder, pdfium, its memory limit, an
+    /// empty environment.
+    pub(crate) fn renderer_command(&self, input: &Path, library: &Path, out_dir: &Path) -> tokio::process::Command {
+        let config = &self.config;
+        let mut command = tokio::process::Command::new(&config.renderer.program);
+        command
             .args(&config.renderer.leading_args)
             .arg("--input")
             .arg(input)
             .arg("--output-dir")
             .arg(out_dir)
-            .arg("--shard")
-            .arg(format!("{shard}/{shards}"))
             .arg("--library")
             .arg(library)
             .arg("--memory-limit")
             .arg(config.memory_limit.to_string())
-            .arg("--max-pages")
-            .arg(config.max_pages.to_string())
-            .arg("--layout")
-            .arg(rule.name())
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .envs(config.renderer.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                TaskError::retryable(
-                    failure::RENDERER_UNAVAILABLE,
-                    format!("cannot start the renderer {}: {e}", config.renderer.program.display()),
-                )
-            })
+            .kill_on_drop(true);
+        command
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::layout::LayoutRule;
 use crate::protocol::PageReport;
-use crate::{PageRenderer, PageSink, Source, check_envelope};
+use crate::{PageRenderer, PageSink, Source};
 
 /// `kiln.pdf.preview`.
 pub struct PdfPreview {
@@ -66,6 +66,8 @@ struct UploadPages<'a> {
     storage: &'a dyn ObjectStore,
     prefix: &'a str,
     ctx: &'a TaskContext,
+    /// Every image uploaded, so a run that fails leaves none behind.
+    uploaded: Vec<ObjectKey>,
 }
 
 impl PageSink for UploadPages<'_> {
@@ -73,6 +75,7 @@ impl PageSink for UploadPages<'_> {
         let key = ObjectKey::parse(format!("{}/{}", self.prefix, report.file).as_str())
             .map_err(|e| invalid(format!("outputPrefix: {e}")))?;
         upload_file(self.storage, image, &key, report.format.content_type()).await?;
+        self.uploaded.push(key);
         let percent = done * 100 / total.max(1);
         self.ctx
             .metadata
@@ -102,7 +105,7 @@ impl Job {
         let input = work.path().join("source.pdf");
 
         ctx.metadata.progress(0, "downloading the PDF");
-        let size = download_source(
+        download_source(
             self.storage.as_ref(),
             self.fetcher.as_ref(),
             &source,
@@ -110,17 +113,43 @@ impl Job {
             self.renderer.config.max_source_bytes,
         )
         .await?;
-        check_envelope(&input, size).await?;
 
         let mut sink = UploadPages {
             storage: self.storage.as_ref(),
             prefix: &prefix,
             ctx,
+            uploaded: Vec::new(),
         };
-        let pages = self
+        let rendered = match self
             .renderer
             .render(ctx, &work, &input, LayoutRule::Kiln, &mut sink)
-            .await?;
+            .await
+        {
+            Ok(rendered) => rendered,
+            Err(error) => {
+                // Pages drawn before the document failed (a first pass, or
+                // a repaired copy found wanting) go with it.
+                for key in &sink.uploaded {
+                    if let Err(e) = self.storage.delete(key).await {
+                        tracing::warn!(key = %key, error = %e, "cannot remove a page image of a failed run");
+                    }
+                }
+                return Err(error);
+            }
+        };
+        // A page re-drawn from a repaired copy in another format replaced
+        // its first image.
+        for key in &sink.uploaded {
+            let kept = rendered
+                .pages
+                .iter()
+                .any(|p| key.as_str().ends_with(&format!("/{}", p.file)));
+            if !kept && let Err(e) = self.storage.delete(key).await {
+                tracing::warn!(key = %key, error = %e, "cannot remove an image a repair replaced");
+            }
+        }
+        let repair = rendered.repair_report();
+        let pages = rendered.pages;
 
         let is_vertical = pages.first().is_some_and(|p| p.original_height >= p.original_width);
         let total = pages.len();
@@ -142,6 +171,10 @@ impl Job {
                 })
             })
             .collect();
-        Ok(json!({ "numPages": total, "isVertical": is_vertical, "pages": pages }))
+        let mut output = json!({ "numPages": total, "isVertical": is_vertical, "pages": pages });
+        if let Some(repair) = repair {
+            output["repair"] = repair;
+        }
+        Ok(output)
     }
 }

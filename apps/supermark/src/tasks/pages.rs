@@ -116,7 +116,6 @@ async fn make_pages(shared: &Shared, ctx: &TaskContext, payload: Value) -> Resul
     let work = shared.renderer.work_dir(ctx, "supermark-pages").await?;
     let input = work.path().join("source.pdf");
     let size = download_upload(shared, &version.storage_type, &version.file, &input).await?;
-    kiln_worker_preview::check_envelope(&input, size).await?;
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis(),
         bytes = size,
@@ -143,13 +142,13 @@ async fn make_pages(shared: &Shared, ctx: &TaskContext, payload: Value) -> Resul
         "pages rendered and uploaded"
     );
     let recorded = match rendered {
-        Ok(pages) => record(shared, &payload, &version.team_id, &folder, &pages)
+        Ok(rendered) => record(shared, &payload, &version.team_id, &folder, &rendered.pages)
             .await
-            .map(|()| pages),
+            .map(|()| rendered),
         Err(error) => Err(error),
     };
-    let pages = match recorded {
-        Ok(pages) => pages,
+    let rendered = match recorded {
+        Ok(rendered) => rendered,
         Err(error) => {
             // A version that had no pages gets none: its images go too. A
             // rerun's images are the ones its existing rows point at.
@@ -165,17 +164,35 @@ async fn make_pages(shared: &Shared, ctx: &TaskContext, payload: Value) -> Resul
         }
     };
 
+    // A page drawn twice (before and after a repair) in another format
+    // left an image no row points at.
+    for key in &uploaded {
+        let kept = rendered
+            .pages
+            .iter()
+            .any(|p| team_key(&version.team_id, &folder, &page_name(p.page_number, p.format)).is_ok_and(|k| k == *key));
+        if !kept && let Err(e) = shared.storage.delete(key).await {
+            tracing::warn!(key = %key, error = %e, "cannot remove an image a repair replaced");
+        }
+    }
+    let repair = rendered.repair_report();
+    let pages = rendered.pages;
     tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "pages recorded");
     status::set(&ctx.metadata, 90.0, "Enabling pages...");
     status::set(&ctx.metadata, 95.0, "Revalidating link...");
     revalidate(shared, &payload.document_id).await;
     status::set(&ctx.metadata, 100.0, "Processing complete");
     tracing::info!(pages = pages.len(), document = %payload.document_id, "Supermark pages ready");
-    Ok(json!({
+    let mut output = json!({
         "success": true,
         "message": "Successfully converted PDF to images",
         "totalPages": pages.len(),
-    }))
+    });
+    if let Some(repair) = repair {
+        // Beside Supermark's own fields, which its app reads.
+        output["repair"] = repair;
+    }
+    Ok(output)
 }
 
 async fn record(
@@ -256,6 +273,8 @@ mod tests {
                 is_internal: true,
                 target_page: Some(1),
             }],
+            blank: false,
+            half_scale: false,
         };
         let row = page_row(&report, "t/doc_x/page-2.jpeg");
         assert_eq!(
