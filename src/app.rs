@@ -576,3 +576,51 @@ async fn forward_signals(shutdown: CancellationToken) {
     }
     shutdown.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part that waits for the shutdown, as the worker and the API do.
+    fn waiting_part(parts: &mut Parts, shutdown: &CancellationToken, name: &'static str) {
+        let token = shutdown.clone();
+        parts.spawn(async move {
+            token.cancelled().await;
+            Ok(name)
+        });
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_stops_the_others_and_the_process_exits_with_its_error() {
+        let shutdown = CancellationToken::new();
+        let mut parts = Parts::new();
+        waiting_part(&mut parts, &shutdown, "worker");
+        waiting_part(&mut parts, &shutdown, "scheduler");
+        parts.spawn(async { Err(anyhow::anyhow!("the api server failed")) });
+        let ended = wait_for_parts(parts, &shutdown).await;
+        assert!(shutdown.is_cancelled(), "the others were told to stop");
+        let error = ended.expect_err("a supervisor must see a failure");
+        assert_eq!(error.to_string(), "the api server failed");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_part_is_a_failure_too() {
+        let shutdown = CancellationToken::new();
+        let mut parts = Parts::new();
+        waiting_part(&mut parts, &shutdown, "worker");
+        parts.spawn(async { panic!("a part panicked") });
+        let ended = wait_for_parts(parts, &shutdown).await;
+        assert!(shutdown.is_cancelled());
+        assert!(ended.is_err());
+    }
+
+    #[tokio::test]
+    async fn parts_stopped_by_a_signal_end_cleanly() {
+        let shutdown = CancellationToken::new();
+        let mut parts = Parts::new();
+        waiting_part(&mut parts, &shutdown, "worker");
+        waiting_part(&mut parts, &shutdown, "api");
+        shutdown.cancel();
+        assert!(wait_for_parts(parts, &shutdown).await.is_ok());
+    }
+}
