@@ -196,6 +196,24 @@ impl Harness {
         self.queue.depth(&format!("task/{TASK}")).await.expect("redis depth")
     }
 
+    /// An hourly UTC schedule of the task, first due at the next hour.
+    async fn hourly_schedule(&self) {
+        let cron = kiln_core::schedule::CronSchedule::parse("0 * * * *", Some("UTC")).expect("cron");
+        let spec = ScheduleSpec {
+            environment: Environment::Dev,
+            task_identifier: TASK.into(),
+            cron: "0 * * * *".into(),
+            timezone: "UTC".into(),
+            external_id: None,
+            deduplication_key: None,
+            next_run_at: cron.next_after(Utc::now()),
+        };
+        self.store
+            .upsert_schedule(&kiln_core::id::new_schedule_id(), "IMPERATIVE", &spec)
+            .await
+            .expect("schedule");
+    }
+
     async fn tick(&self) {
         self.scheduler.tick(true).await.expect("a scheduler tick");
     }
@@ -339,21 +357,7 @@ async fn a_run_whose_worker_died_is_attempted_again_then_crashed_on_its_last_att
 #[tokio::test]
 async fn a_cron_schedule_fires_once_per_tick_and_its_run_executes() {
     let h = Harness::new(0).await;
-    let spec = ScheduleSpec {
-        environment: Environment::Dev,
-        task_identifier: TASK.into(),
-        cron: "0 * * * *".into(),
-        timezone: "UTC".into(),
-        external_id: None,
-        deduplication_key: None,
-        next_run_at: kiln_core::schedule::CronSchedule::parse("0 * * * *", Some("UTC"))
-            .expect("cron")
-            .next_after(Utc::now()),
-    };
-    h.store
-        .upsert_schedule(&kiln_core::id::new_schedule_id(), "IMPERATIVE", &spec)
-        .await
-        .expect("schedule");
+    h.hourly_schedule().await;
     assert_eq!(h.cron.fire_due().await.expect("fire"), 0, "not due yet");
     h.advance(Duration::from_secs(3600)).await;
     assert_eq!(h.cron.fire_due().await.expect("fire"), 1);
@@ -369,20 +373,7 @@ async fn a_cron_schedule_fires_once_per_tick_and_its_run_executes() {
 #[tokio::test]
 async fn a_schedule_stalled_past_several_ticks_fires_once_not_once_per_missed_tick() {
     let h = Harness::new(0).await;
-    let cron = kiln_core::schedule::CronSchedule::parse("0 * * * *", Some("UTC")).expect("cron");
-    let spec = ScheduleSpec {
-        environment: Environment::Dev,
-        task_identifier: TASK.into(),
-        cron: "0 * * * *".into(),
-        timezone: "UTC".into(),
-        external_id: None,
-        deduplication_key: None,
-        next_run_at: cron.next_after(Utc::now()),
-    };
-    h.store
-        .upsert_schedule(&kiln_core::id::new_schedule_id(), "IMPERATIVE", &spec)
-        .await
-        .expect("schedule");
+    h.hourly_schedule().await;
     // kiln was down (or stalled) for three hours past the tick.
     h.advance(Duration::from_secs(4 * 3600)).await;
     assert_eq!(h.cron.fire_due().await.expect("fire"), 1, "the late tick fires");

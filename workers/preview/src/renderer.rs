@@ -272,6 +272,22 @@ fn render_page(
         }
     };
 
+    Ok(PageReport {
+        links: links(document, &page, height_pt, args.layout),
+        half_scale,
+        ..write_page(args, page_number, (width_pt, height_pt), size, &encoded)?
+    })
+}
+
+/// Writes a drawn page's image into the output folder and reports it
+/// (without links, neither blank nor at half scale).
+fn write_page(
+    args: &RendererArgs,
+    page_number: u32,
+    (original_width, original_height): (f32, f32),
+    size: crate::layout::PageLayout,
+    encoded: &crate::encode::EncodedPage,
+) -> Result<PageReport, Failure> {
     let file = format!("page-{page_number}.{}", encoded.format.extension());
     write_atomically(&args.output_dir, &file, &encoded.bytes)?;
     Ok(PageReport {
@@ -280,14 +296,14 @@ fn render_page(
         format: encoded.format,
         width: size.width,
         height: size.height,
-        original_width: width_pt,
-        original_height: height_pt,
+        original_width,
+        original_height,
         scale_factor: size.exact_scale,
         png_size: encoded.png_size,
         jpeg_size: encoded.jpeg_size,
-        links: links(document, &page, height_pt, args.layout),
+        links: Vec::new(),
         blank: false,
-        half_scale,
+        half_scale: false,
     })
 }
 
@@ -311,22 +327,9 @@ fn blank_page(
         scratch,
         crate::encode::ImageFormat::Png,
     )?;
-    let file = format!("page-{page_number}.{}", encoded.format.extension());
-    write_atomically(&args.output_dir, &file, &encoded.bytes)?;
     Ok(PageReport {
-        page_number,
-        file,
-        format: encoded.format,
-        width: size.width,
-        height: size.height,
-        original_width: width_pt,
-        original_height: height_pt,
-        scale_factor: size.exact_scale,
-        png_size: encoded.png_size,
-        jpeg_size: encoded.jpeg_size,
-        links: Vec::new(),
         blank: true,
-        half_scale: false,
+        ..write_page(args, page_number, (width_pt, height_pt), size, &encoded)?
     })
 }
 
