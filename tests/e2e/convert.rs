@@ -362,3 +362,157 @@ async fn libreoffice_starts_without_kilns_secrets() {
     }
     drop(worker);
 }
+
+/// Runs LibreOffice's own command line, `soffice --convert-to pdf`, on
+/// `files` (in `dir`) with a private profile; answers the folder the PDFs
+/// are in, one per file it converted.
+fn cold_soffice(dir: &Path, files: &[String]) -> PathBuf {
+    let out = dir.join("cold");
+    let soffice =
+        std::env::var("KILN_SOFFICE_PATH").unwrap_or_else(|_| "/usr/lib/libreoffice/program/soffice.bin".into());
+    for _ in 0..3 {
+        let status = std::process::Command::new(&soffice)
+            .args(["--headless", "--norestore", "--convert-to", "pdf", "--outdir"])
+            .arg(&out)
+            .arg(format!(
+                "-env:UserInstallation=file://{}",
+                dir.join(".cold-profile").display()
+            ))
+            .args(files.iter().map(|name| dir.join(name)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("soffice");
+        // 81: soffice.bin made a new profile and wants to be started again.
+        if status.code() != Some(81) {
+            break;
+        }
+    }
+    out
+}
+
+/// Office saved many formats under the names .doc, .xls and .ppt (Word 6.0
+/// and 95, RTF and Word 2003 XML as .doc; Excel 2.x to 5.0/95 and 2003 XML
+/// as .xls; templates; new formats under old names and old under new).
+/// Whatever of them LibreOffice's command line converts, kiln converts, with
+/// the filter LibreOffice's detection picks; a file whose contents are of
+/// another family than its name (CSV named .xls, HTML named .doc) is
+/// refused, though LibreOffice would read it.
+#[tokio::test]
+async fn older_office_formats_that_libreoffice_converts_kiln_converts() {
+    let dir = temp_dir("legacy-office-docs");
+    let made = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/make_legacy_office_docs.py"
+        ))
+        .arg(&dir)
+        .arg(MARKER)
+        .status()
+        .expect("python3");
+    assert!(made.success(), "making the legacy documents");
+    let manifest: serde_json::Map<String, Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest")).expect("manifest json");
+    assert!(manifest.len() >= 25, "{manifest:?}");
+    let names: Vec<String> = manifest.keys().cloned().collect();
+    let cold = cold_soffice(&dir, &names);
+
+    let (kiln, storage) = kiln_with_office(&[]).await;
+    for (name, reads_with) in &manifest {
+        let stem = name.rsplit_once('.').map_or(name.as_str(), |(stem, _)| stem);
+        let cold_pdf = cold.join(format!("{stem}.pdf"));
+        assert!(
+            cold_pdf.exists() && pdf_text(&cold_pdf).contains(MARKER),
+            "{name}: LibreOffice's command line converts it"
+        );
+        put(
+            &storage,
+            &format!("legacy/{name}"),
+            &std::fs::read(dir.join(name)).expect("document"),
+        );
+        let output = format!("pdfs/legacy-{name}.pdf");
+        let run = convert(&kiln, &format!("legacy/{name}"), &output).await;
+        match reads_with.as_str() {
+            Some(filter) => {
+                assert_eq!(run["status"], "COMPLETED", "{name}: {run}");
+                assert_eq!(run["output"]["importFilter"], filter, "{name}: {run}");
+                assert!(run["output"].get("fallback").is_none(), "{name}: {run}");
+                let text = pdf_text(&storage.join(&output));
+                assert!(
+                    text.contains(MARKER),
+                    "{name}: the PDF's text holds the marker: {text:?}"
+                );
+            }
+            None => {
+                assert_eq!(run["status"], "FAILED", "{name}: {run}");
+                assert_eq!(run["error"]["name"], "UnsupportedFormat", "{name}: {run}");
+                assert_eq!(run["attemptCount"], 1, "{name}: not retried");
+            }
+        }
+    }
+}
+
+/// Whether process `pid` has a file named `name` open.
+fn holds_open(pid: u32, name: &str) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| target.file_name().is_some_and(|file| file == name))
+}
+
+/// A warm LibreOffice instance killed in the middle of a document: the
+/// document is converted again on a fresh instance, and when that one is
+/// killed too, by a one-shot `soffice --convert-to pdf`; the run completes
+/// either way, on its first attempt, and says which fallback converted it.
+#[tokio::test]
+async fn a_conversion_whose_instance_is_killed_completes_on_a_fresh_then_a_one_shot_soffice() {
+    let (kiln, storage) = kiln_with_office(&[("KILN_OFFICE_POOL_SIZE", "1")]).await;
+    // Long enough to import that LibreOffice holds the file open for a
+    // while: the kill lands while it reads it.
+    let mut rtf = String::from("{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 Times;}}\n");
+    for paragraph in 0..8000 {
+        rtf.push_str(&format!(
+            "\\pard {MARKER} paragraph {paragraph} with {{\\b bold}} and {{\\i italic}} words\\par\n"
+        ));
+    }
+    rtf.push('}');
+    put(&storage, "uploads/long.rtf", rtf.as_bytes());
+    let pipe = format!("kiln_office_{}_", kiln.pid());
+
+    for (kills, fallback) in [(1, "freshInstance"), (2, "coldOneShot")] {
+        let run_id = kiln
+            .trigger(
+                "kiln.office.to-pdf",
+                json!({ "payload": { "source": { "key": "uploads/long.rtf" }, "output": { "key": format!("pdfs/long-{kills}.pdf") } } }),
+            )
+            .await;
+        let mut killed = std::collections::HashSet::new();
+        let deadline = tokio::time::Instant::now() + WITHIN;
+        while killed.len() < kills {
+            for (pid, program) in pool_processes(&pipe) {
+                if program.ends_with("soffice.bin") && !killed.contains(&pid) && holds_open(pid, "source.rtf") {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                    killed.insert(pid);
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no instance of the pool opened the document ({killed:?} killed)"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let run = kiln.wait_for(&run_id, WITHIN, |run| run["isCompleted"] == true).await;
+        assert_eq!(run["status"], "COMPLETED", "after {kills} kill(s): {run}");
+        assert_eq!(run["attemptCount"], 1, "{run}");
+        assert_eq!(run["output"]["fallback"], fallback, "{run}");
+        let text = pdf_text(&storage.join(format!("pdfs/long-{kills}.pdf")));
+        assert!(
+            text.contains(&format!("{MARKER} paragraph 7999")),
+            "the whole document is in the PDF"
+        );
+    }
+}

@@ -9,6 +9,127 @@ pub const EXTENSIONS: &[&str] = &[
     "jpeg", "webp",
 ];
 
+/// A family of Microsoft Office formats: the import filters of one
+/// application, old and new. LibreOffice's type detection reads a file named
+/// like one of them and picks its filter; kiln takes the pick only from
+/// this list, so a `.doc` may be a Word 6.0, Word 95, Word 97 or RTF file
+/// (all of which Word saves as `.doc`), but never a spreadsheet or plain
+/// text that LibreOffice would also read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Family {
+    /// What the family is called in messages: "a Word document".
+    pub name: &'static str,
+    pub filters: &'static [&'static str],
+    /// The members that are OOXML packages: such a file in an OLE2
+    /// container is one Office encrypted with a password.
+    pub ooxml_filters: &'static [&'static str],
+}
+
+impl Family {
+    pub fn admits(&self, filter: &str) -> bool {
+        self.filters.contains(&filter)
+    }
+
+    pub fn is_ooxml(&self, filter: &str) -> bool {
+        self.ooxml_filters.contains(&filter)
+    }
+}
+
+pub const WORD: Family = Family {
+    name: "a Word document",
+    filters: &[
+        "MS Word 97",
+        "MS Word 97 Vorlage",
+        "MS Word 95",
+        "MS Word 95 Vorlage",
+        "MS WinWord 6.0",
+        "MS WinWord 5",
+        "Rich Text Format",
+        "MS Word 2003 XML",
+        "MS Word 2007 XML",
+        "MS Word 2007 XML Template",
+        "MS Word 2007 XML VBA",
+        "Office Open XML Text",
+        "Office Open XML Text Template",
+    ],
+    ooxml_filters: &[
+        "MS Word 2007 XML",
+        "MS Word 2007 XML Template",
+        "MS Word 2007 XML VBA",
+        "Office Open XML Text",
+        "Office Open XML Text Template",
+    ],
+};
+
+pub const EXCEL: Family = Family {
+    name: "an Excel workbook",
+    filters: &[
+        "MS Excel 97",
+        "MS Excel 97 Vorlage/Template",
+        "MS Excel 95",
+        "MS Excel 95 Vorlage/Template",
+        "MS Excel 5.0/95",
+        "MS Excel 5.0/95 Vorlage/Template",
+        "MS Excel 4.0",
+        "MS Excel 4.0 Vorlage/Template",
+        "MS Excel 2003 XML Orcus",
+        "Calc MS Excel 2007 XML",
+        "Calc MS Excel 2007 XML Template",
+        "Calc MS Excel 2007 VBA XML",
+        "Calc MS Excel 2007 Binary",
+        "Calc Office Open XML",
+        "Calc Office Open XML Template",
+    ],
+    ooxml_filters: &[
+        "Calc MS Excel 2007 XML",
+        "Calc MS Excel 2007 XML Template",
+        "Calc MS Excel 2007 VBA XML",
+        "Calc Office Open XML",
+        "Calc Office Open XML Template",
+    ],
+};
+
+pub const POWERPOINT: Family = Family {
+    name: "a PowerPoint presentation",
+    filters: &[
+        "MS PowerPoint 97",
+        "MS PowerPoint 97 Vorlage",
+        "MS PowerPoint 97 AutoPlay",
+        "PowerPoint 3",
+        "Impress MS PowerPoint 2007 XML",
+        "Impress MS PowerPoint 2007 XML Template",
+        "Impress MS PowerPoint 2007 XML AutoPlay",
+        "Impress MS PowerPoint 2007 XML VBA",
+        "Impress Office Open XML",
+        "Impress Office Open XML Template",
+        "Impress Office Open XML AutoPlay",
+    ],
+    ooxml_filters: &[
+        "Impress MS PowerPoint 2007 XML",
+        "Impress MS PowerPoint 2007 XML Template",
+        "Impress MS PowerPoint 2007 XML AutoPlay",
+        "Impress MS PowerPoint 2007 XML VBA",
+        "Impress Office Open XML",
+        "Impress Office Open XML Template",
+        "Impress Office Open XML AutoPlay",
+    ],
+};
+
+/// How LibreOffice is to read a format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Import {
+    /// This import filter, with these options. Naming it keeps LibreOffice
+    /// from reading a damaged file as something else (a broken
+    /// spreadsheet as plain text, say).
+    Filter(&'static str, &'static str),
+    /// LibreOffice's own type detection, which must pick a filter of this
+    /// family.
+    Detect(&'static Family),
+    /// LibreOffice's detection, unrestricted: for images, which it only
+    /// reads with image filters, and for formats the caller checked.
+    Any,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind(&'static str);
 
@@ -17,28 +138,21 @@ impl Kind {
         self.0
     }
 
-    /// LibreOffice's import filter for the format, and its options. Naming
-    /// it keeps LibreOffice from reading a damaged file as something else
-    /// (a broken spreadsheet as plain text, say). Images are left to its
-    /// detection, which only picks among image filters for them.
-    pub fn import_filter(self) -> Option<(&'static str, &'static str)> {
-        Some(match self.0 {
-            "docx" => ("MS Word 2007 XML", ""),
-            "doc" => ("MS Word 97", ""),
-            "xlsx" => ("Calc MS Excel 2007 XML", ""),
-            "xls" => ("MS Excel 97", ""),
-            "pptx" => ("Impress MS PowerPoint 2007 XML", ""),
-            "ppt" => ("MS PowerPoint 97", ""),
-            "odt" => ("writer8", ""),
-            "ods" => ("calc8", ""),
-            "odp" => ("impress8", ""),
-            "rtf" => ("Rich Text Format", ""),
-            "txt" => ("Text (encoded)", "UTF8"),
+    pub fn import(self) -> Import {
+        match self.0 {
+            "docx" | "doc" => Import::Detect(&WORD),
+            "xlsx" | "xls" => Import::Detect(&EXCEL),
+            "pptx" | "ppt" => Import::Detect(&POWERPOINT),
+            "odt" => Import::Filter("writer8", ""),
+            "ods" => Import::Filter("calc8", ""),
+            "odp" => Import::Filter("impress8", ""),
+            "rtf" => Import::Filter("Rich Text Format", ""),
+            "txt" => Import::Filter("Text (encoded)", "UTF8"),
             // Comma-separated, double quotes, UTF-8, from the first row.
-            "csv" => ("Text - txt - csv (StarCalc)", "44,34,76,1"),
-            "html" | "htm" => ("HTML (StarWriter)", ""),
-            _ => return None,
-        })
+            "csv" => Import::Filter("Text - txt - csv (StarCalc)", "44,34,76,1"),
+            "html" | "htm" => Import::Filter("HTML (StarWriter)", ""),
+            _ => Import::Any,
+        }
     }
 }
 
@@ -56,9 +170,9 @@ pub enum FormatError {
     Unknown,
 }
 
-/// Families of formats that share a container, and what each is called.
+/// The containers (and plain encodings) files come in, told by their first bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Family {
+enum Container {
     Zip,
     Ole2,
     Rtf,
@@ -66,29 +180,37 @@ enum Family {
     Jpeg,
     Webp,
     Pdf,
+    /// Text that opens as XML: Word and Excel 2003 XML, among others.
+    Xml,
     Text,
     Binary,
 }
 
-fn family_of(head: &[u8]) -> Family {
+fn container_of(head: &[u8]) -> Container {
     if head.starts_with(b"PK\x03\x04") {
-        Family::Zip
+        Container::Zip
     } else if head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
-        Family::Ole2
+        Container::Ole2
     } else if head.starts_with(b"{\\rtf") {
-        Family::Rtf
+        Container::Rtf
     } else if head.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Family::Png
+        Container::Png
     } else if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        Family::Jpeg
+        Container::Jpeg
     } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
-        Family::Webp
+        Container::Webp
     } else if head.starts_with(b"%PDF") {
-        Family::Pdf
+        Container::Pdf
     } else if !head.contains(&0) && looks_like_text(head) {
-        Family::Text
+        let start = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+        let start = &start[start.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+        if start.starts_with(b"<?xml") {
+            Container::Xml
+        } else {
+            Container::Text
+        }
     } else {
-        Family::Binary
+        Container::Binary
     }
 }
 
@@ -100,32 +222,46 @@ fn looks_like_text(head: &[u8]) -> bool {
     }
 }
 
-fn describe(family: Family) -> &'static str {
-    match family {
-        Family::Zip => "a zip archive",
-        Family::Ole2 => "an OLE2 compound file",
-        Family::Rtf => "RTF text",
-        Family::Png => "a PNG image",
-        Family::Jpeg => "a JPEG image",
-        Family::Webp => "a WebP image",
-        Family::Pdf => "already a PDF (use kiln.pdf.preview for page images)",
-        Family::Text => "plain text",
-        Family::Binary => "binary data of an unknown kind",
+fn describe(container: Container) -> &'static str {
+    match container {
+        Container::Zip => "a zip archive",
+        Container::Ole2 => "an OLE2 compound file",
+        Container::Rtf => "RTF text",
+        Container::Png => "a PNG image",
+        Container::Jpeg => "a JPEG image",
+        Container::Webp => "a WebP image",
+        Container::Pdf => "already a PDF (use kiln.pdf.preview for page images)",
+        Container::Xml => "XML text",
+        Container::Text => "plain text",
+        Container::Binary => "binary data of an unknown kind",
     }
 }
 
-/// The families an extension's files may be in. Password-protected OOXML
-/// documents are OLE2 containers; HTML and CSV are text.
-fn families_for(extension: &str) -> &'static [Family] {
+/// The containers an extension's files may be in. Password-protected OOXML
+/// documents are OLE2 containers, and Office's older formats share the
+/// names of the newer ones: Word saved RTF, Word 2003 XML and (before
+/// Word 6) a binary format of its own as `.doc`, Excel 2003 XML and BIFF2
+/// to 4 as `.xls`. Which format of the family a file really is, LibreOffice's
+/// detection decides ([`Import::Detect`]); a container no member of the
+/// family uses is refused here.
+fn containers_for(extension: &str) -> &'static [Container] {
     match extension {
-        "docx" | "xlsx" | "pptx" => &[Family::Zip, Family::Ole2],
-        "odt" | "ods" | "odp" => &[Family::Zip],
-        "doc" | "xls" | "ppt" => &[Family::Ole2],
-        "rtf" => &[Family::Rtf],
-        "txt" | "csv" | "html" | "htm" => &[Family::Text],
-        "png" => &[Family::Png],
-        "jpg" | "jpeg" => &[Family::Jpeg],
-        "webp" => &[Family::Webp],
+        "docx" | "xlsx" | "pptx" => &[Container::Zip, Container::Ole2],
+        "odt" | "ods" | "odp" => &[Container::Zip],
+        "doc" => &[
+            Container::Ole2,
+            Container::Rtf,
+            Container::Zip,
+            Container::Xml,
+            Container::Binary,
+        ],
+        "xls" => &[Container::Ole2, Container::Zip, Container::Xml, Container::Binary],
+        "ppt" => &[Container::Ole2, Container::Zip, Container::Binary],
+        "rtf" => &[Container::Rtf],
+        "txt" | "csv" | "html" | "htm" => &[Container::Text, Container::Xml],
+        "png" => &[Container::Png],
+        "jpg" | "jpeg" => &[Container::Jpeg],
+        "webp" => &[Container::Webp],
         _ => &[],
     }
 }
@@ -141,27 +277,27 @@ pub fn detect(name: &str, head: &[u8]) -> Result<Kind, FormatError> {
         .rsplit_once('.')
         .map(|(_, ext)| ext.to_ascii_lowercase())
         .filter(|e| !e.is_empty());
-    let family = family_of(head);
+    let container = container_of(head);
     match claimed {
         Some(ext) => {
             let Some(ext) = known(&ext) else {
                 return Err(FormatError::Unsupported(ext));
             };
-            if families_for(ext).contains(&family) {
+            if containers_for(ext).contains(&container) {
                 Ok(Kind(ext))
             } else {
                 Err(FormatError::WrongExtension {
-                    found: describe(family),
+                    found: describe(container),
                     claimed: ext.to_owned(),
                 })
             }
         }
-        None => match family {
-            Family::Rtf => Ok(Kind("rtf")),
-            Family::Png => Ok(Kind("png")),
-            Family::Jpeg => Ok(Kind("jpg")),
-            Family::Webp => Ok(Kind("webp")),
-            Family::Text => {
+        None => match container {
+            Container::Rtf => Ok(Kind("rtf")),
+            Container::Png => Ok(Kind("png")),
+            Container::Jpeg => Ok(Kind("jpg")),
+            Container::Webp => Ok(Kind("webp")),
+            Container::Text | Container::Xml => {
                 let start = String::from_utf8_lossy(&head[..head.len().min(512)]).to_ascii_lowercase();
                 Ok(Kind(if start.contains("<html") || start.contains("<!doctype html") {
                     "html"
@@ -169,17 +305,24 @@ pub fn detect(name: &str, head: &[u8]) -> Result<Kind, FormatError> {
                     "txt"
                 }))
             }
-            Family::Zip => odf_kind(head).ok_or(FormatError::Unknown),
-            Family::Pdf | Family::Binary => Err(FormatError::UnsupportedContent(describe(family))),
-            Family::Ole2 => Err(FormatError::Unknown),
+            Container::Zip => odf_kind(head).ok_or(FormatError::Unknown),
+            Container::Pdf | Container::Binary => Err(FormatError::UnsupportedContent(describe(container))),
+            Container::Ole2 => Err(FormatError::Unknown),
         },
     }
 }
 
-/// An OOXML document (docx, xlsx, pptx) in an OLE2 container is one
-/// encrypted with a password: Office wraps the encrypted package that way.
-pub fn is_encrypted_ooxml(kind: Kind, head: &[u8]) -> bool {
-    matches!(kind.0, "docx" | "xlsx" | "pptx") && family_of(head) == Family::Ole2
+/// Whether the file is an OLE2 compound file. One that LibreOffice reads
+/// as an OOXML package is encrypted with a password: Office wraps the
+/// encrypted package that way.
+pub fn is_ole2(head: &[u8]) -> bool {
+    container_of(head) == Container::Ole2
+}
+
+/// Whether the file is a zip or OLE2 container, as every binary Office
+/// format since Office 97 is.
+pub fn is_package(head: &[u8]) -> bool {
+    matches!(container_of(head), Container::Zip | Container::Ole2)
 }
 
 /// OpenDocument files name their type in a first, stored `mimetype` entry.
@@ -218,8 +361,35 @@ mod tests {
         let error = detect("report.docx", b"\x89PNG\r\n\x1a\n....").expect_err("a png named docx");
         assert_eq!(error.to_string(), "the file is a PNG image but its name ends .docx");
         assert!(detect("sheet.xls", b"just text").is_err());
+        assert!(detect("memo.doc", b"<html><body>x</body></html>").is_err());
+        assert!(detect("deck.ppt", b"{\\rtf1 a letter}").is_err());
         assert!(detect("deck.pdf", b"%PDF-1.7").is_err(), "pdf is not an office format");
         assert!(detect("tool.exe", b"MZ\x90\0").is_err());
+    }
+
+    #[test]
+    fn the_older_formats_office_saved_under_the_same_names_are_accepted() {
+        // RTF, Word 2003 XML and Word 5 binaries were all saved as .doc;
+        // Excel 2003 XML and BIFF4 as .xls.
+        assert_eq!(detect("letter.doc", b"{\\rtf1\\ansi"), Ok(Kind("doc")));
+        assert_eq!(
+            detect("memo.doc", b"\xEF\xBB\xBF<?xml version=\"1.0\"?><w:wordDocument>"),
+            Ok(Kind("doc"))
+        );
+        assert_eq!(detect("old.doc", &[0x31, 0xBE, 0, 0, 0, 0xAB]), Ok(Kind("doc")));
+        assert_eq!(
+            detect("sheet.xls", b"<?xml version=\"1.0\"?><Workbook>"),
+            Ok(Kind("xls"))
+        );
+        assert_eq!(detect("sheet.xls", &[0x09, 0x04, 0x06, 0x00]), Ok(Kind("xls")));
+        assert_eq!(
+            detect("report.docx", &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]),
+            Ok(Kind("docx"))
+        );
+        assert_eq!(Kind("doc").import(), Import::Detect(&WORD));
+        assert_eq!(Kind("xlsx").import(), Import::Detect(&EXCEL));
+        assert!(WORD.admits("MS Word 95") && !WORD.admits("Text - txt - csv (StarCalc)"));
+        assert!(EXCEL.is_ooxml("Calc Office Open XML") && !EXCEL.is_ooxml("MS Excel 97"));
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! extension of the format it really is (checked from its first bytes, so a
 //! renamed file is refused or converted as what it is), converted, checked
 //! with lopdf (it must be a PDF with pages) and uploaded to `output.key`.
+//! Microsoft Office files are read with the filter LibreOffice's type
+//! detection picks, as its command line would, but only from the filters
+//! of the family the name claims ([`format::Family`]).
 //! This crate knows its payload, its output and the [`ObjectStore`]
 //! interface; it does not know Postgres, Redis or HTTP routes.
 //!
@@ -25,7 +28,8 @@ use kiln_worker_kit::{Source, WorkDir, download_source, invalid, parse_payload, 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::pool::{ConvertError, OfficePool};
+use crate::format::Import;
+use crate::pool::{ConvertError, Fallback, OfficePool};
 
 /// `kiln.office.to-pdf`.
 pub struct OfficeToPdf {
@@ -87,9 +91,9 @@ impl TaskHandler for OfficeToPdf {
             ctx.metadata.progress(0, "downloading the document");
             download_source(storage.as_ref(), fetcher.as_ref(), &source, &download, limit).await?;
             ctx.metadata.progress(10, "converting to PDF");
-            let converted = convert_download(&pool, work.path(), &download, &named).await?;
-            let (pdf, pages, kind) = (converted.pdf, converted.pages, converted.kind);
-            let file = tokio::fs::File::open(&pdf)
+            let (kind, converted) = convert_download(&pool, work.path(), &download, &named).await?;
+            let (pdf, pages) = (&converted.pdf, converted.pages);
+            let file = tokio::fs::File::open(pdf)
                 .await
                 .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("read the PDF: {e}")))?;
             let size = storage
@@ -100,6 +104,12 @@ impl TaskHandler for OfficeToPdf {
             let local_output = payload.output.key.as_str();
             let mut answer =
                 json!({ "key": local_output, "size": size, "numPages": pages, "sourceFormat": kind.extension() });
+            if let Some(filter) = &converted.import_filter {
+                answer["importFilter"] = json!(filter);
+            }
+            if let Some(fallback) = converted.fallback {
+                answer["fallback"] = json!(fallback.name());
+            }
             if let Some(preview) = payload.preview {
                 let child = ctx
                     .children
@@ -122,7 +132,11 @@ pub struct Converted {
     /// The PDF, in the folder the download was in.
     pub pdf: PathBuf,
     pub pages: usize,
-    pub kind: format::Kind,
+    /// The LibreOffice filter that read the document, when kiln named or
+    /// checked it.
+    pub import_filter: Option<String>,
+    /// Set when the warm instance crashed and a fallback converted it.
+    pub fallback: Option<Fallback>,
 }
 
 /// Converts the downloaded file at `download`, which its owner named
@@ -134,42 +148,102 @@ pub async fn convert_download(
     dir: &Path,
     download: &Path,
     file_name: &str,
-) -> Result<Converted, TaskError> {
+) -> Result<(format::Kind, Converted), TaskError> {
     let head = read_head(download).await?;
     let kind = format::detect(file_name, &head).map_err(|e| TaskError::fatal("UnsupportedFormat", e.to_string()))?;
-    if format::is_encrypted_ooxml(kind, &head) {
-        return Err(TaskError::fatal(
-            "EncryptedDocument",
-            format!("the .{} document is protected by a password", kind.extension()),
-        ));
-    }
-    let (pdf, pages) = convert_as(pool, dir, download, kind.extension(), kind.import_filter()).await?;
-    Ok(Converted { pdf, pages, kind })
+    let converted = convert_as(pool, dir, download, kind.extension(), kind.import()).await?;
+    Ok((kind, converted))
 }
 
-/// Converts the download as a `.<extension>` file with the given import
-/// filter, or LibreOffice's own detection when there is none; answers the
-/// PDF and its page count. For formats whose contents the caller checked.
+/// Converts the download as a `.<extension>` file read as `import` says;
+/// for formats whose contents the caller checked. Answers the PDF and its
+/// page count.
 pub async fn convert_as(
     pool: &OfficePool,
     dir: &Path,
     download: &Path,
     extension: &str,
-    filter: Option<(&str, &str)>,
-) -> Result<(PathBuf, usize), TaskError> {
+    import: Import,
+) -> Result<Converted, TaskError> {
     let input = dir.join(format!("source.{extension}"));
     tokio::fs::rename(download, &input)
         .await
         .map_err(|e| TaskError::retryable("ConverterUnavailable", format!("rename: {e}")))?;
+    let filter = match import {
+        Import::Filter(name, options) => Some((name.to_owned(), options)),
+        Import::Any => None,
+        Import::Detect(family) => Some((detected_filter(pool, &input, family).await?, "")),
+    };
     let pdf = dir.join("source.pdf");
-    pool.convert(&input, &pdf, filter).await.map_err(|e| match e {
-        ConvertError::Rejected(reason) => TaskError::fatal("ConversionFailed", rejected_reason(&reason)),
-        ConvertError::TimedOut(_) => TaskError::fatal("ConversionTimeout", e.to_string()),
-        ConvertError::Crashed(_) => TaskError::fatal("ConverterCrashed", e.to_string()),
-        ConvertError::Unavailable(_) => TaskError::retryable("ConverterUnavailable", e.to_string()),
-    })?;
+    let fallback = pool
+        .convert(
+            &input,
+            &pdf,
+            filter.as_ref().map(|(name, options)| (name.as_str(), *options)),
+        )
+        .await
+        .map_err(task_error)?;
+    if let Some(fallback) = fallback {
+        tracing::warn!(fallback = fallback.name(), "converted after LibreOffice crashed");
+    }
     let pages = count_pages(&pdf).await?;
-    Ok((pdf, pages))
+    Ok(Converted {
+        pdf,
+        pages,
+        import_filter: filter.map(|(name, _)| name),
+        fallback,
+    })
+}
+
+/// The filter LibreOffice's detection picks for `input`, which must be one
+/// of `family`'s: contents of another family are refused, as is an OOXML
+/// package in an OLE2 container (encrypted with a password). A zip or OLE2
+/// file in which detection finds no format, or only text, is a damaged
+/// document rather than another kind of file.
+async fn detected_filter(pool: &OfficePool, input: &Path, family: &format::Family) -> Result<String, TaskError> {
+    let filter = pool.detect(input).await.map_err(task_error)?;
+    if family.admits(&filter) {
+        if family.is_ooxml(&filter) && format::is_ole2(&read_head(input).await?) {
+            return Err(TaskError::fatal(
+                "EncryptedDocument",
+                format!("the file is {} protected by a password", family.name),
+            ));
+        }
+        return Ok(filter);
+    }
+    let unreadable = filter.is_empty() || filter.starts_with("Text");
+    if unreadable && format::is_package(&read_head(input).await?) {
+        return Err(TaskError::fatal(
+            "ConversionFailed",
+            format!(
+                "the file looks like {} but LibreOffice cannot read it (damaged or truncated)",
+                family.name
+            ),
+        ));
+    }
+    Err(TaskError::fatal(
+        "UnsupportedFormat",
+        if filter.is_empty() {
+            format!(
+                "the file's contents are not {} (LibreOffice recognises no format in them)",
+                family.name
+            )
+        } else {
+            format!(
+                "the file's contents are not {} (LibreOffice reads them as \"{filter}\")",
+                family.name
+            )
+        },
+    ))
+}
+
+fn task_error(error: ConvertError) -> TaskError {
+    match error {
+        ConvertError::Rejected(reason) => TaskError::fatal("ConversionFailed", rejected_reason(&reason)),
+        ConvertError::TimedOut(_) => TaskError::fatal("ConversionTimeout", error.to_string()),
+        ConvertError::Crashed(_) => TaskError::fatal("ConverterCrashed", error.to_string()),
+        ConvertError::Unavailable(_) => TaskError::retryable("ConverterUnavailable", error.to_string()),
+    }
 }
 
 /// The first bytes of a file, to tell its format by.

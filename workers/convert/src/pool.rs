@@ -7,6 +7,10 @@
 //! The pool never gives one instance two documents at once. A conversion
 //! past its time limit is killed with its instance; an instance that
 //! crashed is dropped; either is replaced by a fresh one when next needed.
+//! A document that crashed its instance is converted again on a fresh
+//! instance and, if that crashes too, once more by a one-shot
+//! `soffice --convert-to pdf` under the same limits: whatever LibreOffice's
+//! own command line converts, the pool converts.
 //! Each soffice runs under an address-space limit (`prlimit`) and with a
 //! profile that blocks remote content (an unreachable proxy, untrusted
 //! links blocked), so a document cannot fetch anything; it and its bridge
@@ -79,6 +83,34 @@ pub struct PoolConfig {
     pub work_dir: PathBuf,
 }
 
+/// How a conversion got done when the warm instance it started on crashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// A newly started instance converted it.
+    FreshInstance,
+    /// A one-shot `soffice --convert-to pdf` converted it.
+    ColdOneShot,
+}
+
+impl Fallback {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fallback::FreshInstance => "freshInstance",
+            Fallback::ColdOneShot => "coldOneShot",
+        }
+    }
+}
+
+/// Which instance takes a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// An idle instance, or a new one when none is idle.
+    Warm,
+    /// A newly started one, replacing an idle one (if any) so the pool does
+    /// not grow.
+    Fresh,
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConvertError {
     /// The document itself: damaged, protected, not a document.
@@ -123,6 +155,8 @@ struct Answer {
     #[serde(default)]
     ready: bool,
     error: Option<String>,
+    /// A detection's answer: the import filter LibreOffice picked.
+    filter: Option<String>,
 }
 
 impl OfficePool {
@@ -150,44 +184,86 @@ impl OfficePool {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Converts `input` into the PDF `output` on an instance of its own.
+    /// The import filter LibreOffice's type detection picks for `input`
+    /// (empty when no filter recognises it), as its command line would
+    /// pick it.
+    pub async fn detect(&self, input: &Path) -> Result<String, ConvertError> {
+        let request = serde_json::json!({ "detect": input });
+        let answer = match self.exchange(&request, Pick::Warm).await {
+            Err(ConvertError::Crashed(error)) => {
+                tracing::warn!(%error, "LibreOffice crashed detecting the format; trying a fresh instance");
+                self.exchange(&request, Pick::Fresh).await?
+            }
+            other => other?,
+        };
+        if answer.ok {
+            Ok(answer.filter.unwrap_or_default())
+        } else {
+            Err(ConvertError::Rejected(answer.error.unwrap_or_default()))
+        }
+    }
+
+    /// Converts `input` into the PDF `output` with the given import filter
+    /// and its options (LibreOffice's own detection when there is none).
+    /// A warm instance converts it; if it crashes, a fresh instance, then
+    /// a one-shot `soffice --convert-to pdf`; the answer says which
+    /// fallback, if any, did it.
     pub async fn convert(
         &self,
         input: &Path,
         output: &Path,
         import_filter: Option<(&str, &str)>,
-    ) -> Result<(), ConvertError> {
-        let _slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| ConvertError::Unavailable("the pool is closed".into()))?;
-        let mut instance = loop {
-            let idle = self.lock_idle().pop();
-            let Some(mut instance) = idle else {
-                break self.start_instance().await?;
-            };
-            if matches!(instance.soffice.try_wait(), Ok(None)) {
-                break instance;
-            }
-            // An instance that died while idle is replaced, so the next
-            // document does not pay for it.
-            tracing::warn!(
-                instance = instance.number,
-                "LibreOffice instance died while idle; replacing it"
-            );
-            kill(instance).await;
-        };
+    ) -> Result<Option<Fallback>, ConvertError> {
         let (filter, filter_options) = import_filter.unwrap_or_default();
         let request = serde_json::json!({
             "input": input,
             "output": output,
             "filter": filter,
             "filterOptions": filter_options,
-        })
-        .to_string()
-            + "\n";
+        });
+        let converted = |answer: Answer| {
+            if answer.ok {
+                Ok(())
+            } else {
+                Err(ConvertError::Rejected(answer.error.unwrap_or_default()))
+            }
+        };
+        let first = match self.exchange(&request, Pick::Warm).await {
+            Err(ConvertError::Crashed(error)) => error,
+            other => return other.and_then(converted).map(|()| None),
+        };
+        tracing::warn!(error = %first, "LibreOffice crashed on the document; converting it on a fresh instance");
+        let second = match self.exchange(&request, Pick::Fresh).await {
+            Err(ConvertError::Crashed(error)) => error,
+            other => return other.and_then(converted).map(|()| Some(Fallback::FreshInstance)),
+        };
+        tracing::warn!(error = %second, "a fresh instance crashed too; converting with a one-shot soffice");
+        self.convert_one_shot(input, output, import_filter).await?;
+        Ok(Some(Fallback::ColdOneShot))
+    }
+
+    /// Sends one request to an instance of its own and reads the answer.
+    /// An instance that died on it, or overran the time limit, is killed
+    /// and answers [`ConvertError::Crashed`] or [`ConvertError::TimedOut`];
+    /// a live one goes back to the pool.
+    async fn exchange(&self, request: &serde_json::Value, pick: Pick) -> Result<Answer, ConvertError> {
+        let _slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| ConvertError::Unavailable("the pool is closed".into()))?;
+        let mut instance = match pick {
+            Pick::Warm => self.take_warm().await?,
+            Pick::Fresh => {
+                let replaced = self.lock_idle().pop();
+                if let Some(replaced) = replaced {
+                    kill(replaced).await;
+                }
+                self.start_instance().await?
+            }
+        };
+        let line = request.to_string() + "\n";
         let exchange = async {
-            instance.requests.write_all(request.as_bytes()).await?;
+            instance.requests.write_all(line.as_bytes()).await?;
             instance.requests.flush().await?;
             instance.answers.next_line().await
         };
@@ -205,19 +281,18 @@ impl OfficePool {
                     ok: false,
                     ready: false,
                     error: Some(format!("unreadable answer from the bridge: {line}")),
+                    filter: None,
                 });
                 // A document that made soffice die can still get an answer
                 // from the bridge; only a live instance goes back.
-                let alive = matches!(instance.soffice.try_wait(), Ok(None));
-                if alive {
+                if matches!(instance.soffice.try_wait(), Ok(None)) {
                     self.lock_idle().push(instance);
+                    Ok(answer)
                 } else {
                     kill(instance).await;
-                }
-                match (answer.ok, answer.error) {
-                    (true, _) => Ok(()),
-                    (false, error) if alive => Err(ConvertError::Rejected(error.unwrap_or_default())),
-                    (false, error) => Err(ConvertError::Crashed(error.unwrap_or_default())),
+                    Err(ConvertError::Crashed(
+                        answer.error.unwrap_or_else(|| "soffice ended".into()),
+                    ))
                 }
             }
             Ok(Ok(None) | Err(_)) => {
@@ -236,6 +311,103 @@ impl OfficePool {
         }
     }
 
+    /// An idle instance that is still alive, or a new one.
+    async fn take_warm(&self) -> Result<Instance, ConvertError> {
+        loop {
+            let idle = self.lock_idle().pop();
+            let Some(mut instance) = idle else {
+                return self.start_instance().await;
+            };
+            if matches!(instance.soffice.try_wait(), Ok(None)) {
+                return Ok(instance);
+            }
+            // An instance that died while idle is replaced, so the next
+            // document does not pay for it.
+            tracing::warn!(
+                instance = instance.number,
+                "LibreOffice instance died while idle; replacing it"
+            );
+            kill(instance).await;
+        }
+    }
+
+    /// The last resort after two crashed instances: LibreOffice's own
+    /// command line, in a process and profile of its own, under the same
+    /// memory limit, network block and time limit (plus the minute a
+    /// first start with a new profile may take).
+    async fn convert_one_shot(
+        &self,
+        input: &Path,
+        output: &Path,
+        import_filter: Option<(&str, &str)>,
+    ) -> Result<(), ConvertError> {
+        let _slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| ConvertError::Unavailable("the pool is closed".into()))?;
+        let number = self.next_number.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self
+            .config
+            .work_dir
+            .join(format!("kiln-office-{}-once-{number}", std::process::id()));
+        let profile = make_profile(&dir).await?;
+        let out_dir = dir.join("out");
+        let outcome = async {
+            let deadline = tokio::time::Instant::now() + self.config.conversion_timeout + Duration::from_secs(60);
+            for _ in 0..3 {
+                let mut command = orphan_proof("prlimit");
+                command
+                    .arg(format!("--as={}", self.config.memory_limit))
+                    .arg("--")
+                    .arg(&self.config.soffice)
+                    .args(SOFFICE_FLAGS)
+                    .arg(format!("-env:UserInstallation=file://{}", profile.display()));
+                if let Some((filter, options)) = import_filter.filter(|(filter, _)| !filter.is_empty()) {
+                    command.arg(if options.is_empty() {
+                        format!("--infilter={filter}")
+                    } else {
+                        format!("--infilter={filter}:{options}")
+                    });
+                }
+                let mut child = command
+                    .args(["--convert-to", "pdf", "--outdir"])
+                    .arg(&out_dir)
+                    .arg(input)
+                    .env("HOME", &dir)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| {
+                        ConvertError::Unavailable(format!("cannot start {}: {e}", self.config.soffice.display()))
+                    })?;
+                let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+                    Err(_) => return Err(ConvertError::TimedOut(self.config.conversion_timeout)),
+                    Ok(status) => status.map_err(|e| ConvertError::Unavailable(format!("soffice: {e}")))?,
+                };
+                if status.code() == Some(RESTART_REQUESTED) {
+                    continue;
+                }
+                let made = out_dir.join(input.with_extension("pdf").file_name().unwrap_or_default());
+                if tokio::fs::rename(&made, output).await.is_ok() {
+                    return Ok(());
+                }
+                return Err(if status.code().is_none() {
+                    ConvertError::Crashed(format!("a one-shot soffice ended too ({status})"))
+                } else {
+                    ConvertError::Rejected(String::new())
+                });
+            }
+            Err(ConvertError::Unavailable(
+                "soffice kept asking to be started again".into(),
+            ))
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        outcome
+    }
+
     async fn start_instance(&self) -> Result<Instance, ConvertError> {
         let number = self.next_number.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let unavailable = |what: &str, e: std::io::Error| ConvertError::Unavailable(format!("{what}: {e}"));
@@ -243,14 +415,7 @@ impl OfficePool {
             .config
             .work_dir
             .join(format!("kiln-office-{}-{number}", std::process::id()));
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        let profile = dir.join("profile");
-        tokio::fs::create_dir_all(profile.join("user"))
-            .await
-            .map_err(|e| unavailable("profile folder", e))?;
-        tokio::fs::write(profile.join("user/registrymodifications.xcu"), PROFILE_SETTINGS)
-            .await
-            .map_err(|e| unavailable("profile settings", e))?;
+        let profile = make_profile(&dir).await?;
         let bridge_path = dir.join("bridge.py");
         tokio::fs::write(&bridge_path, BRIDGE_SOURCE)
             .await
@@ -263,14 +428,7 @@ impl OfficePool {
                 .arg(format!("--as={}", self.config.memory_limit))
                 .arg("--")
                 .arg(&self.config.soffice)
-                .args([
-                    "--headless",
-                    "--invisible",
-                    "--nologo",
-                    "--norestore",
-                    "--nodefault",
-                    "--nolockcheck",
-                ])
+                .args(SOFFICE_FLAGS)
                 .arg(format!("--accept=pipe,name={pipe};urp;"))
                 .arg(format!("-env:UserInstallation={profile_url}"))
                 .env("HOME", &dir)
@@ -336,6 +494,32 @@ impl OfficePool {
             answers,
         })
     }
+}
+
+/// A headless soffice that shows nothing, restores nothing and opens no
+/// document of its own.
+const SOFFICE_FLAGS: [&str; 6] = [
+    "--headless",
+    "--invisible",
+    "--nologo",
+    "--norestore",
+    "--nodefault",
+    "--nolockcheck",
+];
+
+/// A new, empty folder `dir` with a LibreOffice profile in it that blocks
+/// remote content; answers the profile's path.
+async fn make_profile(dir: &Path) -> Result<PathBuf, ConvertError> {
+    let unavailable = |what: &str, e: std::io::Error| ConvertError::Unavailable(format!("{what}: {e}"));
+    let _ = tokio::fs::remove_dir_all(dir).await;
+    let profile = dir.join("profile");
+    tokio::fs::create_dir_all(profile.join("user"))
+        .await
+        .map_err(|e| unavailable("profile folder", e))?;
+    tokio::fs::write(profile.join("user/registrymodifications.xcu"), PROFILE_SETTINGS)
+        .await
+        .map_err(|e| unavailable("profile settings", e))?;
+    Ok(profile)
 }
 
 async fn kill(mut instance: Instance) {

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler};
+use kiln_worker_convert::format::Import;
 use kiln_worker_kit::upload_file;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -94,18 +95,22 @@ async fn convert(
     progress(20.0, "Converting document...");
     let (pdf, pages) = match conversion {
         Conversion::Office => {
-            let converted =
+            let (_, converted) =
                 kiln_worker_convert::convert_download(&shared.office, work.path(), &download, &source.document_name)
                     .await?;
             (converted.pdf, converted.pages)
         }
         Conversion::Keynote => {
             check_keynote(&download).await?;
-            kiln_worker_convert::convert_as(&shared.office, work.path(), &download, "key", None).await?
+            let converted =
+                kiln_worker_convert::convert_as(&shared.office, work.path(), &download, "key", Import::Any).await?;
+            (converted.pdf, converted.pages)
         }
         Conversion::Cad => {
             let extension = check_cad(&download, &source.content_type).await?;
-            kiln_worker_convert::convert_as(&shared.office, work.path(), &download, extension, None).await?
+            let converted =
+                kiln_worker_convert::convert_as(&shared.office, work.path(), &download, extension, Import::Any).await?;
+            (converted.pdf, converted.pages)
         }
     };
 
