@@ -50,6 +50,14 @@ fn orphan_proof(program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
+/// A number for a new instance, unique in the process (not only in its
+/// pool): it names the instance's pipe and folder, which two pools in one
+/// process must not share.
+fn next_instance_number() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// soffice.bin's exit code asking its launcher to start it again.
 const RESTART_REQUESTED: i32 = 81;
 
@@ -137,7 +145,6 @@ pub struct OfficePool {
     config: PoolConfig,
     idle: Mutex<Vec<Instance>>,
     slots: Arc<Semaphore>,
-    next_number: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for OfficePool {
@@ -166,7 +173,6 @@ impl OfficePool {
             config,
             idle: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(size)),
-            next_number: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -345,7 +351,7 @@ impl OfficePool {
             .acquire_owned()
             .await
             .map_err(|_| ConvertError::Unavailable("the pool is closed".into()))?;
-        let number = self.next_number.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let number = next_instance_number();
         let dir = self
             .config
             .work_dir
@@ -409,7 +415,7 @@ impl OfficePool {
     }
 
     async fn start_instance(&self) -> Result<Instance, ConvertError> {
-        let number = self.next_number.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let number = next_instance_number();
         let unavailable = |what: &str, e: std::io::Error| ConvertError::Unavailable(format!("{what}: {e}"));
         let dir = self
             .config
