@@ -357,6 +357,7 @@ pub async fn run(
         .with_window(config.queue_window);
     prepare_database(roles, &config, &tasks, &registry, &store).await?;
 
+    let process_metrics = crate::process_metrics::install()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(forward_signals(shutdown.clone()));
     let mut parts = tokio::task::JoinSet::new();
@@ -372,8 +373,25 @@ pub async fn run(
             Ok("worker")
         });
     }
+    if let (false, Some(addr)) = (roles.api, config.metrics_addr) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("KILN_METRICS_ADDR: cannot listen on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        let (render, token, stop) = (
+            Arc::clone(&process_metrics),
+            config.metrics_token.clone(),
+            shutdown.clone(),
+        );
+        parts.spawn(async move {
+            kiln_api::serve_metrics(listener, render, token, stop.cancelled_owned())
+                .await
+                .context("the metrics server failed")?;
+            Ok("metrics")
+        });
+    }
     if let Some(listener) = listener {
-        let state = api_state(&config, &store, &queue, &registry, &storage)?;
+        let state = api_state(&config, &store, &queue, &registry, &storage)?.with_process_metrics(process_metrics);
         let local = listener.local_addr()?;
         tracing::info!(addr = %local, "api listening");
         // Tests and scripts read this line to find the port.

@@ -135,6 +135,9 @@ pub struct RuntimeConfig {
     pub key_cache_ttl: Duration,
     /// When set, `/metrics` wants it as a bearer token.
     pub metrics_token: Option<String>,
+    /// Where a process without the API role (`kiln worker`, `kiln
+    /// scheduler`) serves its own `/metrics`; `None`: it serves none.
+    pub metrics_addr: Option<SocketAddr>,
     /// Supermark's document tasks, when its database is configured.
     pub supermark: Option<kiln_app_supermark::SupermarkConfig>,
     /// How often due cron schedules are looked for.
@@ -285,6 +288,16 @@ impl RuntimeConfig {
             storage_scopes: storage_scopes()?,
             key_cache_ttl: duration("KILN_KEY_CACHE_TTL", Duration::from_secs(30))?,
             metrics_token: var("KILN_METRICS_TOKEN"),
+            metrics_addr: var("KILN_METRICS_ADDR")
+                .map(|addr| {
+                    addr.parse().map_err(|_| {
+                        error(
+                            "KILN_METRICS_ADDR",
+                            format!("{addr:?} is not a listen address like 0.0.0.0:9464"),
+                        )
+                    })
+                })
+                .transpose()?,
             export_limits: kiln_worker_export::ExportLimits {
                 max_files: parsed("KILN_EXPORT_MAX_FILES", 10_000usize, "a number of files")?.max(1),
                 max_bytes: parsed("KILN_EXPORT_MAX_MB", 10_240u64, "a number of MiB")?.max(1) * 1024 * 1024,

@@ -12,6 +12,7 @@
 mod app;
 mod config;
 mod doctor;
+mod process_metrics;
 mod tasks_file;
 mod telemetry;
 

@@ -1,11 +1,13 @@
 //! `/metrics` after real runs: the counts a test caused are the counts it
-//! reads back, in Prometheus text format.
+//! reads back, in Prometheus text format; scrapes answer while Postgres is
+//! locked and the triggers' pool is exhausted; a worker-only process serves
+//! its own counts.
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{Kiln, Mode, noop_body};
+use crate::helpers::{Kiln, Mode, free_port, noop_body};
 
 async fn scrape(kiln: &Kiln) -> String {
     let response = reqwest::get(kiln.url("/metrics")).await.expect("scrape");
@@ -48,12 +50,36 @@ async fn metrics_count_the_runs_attempts_and_durations_a_test_caused() {
     }
     let text = scrape(&kiln).await;
     assert_eq!(
-        sample(&text, r#"kiln_runs{task="kiln.noop",status="COMPLETED"}"#),
+        sample(&text, r#"kiln_runs_triggered_total{task="kiln.noop"}"#),
         Some(5.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, r#"kiln_runs{task="kiln.fail",status="FAILED"}"#),
+        sample(&text, r#"kiln_runs_triggered_total{task="kiln.fail"}"#),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"kiln_attempts_finished_total{task="kiln.noop",outcome="COMPLETED"}"#
+        ),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"kiln_attempts_finished_total{task="kiln.fail",outcome="RETRYING"}"#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"kiln_attempts_finished_total{task="kiln.fail",outcome="FAILED"}"#
+        ),
         Some(2.0),
         "{text}"
     );
@@ -100,11 +126,6 @@ async fn metrics_show_the_backlog_of_each_queue() {
         Some(3.0),
         "{text}"
     );
-    assert_eq!(
-        sample(&text, r#"kiln_runs{task="kiln.noop",status="QUEUED"}"#),
-        Some(3.0),
-        "{text}"
-    );
     let age = sample(&text, r#"kiln_queue_oldest_age_seconds{queue="task/kiln.noop"}"#).expect("oldest age");
     assert!((0.0..60.0).contains(&age), "{age}");
     assert_eq!(
@@ -137,4 +158,108 @@ async fn metrics_behind_a_token_answer_only_with_it() {
         "an API key is not the scrape token"
     );
     assert_eq!(get(Some("scrape-secret-1")).await, 200);
+}
+
+/// Scrapes never wait for the pool triggers use: with the runs table
+/// locked, triggers hang holding every connection of the main pool, and
+/// `/metrics` still answers, with this process's counters and the last
+/// gauges it read (a scrape on the main pool would wait for a connection
+/// and answer 503).
+#[tokio::test]
+async fn metrics_answer_while_postgres_is_locked_and_the_trigger_pool_is_exhausted() {
+    let mut kiln = Kiln::builder(Mode::Dev)
+        .env("KILN_DB_MAX_CONNECTIONS", "2")
+        .spawn()
+        .await;
+    let first = kiln.trigger("kiln.noop", noop_body(json!({}))).await;
+    kiln.wait_for(&first, Duration::from_secs(30), |run| run["isCompleted"] == true)
+        .await;
+    let warm = scrape(&kiln).await;
+    assert!(sample(&warm, "kiln_workers_active").is_some(), "{warm}");
+
+    let db = kiln.db().await;
+    let mut lock = db.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock runs");
+    let mut hanging = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let request = kiln
+            .http
+            .post(kiln.url("/api/v1/tasks/kiln.noop/trigger"))
+            .bearer_auth(&kiln.key)
+            .json(&noop_body(json!({ "n": i })));
+        hanging.spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+    }
+    // Past the gauges' freshness, so the scrape tries Postgres again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let response = kiln
+        .http
+        .get(kiln.url("/metrics"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("scrape while locked");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    assert_eq!(
+        sample(&text, r#"kiln_runs_triggered_total{task="kiln.noop"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "kiln_gauges_age_seconds").is_some_and(|age| age >= 1.0),
+        "{text}"
+    );
+    lock.rollback().await.expect("unlock");
+    // Those that waited past the pool's acquire timeout answered 503; the
+    // others went through once the lock was gone.
+    while hanging.join_next().await.is_some() {}
+}
+
+/// `kiln worker` has no API; with KILN_METRICS_ADDR it serves its own
+/// counts there, behind the same token.
+#[tokio::test]
+async fn a_worker_process_serves_its_own_counts() {
+    let kiln = Kiln::builder(Mode::Serve)
+        .env("KILN_METRICS_TOKEN", "scrape-secret-3")
+        .spawn()
+        .await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _worker = kiln.spawn_worker(&[("KILN_METRICS_ADDR", addr.as_str())]);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(kiln.trigger("kiln.noop", noop_body(json!({ "n": i }))).await);
+    }
+    for id in &ids {
+        kiln.wait_for(id, Duration::from_secs(30), |run| run["isCompleted"] == true)
+            .await;
+    }
+    let url = format!("http://{addr}/metrics");
+    assert_eq!(
+        kiln.http.get(&url).send().await.expect("scrape").status(),
+        401,
+        "the worker's metrics want the token too"
+    );
+    let text = kiln
+        .http
+        .get(&url)
+        .bearer_auth("scrape-secret-3")
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(
+        sample(&text, r#"kiln_run_attempts_total{task="kiln.noop"}"#),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"kiln_queue_wait_seconds_count{task="kiln.noop"}"#),
+        Some(3.0),
+        "{text}"
+    );
 }

@@ -10,20 +10,32 @@ configure({ baseURL: process.env.TRIGGER_API_URL, accessToken: process.env.TRIGG
 
 const tag = `realtime-${Date.now()}`;
 // kiln's tasks file gives the queue "realtime" one slot: the first run
-// holds it, so the second waits QUEUED. SDK 3 names a queue with an object,
+// holds it, so the second waits QUEUED until the subscriber has seen it
+// QUEUED and the first is canceled. SDK 3 names a queue with an object,
 // SDK 4 with its name.
 const queue = sdkPackage === "trigger-sdk-3" ? { name: "realtime" } : "realtime";
-await tasks.trigger("kiln.sleep", { ms: 1500 }, { queue });
+const blocker = await tasks.trigger("kiln.sleep", { ms: 120000 }, { queue });
 const watched = await tasks.trigger("kiln.sleep", { ms: 2000 }, { queue, tags: [tag] });
 
 const token = await auth.createPublicToken({ scopes: { read: { runs: [watched.id] } } });
 const seen = [];
+// The SDK's withAuth swaps the client's key for the public token until it
+// returns, so this cancels with the secret key over plain fetch.
+const released = (async () => {
+  while (seen.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+  const canceled = await fetch(`${process.env.TRIGGER_API_URL}/api/v2/runs/${blocker.id}/cancel`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${process.env.TRIGGER_SECRET_KEY}` },
+  });
+  assert.equal(canceled.status, 200);
+})();
 await auth.withAuth({ accessToken: token }, async () => {
   for await (const run of runs.subscribeToRun(watched.id)) {
     seen.push({ status: run.status, progress: run.metadata?.progress });
     if (run.status === "COMPLETED") break;
   }
 });
+await released;
 assert.equal(seen[0].status, "QUEUED", JSON.stringify(seen));
 assert.equal(seen.at(-1).status, "COMPLETED");
 assert.equal(seen.at(-1).progress, 100);

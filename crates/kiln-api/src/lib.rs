@@ -76,6 +76,11 @@ pub struct SharedState {
     pub cors_origins: Vec<String>,
     /// When set, `/metrics` wants it as a bearer token.
     pub metrics_token: Option<String>,
+    /// Renders this process's counters and histograms (the binary's
+    /// Prometheus recorder); `None` reports the gauges only.
+    pub process_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The last gauges read from Postgres, shared by concurrent scrapes.
+    pub gauges: Arc<routes::metrics::GaugeCache>,
 }
 
 impl std::ops::Deref for AppState {
@@ -99,6 +104,8 @@ impl AppState {
             storage: None,
             cors_origins: Vec::new(),
             metrics_token: None,
+            process_metrics: None,
+            gauges: Arc::default(),
         }))
     }
 
@@ -117,6 +124,12 @@ impl AppState {
     /// Puts `/metrics` behind this bearer token.
     pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
         Arc::make_mut(&mut self.0).metrics_token = token;
+        self
+    }
+
+    /// Puts this process's counters and histograms on `/metrics`.
+    pub fn with_process_metrics(mut self, render: Arc<dyn Fn() -> String + Send + Sync>) -> Self {
+        Arc::make_mut(&mut self.0).process_metrics = Some(render);
         self
     }
 
@@ -202,6 +215,27 @@ async fn log_request(request: Request, next: Next) -> Response {
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes the
 /// requests in flight.
+/// Serves only `GET /metrics` with this process's counters and histograms
+/// (behind `token` when there is one): for processes without the API.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    token: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let (render, token) = (Arc::clone(&render), token.clone());
+            async move {
+                routes::metrics::check_token(token.as_deref(), &headers)?;
+                Ok::<_, error::ApiError>(routes::metrics::text(render()))
+            }
+        }),
+    );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,

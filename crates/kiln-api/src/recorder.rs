@@ -61,12 +61,15 @@ impl RunRecorder {
         }
         if run.spec.idempotency_key.is_none() {
             let id = run.id.as_str().to_owned();
+            let task = run.task_identifier.clone();
             self.plain.submit(run).await?;
+            count_triggered(task);
             return Ok((id, false));
         }
         match self.store.insert_idempotent_run(&run).await? {
             TriggerOutcome::Cached { id } => Ok((id, true)),
             TriggerOutcome::Created => {
+                count_triggered(run.task_identifier.clone());
                 if let Some(ready) = run.ready() {
                     kiln_dispatch::push_ready(&self.store, &self.queue, &[ready]).await;
                 }
@@ -74,6 +77,11 @@ impl RunRecorder {
             }
         }
     }
+}
+
+/// Counts a run this process recorded (`kiln_runs_triggered_total`).
+pub(crate) fn count_triggered(task: String) {
+    metrics::counter!("kiln_runs_triggered_total", "task" => task).increment(1);
 }
 
 /// Pushes recorded runs to Redis in the order they were recorded, off the

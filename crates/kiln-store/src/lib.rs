@@ -109,6 +109,9 @@ pub struct Store {
     pool: PgPool,
     relaxed: PgPool,
     keyed: PgPool,
+    /// One connection of its own for `/metrics`, with a statement timeout:
+    /// scrapes never take a connection a trigger or a claim needs.
+    gauges: PgPool,
 }
 
 pub struct StoreOptions {
@@ -140,16 +143,25 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(custom_plans);
+            .connect_lazy_with(custom_plans.clone());
         let relaxed = PgPoolOptions::new()
             .max_connections(options.max_connections.div_ceil(2))
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(keyed_plans.clone().options([("synchronous_commit", "off")]));
+        let gauges = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(custom_plans.clone().options([("statement_timeout", "2s")]));
         let keyed = PgPoolOptions::new()
             .max_connections(options.max_connections.div_ceil(2))
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(keyed_plans);
-        Ok(Self { pool, relaxed, keyed })
+        Ok(Self {
+            pool,
+            relaxed,
+            keyed,
+            gauges,
+        })
     }
 
     pub fn pool(&self) -> &PgPool {

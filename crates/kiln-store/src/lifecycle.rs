@@ -43,6 +43,8 @@ pub struct ClaimedRun {
     /// Popped before by a worker that did not finish it: see
     /// [`Store::peek_runs`].
     pub redelivered: bool,
+    /// When the run became ready to start: created, or due after its delay.
+    pub ready_at: DateTime<Utc>,
 }
 
 /// A run a worker started without recording it (see
@@ -115,7 +117,7 @@ const CLAIM_SET: &str = "status = 'EXECUTING', attempt_count = runs.attempt_coun
 
 const CLAIM_RETURNING: &str = "RETURNING runs.id, runs.task_identifier, runs.queue, runs.concurrency_key,
     runs.payload, runs.attempt_count, runs.max_attempts, runs.max_duration_ms, runs.metadata, runs.environment,
-    runs.started_at, runs.redelivered";
+    runs.started_at, runs.redelivered, GREATEST(runs.created_at, runs.delay_until) AS ready_at";
 
 /// A run a worker started without recording it (attempt `u.attempt`) is
 /// still as it was then: queued at the previous attempt, not backing off,
@@ -195,7 +197,8 @@ impl Store {
         let sql = format!(
             "SELECT runs.id, runs.task_identifier, runs.queue, runs.concurrency_key, runs.payload,
                  runs.attempt_count + 1 AS attempt_count, runs.max_attempts, runs.max_duration_ms,
-                 runs.metadata, runs.environment, now() AS started_at, runs.redelivered
+                 runs.metadata, runs.environment, now() AS started_at, runs.redelivered,
+                 GREATEST(runs.created_at, runs.delay_until) AS ready_at
              FROM runs WHERE runs.id = ANY($1) AND {CLAIMABLE} AND {UNLIMITED_QUEUE}"
         );
         Ok(sqlx::query_as::<_, ClaimedRun>(AssertSqlSafe(sql))

@@ -34,6 +34,7 @@ impl Worker {
             outcome = tracing::field::Empty,
         );
         async move {
+            count_started(&run);
             let cancel = hard_stop.child_token();
             let metadata = RunMetadata::new(run.metadata.as_ref());
             let (recorded, recorded_changes) =
@@ -92,6 +93,7 @@ impl Worker {
                 },
             };
             tracing::Span::current().record("outcome", result.name());
+            count_finished(&run, &result);
             let Some(claimed) = recorded else {
                 return tracing::info!("run changed before it was recorded as started; outcome dropped");
             };
@@ -270,5 +272,29 @@ impl Worker {
                 return None;
             }
         }
+    }
+}
+
+/// This process's count of attempts started (`kiln_run_attempts_total`),
+/// and for a first attempt how long the run waited to start
+/// (`kiln_queue_wait_seconds`).
+fn count_started(run: &ClaimedRun) {
+    let task = run.task_identifier.clone();
+    metrics::counter!("kiln_run_attempts_total", "task" => task.clone()).increment(1);
+    if run.attempt_count == 1 {
+        let waited = (chrono::Utc::now() - run.ready_at).to_std().unwrap_or_default();
+        metrics::histogram!("kiln_queue_wait_seconds", "task" => task).record(waited.as_secs_f64());
+    }
+}
+
+/// How an attempt ended (`kiln_attempts_finished_total`, by outcome), and
+/// for a run that ended for good how long it took from its first start
+/// (`kiln_run_duration_seconds`).
+fn count_finished(run: &ClaimedRun, result: &AttemptResult) {
+    let task = run.task_identifier.clone();
+    metrics::counter!("kiln_attempts_finished_total", "task" => task.clone(), "outcome" => result.name()).increment(1);
+    if matches!(result, AttemptResult::Completed { .. } | AttemptResult::Ended { .. }) {
+        let took = (chrono::Utc::now() - run.started_at).to_std().unwrap_or_default();
+        metrics::histogram!("kiln_run_duration_seconds", "task" => task).record(took.as_secs_f64());
     }
 }
