@@ -488,6 +488,7 @@ async fn spawn_scheduler(
         SchedulerConfig {
             tick: config.scheduler_tick,
             requeue_after: config.requeue_after,
+            retention: config.run_retention,
             ..SchedulerConfig::default()
         },
     );

@@ -115,6 +115,8 @@ pub struct RuntimeConfig {
     pub scheduler_tick: Duration,
     pub queue_window: usize,
     pub requeue_after: Duration,
+    /// Finished runs older than this are deleted; `None` keeps them all.
+    pub run_retention: Option<Duration>,
     pub retry: RetryPolicy,
     pub tasks_file: Option<PathBuf>,
     pub preview: PreviewSettings,
@@ -234,6 +236,19 @@ impl RuntimeConfig {
             return Err(error("KILN_QUEUE_WINDOW", "must be between 1 and 1000000"));
         }
         let requeue_after = duration("KILN_REQUEUE_AFTER", Duration::from_secs(30))?;
+        let run_retention = match var("KILN_RUN_RETENTION").as_deref() {
+            Some("off") => None,
+            _ => {
+                let retention = duration("KILN_RUN_RETENTION", Duration::from_secs(30 * 24 * 3600))?;
+                if retention < Duration::from_secs(3600) {
+                    return Err(error(
+                        "KILN_RUN_RETENTION",
+                        "must be at least 1h (or off, to keep every run)",
+                    ));
+                }
+                Some(retention)
+            }
+        };
         if requeue_after < Duration::from_secs(1) {
             return Err(error("KILN_REQUEUE_AFTER", "must be at least 1s"));
         }
@@ -274,6 +289,7 @@ impl RuntimeConfig {
             scheduler_tick,
             queue_window,
             requeue_after,
+            run_retention,
             retry,
             tasks_file: var("KILN_TASKS_FILE").map(PathBuf::from),
             preview: PreviewSettings::from_env()?,

@@ -21,6 +21,14 @@ impl RunId {
         Self(format!("{}{}", Self::PREFIX, time_ordered_suffix(unix_ms)))
     }
 
+    /// The smallest id a run created at `unix_ms` can have: every run
+    /// created before it has a smaller id.
+    pub fn lower_bound(unix_ms: u64) -> String {
+        let mut suffix = time_ordered_suffix(unix_ms);
+        suffix.replace_range(10.., &"0".repeat(16));
+        format!("{}{suffix}", Self::PREFIX)
+    }
+
     /// Accepts any id of the right shape; ids are opaque to callers.
     pub fn parse(raw: &str) -> Option<Self> {
         let suffix = raw.strip_prefix(Self::PREFIX)?;
@@ -83,6 +91,14 @@ mod tests {
         let later = RunId::generate(1_700_000_000_001);
         assert!(earlier < later);
         assert_eq!(earlier.as_str().len(), 4 + 26);
+    }
+
+    #[test]
+    fn the_lower_bound_of_an_instant_sorts_between_earlier_and_later_ids() {
+        let bound = RunId::lower_bound(1_700_000_000_000);
+        assert!(RunId::generate(1_699_999_999_999).as_str() < bound.as_str());
+        assert!(RunId::generate(1_700_000_000_000).as_str() >= bound.as_str());
+        assert!(RunId::generate(1_700_000_000_001).as_str() > bound.as_str());
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //!   that are not in Redis (the backlog stays in Postgres);
 //! - now and then, releases parked runs whose queue has a free slot and
 //!   marks for a new push runs pushed long ago but never claimed (their id
-//!   was lost with a worker that popped it and died).
+//!   was lost with a worker that popped it and died);
+//! - about once a minute, with a retention period set, deletes finished
+//!   runs older than it, a bounded batch per statement (see
+//!   `kiln_store::retention`).
 
 use std::time::Duration;
 
@@ -32,6 +35,13 @@ pub struct SchedulerConfig {
     pub batch: i64,
     /// A run pushed this long ago and still queued is pushed again.
     pub requeue_after: std::time::Duration,
+    /// Finished runs older than this are deleted; `None` keeps them all.
+    pub retention: Option<Duration>,
+    /// Rows each retention statement deletes.
+    pub retention_batch: i64,
+    /// Statements a retention sweep runs at most, so that one sweep of a
+    /// large backlog of old runs is spread over several minutes.
+    pub retention_statements: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -40,6 +50,9 @@ impl Default for SchedulerConfig {
             tick: Duration::from_millis(100),
             batch: 2_000,
             requeue_after: Duration::from_secs(30),
+            retention: None,
+            retention_batch: 1_000,
+            retention_statements: 50,
         }
     }
 }
@@ -56,6 +69,10 @@ pub struct Scheduler {
 /// pushed ids are normally claimed; these sweeps are safety nets, so they
 /// run less often.
 const SWEEP_EVERY_TICKS: u32 = 20;
+
+/// How often the retention sweep runs, in ticks (a minute at the default
+/// tick).
+const RETENTION_EVERY_TICKS: u32 = 600;
 
 impl Scheduler {
     pub fn new(store: Store, queue: Queue, config: SchedulerConfig) -> Self {
@@ -80,6 +97,11 @@ impl Scheduler {
             if let Err(error) = self.tick(ticks.is_multiple_of(SWEEP_EVERY_TICKS)).await {
                 tracing::warn!(%error, "scheduler tick failed");
             }
+            if ticks.is_multiple_of(RETENTION_EVERY_TICKS)
+                && let Err(error) = self.sweep_history().await
+            {
+                tracing::warn!(%error, "retention sweep failed");
+            }
         }
     }
 
@@ -103,6 +125,37 @@ impl Scheduler {
             tracing::warn!(recovered, "queued again runs whose worker stopped renewing its lease");
         }
         self.refill().await
+    }
+
+    /// Deletes finished runs older than the retention period, a batch per
+    /// statement, until none is left or the sweep has run its statements;
+    /// answers the runs deleted. Public so tests can sweep when they say.
+    pub async fn sweep_history(&self) -> Result<u64, kiln_store::StoreError> {
+        let Some(retention) = self.config.retention else {
+            return Ok(0);
+        };
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let mut total = kiln_store::retention::Deleted::default();
+        for _ in 0..self.config.retention_statements {
+            let deleted = self
+                .store
+                .delete_finished_before(cutoff, self.config.retention_batch)
+                .await?;
+            total.runs += deleted.runs;
+            total.batches += deleted.batches;
+            let full = u64::try_from(self.config.retention_batch).unwrap_or(0);
+            if deleted.runs < full && deleted.batches < full {
+                break;
+            }
+        }
+        if total.runs > 0 || total.batches > 0 {
+            tracing::info!(
+                runs = total.runs,
+                batches = total.batches,
+                "deleted finished runs past the retention period"
+            );
+        }
+        Ok(total.runs)
     }
 
     /// Runs pushed long ago and never claimed, in a queue whose Redis list

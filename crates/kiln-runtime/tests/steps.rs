@@ -390,3 +390,111 @@ async fn a_schedule_stalled_past_several_ticks_fires_once_not_once_per_missed_ti
     assert!(payload.get("lastTimestamp").is_none(), "{payload}");
     assert_eq!(payload["timezone"], "UTC");
 }
+
+/// A run recorded `days_ago`, then moved straight to `status` (finished
+/// `finished_days_ago`, when given), with a tag.
+async fn old_run(h: &Harness, days_ago: i64, status: &str, finished_days_ago: Option<i64>) -> String {
+    let created = Utc::now() - chrono::Duration::days(days_ago);
+    let options = TriggerOptions {
+        tags: vec!["kept-or-not".into()],
+        ..TriggerOptions::default()
+    };
+    let spec = options
+        .validate(Utc::now(), &TaskDefaults::for_task(TASK))
+        .expect("valid options");
+    let run = NewRun {
+        id: RunId::generate(u64::try_from(created.timestamp_millis()).unwrap_or(0)),
+        environment: Environment::Dev,
+        task_identifier: TASK.into(),
+        payload: json!({}),
+        payload_type: "application/json".into(),
+        spec,
+        created_at: created,
+        replayed_from: None,
+        parent_run_id: None,
+    };
+    h.store.insert_runs(std::slice::from_ref(&run)).await.expect("insert");
+    sqlx::query(
+        "UPDATE runs SET status = $2, updated_at = $3,
+             completed_at = now() - $4 * interval '1 day' WHERE id = $1",
+    )
+    .bind(run.id.as_str())
+    .bind(status)
+    .bind(created)
+    .bind(finished_days_ago.map(|days| days as f64))
+    .execute(&h.db)
+    .await
+    .expect("set the status");
+    run.id.into_string()
+}
+
+/// Retention deletes the runs that finished before the cut-off, with their
+/// tags, and the batches whose runs are all gone; it keeps runs finished
+/// since, and every run not finished however old (delayed, queued,
+/// executing), a small batch per statement until none is left.
+#[tokio::test]
+async fn retention_deletes_exactly_the_runs_that_finished_before_the_cut_off() {
+    let h = Harness::new(0).await;
+    let mut doomed = Vec::new();
+    for status in [
+        "COMPLETED",
+        "FAILED",
+        "CANCELED",
+        "EXPIRED",
+        "CRASHED",
+        "TIMED_OUT",
+        "SYSTEM_FAILURE",
+    ] {
+        doomed.push(old_run(&h, 40, status, Some(35)).await);
+    }
+    let kept = vec![
+        old_run(&h, 40, "COMPLETED", Some(1)).await, // created long ago, finished lately
+        old_run(&h, 2, "COMPLETED", Some(1)).await,
+        old_run(&h, 40, "QUEUED", None).await,
+        old_run(&h, 40, "DELAYED", None).await,
+        old_run(&h, 40, "EXECUTING", None).await,
+    ];
+    for (id, runs) in [
+        ("batch_gone", vec![doomed[0].clone(), doomed[1].clone()]),
+        ("batch_kept", vec![doomed[2].clone(), kept[0].clone()]),
+    ] {
+        sqlx::query("INSERT INTO batches (id, environment, run_ids, created_at) VALUES ($1, 'dev', $2, now() - interval '40 days')")
+            .bind(id)
+            .bind(&runs)
+            .execute(&h.db)
+            .await
+            .expect("a batch");
+    }
+    let scheduler = Scheduler::new(
+        h.store.clone(),
+        h.queue.clone(),
+        SchedulerConfig {
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            retention_batch: 2,
+            ..SchedulerConfig::default()
+        },
+    );
+    assert_eq!(scheduler.sweep_history().await.expect("sweep"), doomed.len() as u64);
+
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM runs ORDER BY id")
+        .fetch_all(&h.db)
+        .await
+        .expect("runs");
+    let mut expected = kept.clone();
+    expected.sort();
+    assert_eq!(
+        left, expected,
+        "exactly the runs not finished before the cut-off are left"
+    );
+    let tagged: Vec<String> = sqlx::query_scalar("SELECT run_id FROM run_tags ORDER BY run_id")
+        .fetch_all(&h.db)
+        .await
+        .expect("tags");
+    assert_eq!(tagged, expected, "the deleted runs' tags went with them");
+    let batches: Vec<String> = sqlx::query_scalar("SELECT id FROM batches ORDER BY id")
+        .fetch_all(&h.db)
+        .await
+        .expect("batches");
+    assert_eq!(batches, vec!["batch_kept".to_owned()]);
+    assert_eq!(scheduler.sweep_history().await.expect("a second sweep"), 0);
+}

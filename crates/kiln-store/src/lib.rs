@@ -25,6 +25,7 @@ pub mod batches;
 pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
+pub mod retention;
 pub mod runs;
 pub mod schedules;
 

@@ -5,6 +5,9 @@
 #     -> {"ok": true, "filter": "MS Word 95"}  ("" when nothing recognises it)
 #   {"input": "/abs/in.docx", "output": "/abs/out.pdf", "filter": "MS Word 2007 XML", "filterOptions": ""}
 #     -> {"ok": true} | {"ok": false, "error": "..."}
+# An answer with "lost": true says the bridge lost its connection to soffice
+# (soffice died during the call): the instance is gone, whatever soffice's
+# process looks like at that instant.
 # Which filters a file may be read with is kiln's decision, not the
 # bridge's: it only reports what LibreOffice's type detection found.
 # Documents load as `soffice --convert-to` loads them (hidden, read-only,
@@ -84,6 +87,17 @@ def convert(desktop, request):
     return {"ok": True}
 
 
+def reachable(desktop):
+    """Whether soffice still answers: after a failed call, tells a document
+    LibreOffice refused from a soffice that died during the call (whose
+    error text varies with the moment it died)."""
+    try:
+        desktop.getFrames()
+        return True
+    except Exception:
+        return False
+
+
 def main():
     desktop, detection = connect(sys.argv[1])
     sys.stdout.write(json.dumps({"ready": True}) + "\n")
@@ -97,7 +111,7 @@ def main():
                 answer = convert(desktop, request)
         except Exception as error:  # an answer, not a dead bridge
             text = getattr(error, "Message", "") or str(error) or type(error).__name__
-            answer = {"ok": False, "error": text}
+            answer = {"ok": False, "error": text, "lost": not reachable(desktop)}
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
 

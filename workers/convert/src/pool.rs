@@ -164,6 +164,10 @@ struct Answer {
     error: Option<String>,
     /// A detection's answer: the import filter LibreOffice picked.
     filter: Option<String>,
+    /// The bridge lost soffice during the call: soffice died (its process
+    /// may not have been reaped yet when the answer arrives).
+    #[serde(default)]
+    lost: bool,
 }
 
 impl OfficePool {
@@ -288,10 +292,11 @@ impl OfficePool {
                     ready: false,
                     error: Some(format!("unreadable answer from the bridge: {line}")),
                     filter: None,
+                    lost: false,
                 });
                 // A document that made soffice die can still get an answer
                 // from the bridge; only a live instance goes back.
-                if matches!(instance.soffice.try_wait(), Ok(None)) {
+                if !answer.lost && matches!(instance.soffice.try_wait(), Ok(None)) {
                     self.lock_idle().push(instance);
                     Ok(answer)
                 } else {
