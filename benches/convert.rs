@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_worker_convert::pool::{Fallback, OfficePool, PoolConfig};
+use kiln_worker_convert::pool::{Containment, Fallback, OfficePool, PoolConfig};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -129,6 +129,7 @@ async fn main() -> BenchResult<()> {
             conversion_timeout: Duration::from_secs(60),
             memory_limit: 4 << 30,
             work_dir: work.join(format!("pool-{size}")),
+            containment: Containment::probe(),
         }));
         pool.warm_up().await?;
         let started = Instant::now();
@@ -176,6 +177,7 @@ fn pool_of_one(soffice: &str, work: &Path, label: &str) -> OfficePool {
         conversion_timeout: Duration::from_secs(120),
         memory_limit: 4 << 30,
         work_dir: work.join(label),
+        containment: Containment::probe(),
     })
 }
 

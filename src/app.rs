@@ -20,7 +20,7 @@ use kiln_store::{Store, StoreOptions};
 use kiln_worker_builtin::http::{BoundHttpTask, EgressPolicy, HttpSender, HttpTask};
 use kiln_worker_builtin::{Fail, Noop, Sleep};
 use kiln_worker_convert::OfficeToPdf;
-use kiln_worker_convert::pool::{OfficePool, PoolConfig};
+use kiln_worker_convert::pool::{Containment, OfficePool, PoolConfig};
 use kiln_worker_export::{CleanupExports, ExportZip};
 use kiln_worker_preview::{PageRenderer, PdfPreview, PreviewConfig, RendererCommand};
 use tokio_util::sync::CancellationToken;
@@ -103,7 +103,14 @@ pub fn office_pool(config: &RuntimeConfig) -> Arc<OfficePool> {
         conversion_timeout: office.timeout,
         memory_limit: office.memory_limit_bytes,
         work_dir: std::env::temp_dir(),
+        containment: containment().clone(),
     }))
+}
+
+/// How this machine lets kiln contain document processes, probed once.
+fn containment() -> &'static Containment {
+    static PROBED: std::sync::OnceLock<Containment> = std::sync::OnceLock::new();
+    PROBED.get_or_init(Containment::probe)
 }
 
 /// The renderer pool every page-making task of this process shares.
@@ -245,19 +252,21 @@ fn preview_config(settings: &crate::config::PreviewSettings) -> anyhow::Result<P
         Err(error) => tracing::error!(%error, "kiln.pdf.preview cannot render until libpdfium is installed"),
     }
     let program = std::env::current_exe().context("cannot find the kiln binary to start renderers from")?;
+    let contained = containment().command_line(&[]);
     Ok(PreviewConfig {
-        // Through util-linux's setpriv: a renderer may never gain privileges,
-        // and the kernel kills it when its worker dies, even by SIGKILL.
+        // Contained as LibreOffice is: no network, no capabilities, no new
+        // privileges, file limits, and killed by the kernel when its worker
+        // dies. Its memory limit it sets itself (RendererArgs).
         renderer: RendererCommand {
-            program: std::path::PathBuf::from("setpriv"),
-            leading_args: vec![
-                "--no-new-privs".to_owned(),
-                "--pdeathsig".to_owned(),
-                "KILL".to_owned(),
-                "--".to_owned(),
-                program.to_string_lossy().into_owned(),
-                crate::RENDER_PDF_COMMAND.to_owned(),
-            ],
+            program: std::path::PathBuf::from(&contained[0]),
+            leading_args: contained[1..]
+                .iter()
+                .cloned()
+                .chain([
+                    program.to_string_lossy().into_owned(),
+                    crate::RENDER_PDF_COMMAND.to_owned(),
+                ])
+                .collect(),
             env: crate::RENDERER_ENVIRONMENT
                 .iter()
                 .map(|&(name, value)| (name.to_owned(), value.to_owned()))
@@ -333,6 +342,13 @@ pub async fn run(
     queues_flag: Option<Vec<String>>,
     concurrency_flag: Option<usize>,
 ) -> anyhow::Result<()> {
+    // Non-dumpable: no other process of this user (a document process
+    // that escaped its containment included) may read this one's memory or
+    // its /proc files, where its secrets are (environ above all); only a
+    // process with CAP_SYS_PTRACE may.
+    if let Err(error) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        tracing::warn!(%error, "cannot make this process non-dumpable");
+    }
     let tasks = match &config.tasks_file {
         Some(path) => TasksFile::load(path)?,
         None => TasksFile::default(),

@@ -608,3 +608,42 @@ pub fn put_object(storage: &Path, key: &str, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, bytes).expect("write source");
 }
+
+/// Asserts that the process at `/proc/<pid>` (`proc_dir`), a document
+/// process of the kiln process `kiln_pid`, runs contained: without kiln's
+/// secrets in its environment, unable to gain privileges, without
+/// capabilities, in a network namespace other than kiln's, and with file
+/// limits; `what` names it in messages.
+pub fn assert_contained(proc_dir: &Path, kiln_pid: u32, what: &str) {
+    let environ = std::fs::read(proc_dir.join("environ")).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    for secret in ["KILN_SECRET", "DATABASE_URL", "REDIS_URL", SERVER_SECRET] {
+        assert!(!environ.contains(secret), "{what} has {secret} in its environment");
+    }
+    let status = std::fs::read_to_string(proc_dir.join("status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(field("NoNewPrivs:"), "1", "{what} may gain privileges");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{what} holds capabilities");
+    assert_eq!(field("CapBnd:"), "0000000000000000", "{what} may regain capabilities");
+    let network = std::fs::read_link(proc_dir.join("ns/net")).expect("its network namespace");
+    let kiln_network = std::fs::read_link(format!("/proc/{kiln_pid}/ns/net")).expect("kiln's network namespace");
+    assert_ne!(network, kiln_network, "{what} shares kiln's network");
+    let limits = std::fs::read_to_string(proc_dir.join("limits")).expect("limits");
+    let limit = |name: &str| {
+        limits
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line[name.len()..].split_whitespace().next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(limit("Max file size"), "2147483648", "{what}: {limits}");
+    assert_eq!(limit("Max core file size"), "0", "{what}: {limits}");
+}

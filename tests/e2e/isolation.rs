@@ -449,3 +449,51 @@ async fn a_repeated_unknown_key_is_refused_without_asking_postgres() {
     );
     proxy.restore();
 }
+
+/// The worker is not dumpable: a process of the worker's own user (which a
+/// document process that escaped its containment would be) cannot read the
+/// worker's environment, and with it the database URL and the secret, from
+/// `/proc`. The worker runs as `nobody` here, as it would in a container:
+/// a root worker is out of reach of any process without capabilities
+/// anyway.
+#[tokio::test]
+async fn a_process_of_the_workers_own_user_cannot_read_its_secrets_from_proc() {
+    let kiln = Kiln::builder(Mode::Serve).spawn().await;
+    let log_path = temp_dir("nobody-worker").join("worker.log");
+    let log = std::fs::File::create(&log_path).expect("worker log");
+    let as_nobody = ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"];
+    let worker = crate::helpers::Process {
+        child: Command::new("setpriv")
+            .args(as_nobody)
+            .arg(kiln_bin())
+            .arg("worker")
+            .envs(kiln.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("KILN_OFFICE_WARM_UP", "false")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("a worker as nobody"),
+        log_path: log_path.clone(),
+    };
+    // The containment probe logs after the worker made itself non-dumpable.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("document processes start contained")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker did not start: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = Command::new("setpriv")
+        .args(as_nobody)
+        .arg("cat")
+        .arg(format!("/proc/{}/environ", worker.child.id()))
+        .output()
+        .expect("setpriv");
+    let seen = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        !read.status.success() && !seen.contains("DATABASE_URL"),
+        "a process of the worker's user read its environment: {seen}"
+    );
+}

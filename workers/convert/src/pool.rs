@@ -25,24 +25,26 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Semaphore;
 
+pub use kiln_worker_kit::containment::Containment;
+
 const BRIDGE_SOURCE: &str = include_str!("bridge.py");
 
-/// `program`, started so that the kernel kills it when the process that
-/// started it dies: `kill_on_drop` covers a worker that stops, but a worker
-/// killed with SIGKILL (the OOM killer, `kill -9`) runs no code, and its
-/// LibreOffice would live on, holding its memory, for good. util-linux's
-/// `setpriv` (an essential package on Debian, like `prlimit`) sets the
-/// parent-death signal and becomes `program`, which keeps it. The signal
-/// follows the thread that started the process; the pool starts instances
-/// from the runtime's worker threads, which last as long as the process.
+/// `program`, started contained (see [`Containment`]): in a network
+/// namespace of its own where the kernel allows one, without capabilities
+/// or a way to gain privileges, and killed by the kernel when the process
+/// that started it dies (`kill_on_drop` covers a worker that stops, but a
+/// worker killed with SIGKILL runs no code, and its LibreOffice would live
+/// on, holding its memory, for good). The parent-death signal follows the
+/// thread that started the process; the pool starts instances from the
+/// runtime's worker threads, which last as long as the process.
 ///
 /// It also starts with an environment of its own (no kiln secret, database
-/// or storage credential reaches a process that parses untrusted files)
-/// and may never gain privileges (`no_new_privs`).
-fn orphan_proof(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut command = Command::new("setpriv");
+/// or storage credential reaches a process that parses untrusted files).
+fn contained(containment: &Containment, limits: &[String], program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let line = containment.command_line(limits);
+    let mut command = Command::new(&line[0]);
     command
-        .args(["--pdeathsig", "KILL", "--no-new-privs", "--"])
+        .args(&line[1..])
         .arg(program)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -89,6 +91,8 @@ pub struct PoolConfig {
     pub memory_limit: u64,
     /// Profiles and the bridge script live here.
     pub work_dir: PathBuf,
+    /// How LibreOffice and its bridge are started.
+    pub containment: Containment,
 }
 
 /// How a conversion got done when the warm instance it started on crashed.
@@ -366,11 +370,13 @@ impl OfficePool {
         let outcome = async {
             let deadline = tokio::time::Instant::now() + self.config.conversion_timeout + Duration::from_secs(60);
             for _ in 0..3 {
-                let mut command = orphan_proof("prlimit");
+                let cpu_seconds = (self.config.conversion_timeout + Duration::from_secs(60)).as_secs();
+                let limits = [
+                    format!("--as={}", self.config.memory_limit),
+                    format!("--cpu={cpu_seconds}"),
+                ];
+                let mut command = contained(&self.config.containment, &limits, &self.config.soffice);
                 command
-                    .arg(format!("--as={}", self.config.memory_limit))
-                    .arg("--")
-                    .arg(&self.config.soffice)
                     .args(SOFFICE_FLAGS)
                     .arg(format!("-env:UserInstallation=file://{}", profile.display()));
                 if let Some((filter, options)) = import_filter.filter(|(filter, _)| !filter.is_empty()) {
@@ -435,23 +441,24 @@ impl OfficePool {
         let profile_url = format!("file://{}", profile.display());
 
         let start_soffice = || {
-            orphan_proof("prlimit")
-                .arg(format!("--as={}", self.config.memory_limit))
-                .arg("--")
-                .arg(&self.config.soffice)
-                .args(SOFFICE_FLAGS)
-                .arg(format!("--accept=pipe,name={pipe};urp;"))
-                .arg(format!("-env:UserInstallation={profile_url}"))
-                .env("HOME", &dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| unavailable(&format!("cannot start {}", self.config.soffice.display()), e))
+            contained(
+                &self.config.containment,
+                &[format!("--as={}", self.config.memory_limit)],
+                &self.config.soffice,
+            )
+            .args(SOFFICE_FLAGS)
+            .arg(format!("--accept=pipe,name={pipe};urp;"))
+            .arg(format!("-env:UserInstallation={profile_url}"))
+            .env("HOME", &dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| unavailable(&format!("cannot start {}", self.config.soffice.display()), e))
         };
         let mut soffice = start_soffice()?;
-        let mut bridge = orphan_proof(&self.config.python)
+        let mut bridge = contained(&self.config.containment, &[], &self.config.python)
             .arg(&bridge_path)
             .arg(&pipe)
             .env(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kiln_worker_convert::pool::{OfficePool, PoolConfig};
+use kiln_worker_convert::pool::{Containment, OfficePool, PoolConfig};
 
 fn pool(work_dir: PathBuf) -> OfficePool {
     OfficePool::new(PoolConfig {
@@ -15,6 +15,7 @@ fn pool(work_dir: PathBuf) -> OfficePool {
         conversion_timeout: Duration::from_secs(120),
         memory_limit: 4 << 30,
         work_dir,
+        containment: Containment::probe(),
     })
 }
 

@@ -8,6 +8,8 @@
 //!
 //! [`ObjectStore`]: kiln_storage::ObjectStore
 
+pub mod containment;
+
 use std::path::{Path, PathBuf};
 
 use kiln_core::task::{TaskContext, TaskError, UrlFetcher};
