@@ -563,6 +563,7 @@ fn api_state(
         Limits {
             max_body_bytes: config.max_payload_bytes,
             key_cache_ttl: config.key_cache_ttl,
+            live_subscriptions_per_key: config.realtime_max_per_key,
         },
     )
     .with_storage(Arc::clone(&storage.storage))

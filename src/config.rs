@@ -135,6 +135,8 @@ pub struct RuntimeConfig {
     pub export_limits: kiln_worker_export::ExportLimits,
     /// How soon a revoked key stops working in a running API.
     pub key_cache_ttl: Duration,
+    /// Live realtime requests one key may hold open per process.
+    pub realtime_max_per_key: usize,
     /// When set, `/metrics` wants it as a bearer token.
     pub metrics_token: Option<String>,
     /// Where a process without the API role (`kiln worker`, `kiln
@@ -303,6 +305,13 @@ impl RuntimeConfig {
             cors_origins: cors_origins()?,
             storage_scopes: storage_scopes()?,
             key_cache_ttl: duration("KILN_KEY_CACHE_TTL", Duration::from_secs(30))?,
+            realtime_max_per_key: {
+                let max = parsed("KILN_REALTIME_MAX_PER_KEY", 5_000usize, "a number of subscriptions")?;
+                if max == 0 {
+                    return Err(error("KILN_REALTIME_MAX_PER_KEY", "must be at least 1"));
+                }
+                max
+            },
             metrics_token: var("KILN_METRICS_TOKEN"),
             metrics_addr: var("KILN_METRICS_ADDR")
                 .map(|addr| {

@@ -497,3 +497,62 @@ async fn a_process_of_the_workers_own_user_cannot_read_its_secrets_from_proc() {
         "a process of the worker's user read its environment: {seen}"
     );
 }
+
+/// One key cannot hold an unbounded number of live realtime requests open
+/// (each reads Postgres while it waits): past KILN_REALTIME_MAX_PER_KEY the
+/// next is answered 429 with a JSON reason, and a place frees when a
+/// subscriber goes away.
+#[tokio::test]
+async fn live_realtime_requests_past_the_per_key_cap_are_refused_until_one_closes() {
+    // No worker: the run stays QUEUED, so live requests wait for a change.
+    let kiln = Kiln::builder(Mode::Serve)
+        .env("KILN_REALTIME_MAX_PER_KEY", "2")
+        .spawn()
+        .await;
+    let run_id = kiln.trigger("kiln.noop", json!({ "payload": {} })).await;
+    let first = kiln
+        .http
+        .get(kiln.url(&format!("/realtime/v1/runs/{run_id}?offset=-1")))
+        .bearer_auth(&kiln.key)
+        .send()
+        .await
+        .expect("first read");
+    let offset = first.headers()["electric-offset"].to_str().expect("offset").to_owned();
+    let live_url = kiln.url(&format!("/realtime/v1/runs/{run_id}?live=true&offset={offset}"));
+    let live = || kiln.http.get(&live_url).bearer_auth(&kiln.key).send();
+
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::spawn(live()));
+    }
+    // The two are held open; a third waits its turn or is refused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        let third = tokio::time::timeout(Duration::from_millis(500), live()).await;
+        if let Ok(Ok(answer)) = third
+            && answer.status() == 429
+        {
+            break answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a third live request was never refused"
+        );
+    };
+    let reason: Value = refused.json().await.expect("a JSON error");
+    assert!(reason.to_string().contains("KILN_REALTIME_MAX_PER_KEY"), "{reason}");
+    // A subscriber goes away: its place is free again.
+    held.pop().expect("held").abort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), live()).await {
+            // Still waiting for a change: it was let in.
+            Err(_) => break,
+            Ok(Ok(answer)) if answer.status() != 429 => break,
+            _ => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the place of a closed subscription was never freed"
+            ),
+        }
+    }
+}

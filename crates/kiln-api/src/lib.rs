@@ -42,6 +42,9 @@ pub struct Limits {
     /// How long a found key is trusted before Postgres is asked again
     /// (how soon a revocation takes effect).
     pub key_cache_ttl: std::time::Duration,
+    /// Live realtime requests one key (with every public token it signed)
+    /// may hold open in this process; more are answered 429.
+    pub live_subscriptions_per_key: usize,
 }
 
 impl Default for Limits {
@@ -49,6 +52,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 10 * 1024 * 1024,
             key_cache_ttl: auth::KEY_CACHE_TTL,
+            live_subscriptions_per_key: 5_000,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct SharedState {
     pub process_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// The last gauges read from Postgres, shared by concurrent scrapes.
     pub gauges: Arc<routes::metrics::GaugeCache>,
+    /// Live realtime requests open, per key.
+    pub subscriptions: Arc<routes::realtime::OpenSubscriptions>,
 }
 
 impl std::ops::Deref for AppState {
@@ -106,6 +112,7 @@ impl AppState {
             metrics_token: None,
             process_metrics: None,
             gauges: Arc::default(),
+            subscriptions: Arc::default(),
         }))
     }
 

@@ -14,7 +14,10 @@
 //! Changes are found by reading the run table every 150 ms per open
 //! request: a run's history is in Postgres alone, and this keeps realtime
 //! correct with several kiln processes, at the cost of a query per
-//! subscriber and tick.
+//! subscriber and tick. So that one key (and the public tokens it signs)
+//! cannot hold an unbounded number of those open, live requests are
+//! counted per key, and those past `Limits::live_subscriptions_per_key`
+//! are answered 429.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,6 +39,49 @@ const LIVE_WAIT: Duration = Duration::from_secs(20);
 const POLL_EVERY: Duration = Duration::from_millis(150);
 /// Rows in a tag shape at most.
 const MAX_SHAPE_ROWS: u32 = 500;
+
+/// Live requests open, per key id.
+#[derive(Default)]
+pub struct OpenSubscriptions(std::sync::Mutex<HashMap<String, usize>>);
+
+impl OpenSubscriptions {
+    /// Counts a live request of `key_id` until the answer is dropped, or
+    /// refuses it when the key holds `limit` already.
+    fn open(self: &std::sync::Arc<Self>, key_id: &str, limit: usize) -> Result<OpenSubscription, ApiError> {
+        let mut open = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(key_id.to_owned()).or_default();
+        if *count >= limit {
+            return Err(ApiError::TooManyRequests(format!(
+                "this key holds {limit} live realtime subscriptions in this process, its limit \
+                 (KILN_REALTIME_MAX_PER_KEY); close some or retry later"
+            )));
+        }
+        *count += 1;
+        Ok(OpenSubscription {
+            all: std::sync::Arc::clone(self),
+            key_id: key_id.to_owned(),
+        })
+    }
+}
+
+/// One counted live request; dropping it (the answer sent, or the client
+/// gone) frees its place.
+struct OpenSubscription {
+    all: std::sync::Arc<OpenSubscriptions>,
+    key_id: String,
+}
+
+impl Drop for OpenSubscription {
+    fn drop(&mut self) {
+        let mut open = self.all.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key_id);
+            }
+        }
+    }
+}
 
 enum Shape {
     Run(String),
@@ -107,6 +153,14 @@ async fn serve_shape(
         Shape::Tags { tags, .. } => format!("tags-{}", tags.join(",")),
     };
 
+    let _counted = if live {
+        Some(
+            app.subscriptions
+                .open(&caller.key_id, app.limits.live_subscriptions_per_key)?,
+        )
+    } else {
+        None
+    };
     let deadline = tokio::time::Instant::now() + LIVE_WAIT;
     let rows = loop {
         let rows = read_shape(app, caller, &shape, if live { since } else { None }).await?;
