@@ -219,9 +219,23 @@ impl Kiln {
     /// Starts a `kiln worker` process with this kiln's environment (and
     /// `extra`); it is killed when dropped.
     pub fn spawn_worker(&self, extra: &[(&str, &str)]) -> Process {
+        self.spawn_worker_through(&[], extra)
+    }
+
+    /// `kiln worker` started through `wrapper` (a program and its
+    /// arguments that then run kiln, e.g. setpriv as another user).
+    pub fn spawn_worker_through(&self, wrapper: &[&str], extra: &[(&str, &str)]) -> Process {
         let log_path = self.log_path.with_extension(format!("worker-{}.log", random_suffix()));
         let log = std::fs::File::create(&log_path).expect("create worker log");
-        let child = Command::new(kiln_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(kiln_bin());
+                command
+            }
+            None => Command::new(kiln_bin()),
+        };
+        let child = command
             .arg("worker")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(extra.iter().copied())

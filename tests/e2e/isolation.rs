@@ -459,22 +459,10 @@ async fn a_repeated_unknown_key_is_refused_without_asking_postgres() {
 #[tokio::test]
 async fn a_process_of_the_workers_own_user_cannot_read_its_secrets_from_proc() {
     let kiln = Kiln::builder(Mode::Serve).spawn().await;
-    let log_path = temp_dir("nobody-worker").join("worker.log");
-    let log = std::fs::File::create(&log_path).expect("worker log");
     let as_nobody = ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"];
-    let worker = crate::helpers::Process {
-        child: Command::new("setpriv")
-            .args(as_nobody)
-            .arg(kiln_bin())
-            .arg("worker")
-            .envs(kiln.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("KILN_OFFICE_WARM_UP", "false")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("a worker as nobody"),
-        log_path: log_path.clone(),
-    };
+    let wrapper: Vec<&str> = std::iter::once("setpriv").chain(as_nobody).collect();
+    let worker = kiln.spawn_worker_through(&wrapper, &[("KILN_OFFICE_WARM_UP", "false")]);
+    let log_path = worker.log_path.clone();
     // The containment probe logs after the worker made itself non-dumpable.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("document processes start contained")) {

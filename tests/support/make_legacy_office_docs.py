@@ -231,12 +231,19 @@ def libreoffice_writes(source, target, export, name):
 # Its detection weighs the name too: Office files under another Office
 # extension read as templates.
 manifest = {}
-for name, data in [("word6.doc", word6(0x65)), ("word95.doc", word6(0x68)), ("excel2.xls", biff_bare(2)),
-                   ("excel3.xls", biff_bare(3)), ("excel4.xls", biff_bare(4)), ("excel95.xls", biff5())]:
+written_here = [
+    # (file name, its bytes, filter that must read it)
+    ("word6.doc", word6(0x65), "MS Word 95"),
+    ("word95.doc", word6(0x68), "MS Word 95"),
+    ("excel2.xls", biff_bare(2), "MS Excel 4.0"),
+    ("excel3.xls", biff_bare(3), "MS Excel 4.0"),
+    ("excel4.xls", biff_bare(4), "MS Excel 4.0"),
+    ("excel95.xls", biff5(), "MS Excel 95"),
+]
+for name, data, reads_with in written_here:
     with open(os.path.join(out, name), "wb") as f:
         f.write(data)
-manifest.update({"word6.doc": "MS Word 95", "word95.doc": "MS Word 95", "excel2.xls": "MS Excel 4.0",
-                 "excel3.xls": "MS Excel 4.0", "excel4.xls": "MS Excel 4.0", "excel95.xls": "MS Excel 95"})
+    manifest[name] = reads_with
 
 written = [
     # (source, extension, export filter, file name, filter that must read it)

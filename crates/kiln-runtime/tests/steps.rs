@@ -123,21 +123,7 @@ impl Harness {
 
     /// Records a run as the API does (and pushes it when it is ready).
     async fn trigger(&self, options: TriggerOptions) -> String {
-        let now = Utc::now();
-        let spec = options
-            .validate(now, &TaskDefaults::for_task(TASK))
-            .expect("valid options");
-        let run = NewRun {
-            id: RunId::generate(u64::try_from(now.timestamp_millis()).unwrap_or(0)),
-            environment: Environment::Dev,
-            task_identifier: TASK.into(),
-            payload: json!({}),
-            payload_type: "application/json".into(),
-            spec,
-            created_at: now,
-            replayed_from: None,
-            parent_run_id: None,
-        };
+        let run = new_run(Utc::now(), options);
         self.store
             .insert_runs(std::slice::from_ref(&run))
             .await
@@ -391,28 +377,36 @@ async fn a_schedule_stalled_past_several_ticks_fires_once_not_once_per_missed_ti
     assert_eq!(payload["timezone"], "UTC");
 }
 
-/// A run recorded `days_ago`, then moved straight to `status` (finished
-/// `finished_days_ago`, when given), with a tag.
-async fn old_run(h: &Harness, days_ago: i64, status: &str, finished_days_ago: Option<i64>) -> String {
-    let created = Utc::now() - chrono::Duration::days(days_ago);
-    let options = TriggerOptions {
-        tags: vec!["kept-or-not".into()],
-        ..TriggerOptions::default()
-    };
+/// A run of the task created at `created_at` with `options`, as the API
+/// records it.
+fn new_run(created_at: chrono::DateTime<Utc>, options: TriggerOptions) -> NewRun {
     let spec = options
-        .validate(Utc::now(), &TaskDefaults::for_task(TASK))
+        .validate(created_at, &TaskDefaults::for_task(TASK))
         .expect("valid options");
-    let run = NewRun {
-        id: RunId::generate(u64::try_from(created.timestamp_millis()).unwrap_or(0)),
+    NewRun {
+        id: RunId::generate(u64::try_from(created_at.timestamp_millis()).unwrap_or(0)),
         environment: Environment::Dev,
         task_identifier: TASK.into(),
         payload: json!({}),
         payload_type: "application/json".into(),
         spec,
-        created_at: created,
+        created_at,
         replayed_from: None,
         parent_run_id: None,
-    };
+    }
+}
+
+/// A run recorded `days_ago`, then moved straight to `status` (finished
+/// `finished_days_ago`, when given), with a tag.
+async fn old_run(h: &Harness, days_ago: i64, status: &str, finished_days_ago: Option<i64>) -> String {
+    let created = Utc::now() - chrono::Duration::days(days_ago);
+    let run = new_run(
+        created,
+        TriggerOptions {
+            tags: vec!["kept-or-not".into()],
+            ..TriggerOptions::default()
+        },
+    );
     h.store.insert_runs(std::slice::from_ref(&run)).await.expect("insert");
     sqlx::query(
         "UPDATE runs SET status = $2, updated_at = $3,

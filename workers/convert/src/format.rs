@@ -19,7 +19,8 @@ pub const EXTENSIONS: &[&str] = &[
 pub struct Family {
     /// What the family is called in messages: "a Word document".
     pub name: &'static str,
-    pub filters: &'static [&'static str],
+    /// The members that are not OOXML packages.
+    pub other_filters: &'static [&'static str],
     /// The members that are OOXML packages: such a file in an OLE2
     /// container is one Office encrypted with a password.
     pub ooxml_filters: &'static [&'static str],
@@ -27,7 +28,7 @@ pub struct Family {
 
 impl Family {
     pub fn admits(&self, filter: &str) -> bool {
-        self.filters.contains(&filter)
+        self.other_filters.contains(&filter) || self.is_ooxml(filter)
     }
 
     pub fn is_ooxml(&self, filter: &str) -> bool {
@@ -37,7 +38,7 @@ impl Family {
 
 pub const WORD: Family = Family {
     name: "a Word document",
-    filters: &[
+    other_filters: &[
         "MS Word 97",
         "MS Word 97 Vorlage",
         "MS Word 95",
@@ -46,11 +47,6 @@ pub const WORD: Family = Family {
         "MS WinWord 5",
         "Rich Text Format",
         "MS Word 2003 XML",
-        "MS Word 2007 XML",
-        "MS Word 2007 XML Template",
-        "MS Word 2007 XML VBA",
-        "Office Open XML Text",
-        "Office Open XML Text Template",
     ],
     ooxml_filters: &[
         "MS Word 2007 XML",
@@ -63,7 +59,7 @@ pub const WORD: Family = Family {
 
 pub const EXCEL: Family = Family {
     name: "an Excel workbook",
-    filters: &[
+    other_filters: &[
         "MS Excel 97",
         "MS Excel 97 Vorlage/Template",
         "MS Excel 95",
@@ -73,12 +69,7 @@ pub const EXCEL: Family = Family {
         "MS Excel 4.0",
         "MS Excel 4.0 Vorlage/Template",
         "MS Excel 2003 XML Orcus",
-        "Calc MS Excel 2007 XML",
-        "Calc MS Excel 2007 XML Template",
-        "Calc MS Excel 2007 VBA XML",
         "Calc MS Excel 2007 Binary",
-        "Calc Office Open XML",
-        "Calc Office Open XML Template",
     ],
     ooxml_filters: &[
         "Calc MS Excel 2007 XML",
@@ -91,18 +82,11 @@ pub const EXCEL: Family = Family {
 
 pub const POWERPOINT: Family = Family {
     name: "a PowerPoint presentation",
-    filters: &[
+    other_filters: &[
         "MS PowerPoint 97",
         "MS PowerPoint 97 Vorlage",
         "MS PowerPoint 97 AutoPlay",
         "PowerPoint 3",
-        "Impress MS PowerPoint 2007 XML",
-        "Impress MS PowerPoint 2007 XML Template",
-        "Impress MS PowerPoint 2007 XML AutoPlay",
-        "Impress MS PowerPoint 2007 XML VBA",
-        "Impress Office Open XML",
-        "Impress Office Open XML Template",
-        "Impress Office Open XML AutoPlay",
     ],
     ooxml_filters: &[
         "Impress MS PowerPoint 2007 XML",

@@ -261,10 +261,7 @@ impl OfficePool {
     /// and answers [`ConvertError::Crashed`] or [`ConvertError::TimedOut`];
     /// a live one goes back to the pool.
     async fn exchange(&self, request: &serde_json::Value, pick: Pick) -> Result<Answer, ConvertError> {
-        let _slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| ConvertError::Unavailable("the pool is closed".into()))?;
+        let _slot = self.slot().await?;
         let mut instance = match pick {
             Pick::Warm => self.take_warm().await?,
             Pick::Fresh => {
@@ -326,6 +323,33 @@ impl OfficePool {
         }
     }
 
+    /// A place for one more LibreOffice process: the pool never runs more
+    /// than its size at once.
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ConvertError> {
+        Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| ConvertError::Unavailable("the pool is closed".into()))
+    }
+
+    /// soffice.bin, contained and under `limits` besides its memory limit,
+    /// with its profile in `dir`; append what it is to do.
+    fn soffice(&self, dir: &Path, profile: &Path, limits: &[String]) -> Command {
+        let limits: Vec<String> = std::iter::once(format!("--as={}", self.config.memory_limit))
+            .chain(limits.iter().cloned())
+            .collect();
+        let mut command = contained(&self.config.containment, &limits, &self.config.soffice);
+        command
+            .args(SOFFICE_FLAGS)
+            .arg(format!("-env:UserInstallation=file://{}", profile.display()))
+            .env("HOME", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
     /// An idle instance that is still alive, or a new one.
     async fn take_warm(&self) -> Result<Instance, ConvertError> {
         loop {
@@ -356,10 +380,7 @@ impl OfficePool {
         output: &Path,
         import_filter: Option<(&str, &str)>,
     ) -> Result<(), ConvertError> {
-        let _slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| ConvertError::Unavailable("the pool is closed".into()))?;
+        let _slot = self.slot().await?;
         let number = next_instance_number();
         let dir = self
             .config
@@ -367,18 +388,12 @@ impl OfficePool {
             .join(format!("kiln-office-{}-once-{number}", std::process::id()));
         let profile = make_profile(&dir).await?;
         let out_dir = dir.join("out");
+        let allowed = self.config.conversion_timeout + Duration::from_secs(60);
+        let cpu_limit = [format!("--cpu={}", allowed.as_secs())];
         let outcome = async {
-            let deadline = tokio::time::Instant::now() + self.config.conversion_timeout + Duration::from_secs(60);
+            let deadline = tokio::time::Instant::now() + allowed;
             for _ in 0..3 {
-                let cpu_seconds = (self.config.conversion_timeout + Duration::from_secs(60)).as_secs();
-                let limits = [
-                    format!("--as={}", self.config.memory_limit),
-                    format!("--cpu={cpu_seconds}"),
-                ];
-                let mut command = contained(&self.config.containment, &limits, &self.config.soffice);
-                command
-                    .args(SOFFICE_FLAGS)
-                    .arg(format!("-env:UserInstallation=file://{}", profile.display()));
+                let mut command = self.soffice(&dir, &profile, &cpu_limit);
                 if let Some((filter, options)) = import_filter.filter(|(filter, _)| !filter.is_empty()) {
                     command.arg(if options.is_empty() {
                         format!("--infilter={filter}")
@@ -390,11 +405,6 @@ impl OfficePool {
                     .args(["--convert-to", "pdf", "--outdir"])
                     .arg(&out_dir)
                     .arg(input)
-                    .env("HOME", &dir)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .kill_on_drop(true)
                     .spawn()
                     .map_err(|e| {
                         ConvertError::Unavailable(format!("cannot start {}: {e}", self.config.soffice.display()))
@@ -438,24 +448,12 @@ impl OfficePool {
             .await
             .map_err(|e| unavailable("bridge script", e))?;
         let pipe = format!("kiln_office_{}_{number}", std::process::id());
-        let profile_url = format!("file://{}", profile.display());
 
         let start_soffice = || {
-            contained(
-                &self.config.containment,
-                &[format!("--as={}", self.config.memory_limit)],
-                &self.config.soffice,
-            )
-            .args(SOFFICE_FLAGS)
-            .arg(format!("--accept=pipe,name={pipe};urp;"))
-            .arg(format!("-env:UserInstallation={profile_url}"))
-            .env("HOME", &dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| unavailable(&format!("cannot start {}", self.config.soffice.display()), e))
+            self.soffice(&dir, &profile, &[])
+                .arg(format!("--accept=pipe,name={pipe};urp;"))
+                .spawn()
+                .map_err(|e| unavailable(&format!("cannot start {}", self.config.soffice.display()), e))
         };
         let mut soffice = start_soffice()?;
         let mut bridge = contained(&self.config.containment, &[], &self.config.python)
