@@ -401,3 +401,71 @@ async fn wait_until(within: Duration, what: &str, done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A claim that fails part-way starts the runs it had already recorded
+/// EXECUTING, and puts back only the others: a recorded run is never left
+/// without a handler until its lease lapses. The failure is made real: an
+/// id Postgres cannot take (it holds a NUL) sits behind a real run in the
+/// same limited lane, so the worker records the real run and then fails.
+#[tokio::test]
+async fn a_claim_that_fails_part_way_starts_the_runs_it_recorded() {
+    let tasks_file = crate::helpers::temp_dir("partial-claim").join("tasks.toml");
+    std::fs::write(&tasks_file, "[queues.\"limited\"]\nconcurrency_limit = 5\n").expect("tasks file");
+    let mut kiln = Kiln::builder(Mode::Serve)
+        .env("KILN_TASKS_FILE", tasks_file.to_string_lossy())
+        // Far past the test's wait: an orphaned run could only finish by
+        // its lease lapsing.
+        .env("KILN_LEASE", "10m")
+        .spawn()
+        .await;
+    let run = kiln
+        .trigger(
+            "kiln.sleep",
+            json!({ "payload": { "ms": 10 }, "options": { "queue": { "name": "limited" } } }),
+        )
+        .await;
+    let lane = format!("{}:queue:dev:limited", kiln.redis_prefix);
+    let mut redis = redis::Client::open(crate::helpers::redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    wait_until_async(Duration::from_secs(30), "the run reaches Redis", || {
+        let mut redis = redis.clone();
+        let lane = lane.clone();
+        async move {
+            let length: u64 = redis::cmd("LLEN")
+                .arg(&lane)
+                .query_async(&mut redis)
+                .await
+                .expect("llen");
+            length == 1
+        }
+    })
+    .await;
+    let _: u64 = redis::cmd("RPUSH")
+        .arg(&lane)
+        .arg("run_unreadable\u{0}")
+        .query_async(&mut redis)
+        .await
+        .expect("rpush");
+
+    let _worker = kiln.spawn_worker(&[("KILN_WORKER_CONCURRENCY", "4")]);
+    let done = kiln.wait_for_status(&run, "COMPLETED", Duration::from_secs(60)).await;
+    assert_eq!(done["attemptCount"], 1, "{done}");
+    let db = kiln.db().await;
+    let attempts: i32 = sqlx::query_scalar("SELECT attempt_count FROM runs WHERE id = $1")
+        .bind(&run)
+        .fetch_one(&db)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts, 1, "one attempt, not one burnt by an orphaned claim");
+}
+
+async fn wait_until_async<F: std::future::Future<Output = bool>>(within: Duration, what: &str, done: impl Fn() -> F) {
+    let deadline = Instant::now() + within;
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -139,6 +139,69 @@ async fn a_dev_key_cannot_change_or_fill_a_prod_queue() {
         .await;
 }
 
+/// Redis keeps a list per environment's queue: a dev backlog that fills
+/// its window neither keeps a prod run of the same queue out of Redis nor
+/// runs in front of it.
+#[tokio::test]
+async fn a_dev_backlog_in_redis_does_not_stand_in_front_of_a_prod_run() {
+    let mut kiln = Kiln::builder(Mode::Serve).env("KILN_QUEUE_WINDOW", "5").spawn().await;
+    let (dev, prod) = (kiln.key.clone(), key(&kiln, "prod"));
+    for n in 0..20 {
+        let (status, _) = trigger_as(&kiln, &dev, "kiln.noop", json!({ "payload": { "n": n } })).await;
+        assert_eq!(status, 200);
+    }
+    let (status, answer) = trigger_as(&kiln, &prod, "kiln.noop", json!({ "payload": {} })).await;
+    assert_eq!(status, 200, "{answer}");
+    let prod_run = answer["id"].as_str().expect("id").to_owned();
+
+    let mut redis = redis::Client::open(crate::helpers::redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let lane = |environment: &str| format!("{}:queue:{environment}:task/kiln.noop", kiln.redis_prefix);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let dev_length: u64 = redis::cmd("LLEN")
+            .arg(lane("dev"))
+            .query_async(&mut redis)
+            .await
+            .expect("llen");
+        let prod_length: u64 = redis::cmd("LLEN")
+            .arg(lane("prod"))
+            .query_async(&mut redis)
+            .await
+            .expect("llen");
+        if (dev_length, prod_length) == (5, 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dev's lane holds {dev_length} (its window is 5), prod's {prod_length}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // One run at a time: lanes take turns, so at most one dev run starts
+    // before prod's.
+    let _worker = kiln.spawn_worker(&[("KILN_WORKER_CONCURRENCY", "1")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while status_as(&kiln, &prod, &prod_run).await["status"] != "COMPLETED" {
+        assert!(std::time::Instant::now() < deadline, "prod's run never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let db = kiln.db().await;
+    let dev_before: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runs WHERE environment = 'dev'
+           AND started_at < (SELECT started_at FROM runs WHERE id = $1)",
+    )
+    .bind(&prod_run)
+    .fetch_one(&db)
+    .await
+    .expect("count");
+    assert!(dev_before <= 1, "{dev_before} dev runs started before prod's");
+}
+
 /// With the default roots (dev under `dev/`, prod at the top), a key of one
 /// environment can neither read, overwrite nor delete the other's objects,
 /// nor kiln's own, and is not told whether they exist.

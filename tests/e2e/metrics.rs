@@ -129,7 +129,10 @@ async fn metrics_show_the_backlog_of_each_queue() {
     let age = sample(&text, r#"kiln_queue_oldest_age_seconds{queue="task/kiln.noop"}"#).expect("oldest age");
     assert!((0.0..60.0).contains(&age), "{age}");
     assert_eq!(
-        sample(&text, r#"kiln_redis_ready_length{queue="task/kiln.noop"}"#),
+        sample(
+            &text,
+            r#"kiln_redis_ready_length{environment="dev",queue="task/kiln.noop"}"#
+        ),
         Some(3.0),
         "{text}"
     );

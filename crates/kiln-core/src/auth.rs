@@ -31,6 +31,9 @@ pub enum Environment {
 }
 
 impl Environment {
+    /// Every environment, in a fixed order.
+    pub const ALL: [Environment; 2] = [Environment::Dev, Environment::Prod];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Environment::Dev => "dev",

@@ -16,7 +16,9 @@ pub async fn push_ready(store: &Store, queue: &Queue, ready: &[ReadyRun]) {
     if ready.is_empty() {
         return;
     }
-    let items = ready.iter().map(|r| (r.queue.as_str(), r.id.as_str()));
+    let items = ready
+        .iter()
+        .map(|r| (r.environment.as_str(), r.queue.as_str(), r.id.as_str()));
     let left_over = match queue.push(items).await {
         Ok(refused) => refused,
         Err(error) => {

@@ -1,6 +1,6 @@
 -- Pushes run ids onto a queue's list, up to the queue's window.
 --
--- KEYS[1]  the queue's list ({prefix}:queue:{name})
+-- KEYS[1]  the lane's list ({prefix}:queue:{environment}:{name})
 -- ARGV[1]  the window: the most ids the list may hold
 -- ARGV[2…] run ids, oldest first
 --

@@ -1,5 +1,5 @@
-//! The Redis side of kiln: a list per queue that carries run ids from the
-//! API and the scheduler to workers.
+//! The Redis side of kiln: a list per lane (an environment's queue) that
+//! carries run ids from the API and the scheduler to workers.
 //!
 //! Redis holds no state that matters: a run's payload, status, attempts and
 //! lease are in Postgres, and a worker claims a run there before it runs it.
@@ -10,15 +10,21 @@
 //! Delivery is a blocking pop (`BLMPOP`), so an idle worker starts a new run
 //! within a round trip of its push, not on a polling tick.
 //!
-//! Each queue's list holds at most a *window* of ids: Postgres keeps the
+//! Each lane's list holds at most a *window* of ids: Postgres keeps the
 //! backlog, and the scheduler tops the list up as workers drain it. Redis
 //! memory stays bounded whatever the backlog.
 //!
+//! Environments never share a list: a queue named the same in dev and prod
+//! is two lanes, and a consumer takes turns between them, so a backlog
+//! (or a flood) in one environment neither fills the other's window nor
+//! waits in front of its runs.
+//!
 //! # Keys (all under the configured prefix)
 //!
-//! - `{prefix}:queue:{name}`: LIST of ready run ids, pushed right, popped left.
-//! - `{prefix}:queues`: SET of queue names that have ever had a run, so a
-//!   worker serving every queue knows what to watch.
+//! - `{prefix}:queue:{environment}:{name}`: LIST of ready run ids, pushed
+//!   right, popped left.
+//! - `{prefix}:queues`: SET of `{environment}:{name}` for every lane that
+//!   has had a run, so a worker serving every queue knows what to watch.
 //! - `{prefix}:epoch`: a random token, set once. When it is gone or has
 //!   changed, Redis lost its data, and kiln pushes every queued run again.
 //! - `{prefix}:queues:new`: LIST of tokens pushed when a queue is first
@@ -41,9 +47,37 @@ pub enum QueueError {
     InvalidUrl(#[source] redis::RedisError),
 }
 
-/// One run id on one queue.
+/// One environment's queue: the unit Redis keeps a list for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lane {
+    pub environment: String,
+    pub queue: String,
+}
+
+impl Lane {
+    pub fn new(environment: impl Into<String>, queue: impl Into<String>) -> Self {
+        Self {
+            environment: environment.into(),
+            queue: queue.into(),
+        }
+    }
+
+    /// The member of the lanes set; environments hold no `:`, so the first
+    /// one splits it back.
+    fn member(environment: &str, queue: &str) -> String {
+        format!("{environment}:{queue}")
+    }
+
+    fn from_member(member: &str) -> Option<Self> {
+        let (environment, queue) = member.split_once(':')?;
+        Some(Self::new(environment, queue))
+    }
+}
+
+/// One run id on one lane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    pub environment: String,
     pub queue: String,
     pub run_id: String,
 }
@@ -101,8 +135,8 @@ impl Queue {
         &self.prefix
     }
 
-    pub fn queue_key(&self, queue: &str) -> String {
-        format!("{}:queue:{queue}", self.prefix)
+    pub fn lane_key(&self, environment: &str, queue: &str) -> String {
+        lane_key(&self.prefix, environment, queue)
     }
 
     fn queues_key(&self) -> String {
@@ -113,48 +147,57 @@ impl Queue {
         format!("{prefix}:queues:new")
     }
 
-    /// Pushes run ids (oldest first) in one pipelined round trip, each
-    /// queue's list up to the window. Answers the ids that found no room.
+    /// Pushes run ids (oldest first), given as `(environment, queue, id)`,
+    /// in one pipelined round trip, each lane's list up to the window.
+    /// Answers the ids that found no room.
     pub async fn push<'a>(
         &self,
-        items: impl IntoIterator<Item = (&'a str, &'a str)>,
+        items: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
     ) -> Result<Vec<String>, QueueError> {
         let window = self.window;
-        let mut by_queue: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
-        for (queue, run_id) in items {
-            by_queue.entry(queue).or_default().push(run_id);
+        let mut by_lane: std::collections::BTreeMap<(&str, &str), Vec<&str>> = std::collections::BTreeMap::new();
+        for (environment, queue, run_id) in items {
+            by_lane.entry((environment, queue)).or_default().push(run_id);
         }
-        if by_queue.is_empty() {
+        if by_lane.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        for (queue, ids) in &by_queue {
+        for ((environment, queue), ids) in &by_lane {
             pipe.cmd("EVALSHA")
                 .arg(PUSH_BOUNDED.get_hash())
                 .arg(1)
-                .arg(self.queue_key(queue))
+                .arg(self.lane_key(environment, queue))
                 .arg(window)
                 .arg(ids);
         }
-        pipe.sadd(self.queues_key(), by_queue.keys().collect::<Vec<_>>());
-        let mut answers: Vec<u64> = match pipe.query_async(&mut conn).await {
+        pipe.sadd(
+            self.queues_key(),
+            by_lane
+                .keys()
+                .map(|(environment, queue)| Lane::member(environment, queue))
+                .collect::<Vec<_>>(),
+        );
+        let (mut answers, resent): (Vec<u64>, bool) = match pipe.query_async(&mut conn).await {
             Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 // First use on this Redis (or after a restart): load the
                 // script and send again.
                 PUSH_BOUNDED.prepare_invoke().load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await?
+                (pipe.query_async(&mut conn).await?, true)
             }
-            other => other?,
+            other => (other?, false),
         };
-        let added = answers.pop().unwrap_or(0);
-        let refused = by_queue
+        // A resent pipeline's SADD finds the lanes its first sending added,
+        // so it cannot tell whether a lane is new: wake workers anyway.
+        let added = answers.pop().unwrap_or(0) > 0 || resent;
+        let refused = by_lane
             .values()
             .zip(&answers)
             .flat_map(|(ids, pushed)| ids.iter().skip(usize::try_from(*pushed).unwrap_or(usize::MAX)))
             .map(|id| (*id).to_owned())
             .collect();
-        if added > 0 {
+        if added {
             // Wake workers so they add the queue to those they watch; the
             // list stays short however many queues appear.
             let notify = Self::new_queue_key(&self.prefix);
@@ -187,22 +230,23 @@ impl Queue {
         Ok(epoch)
     }
 
-    /// Every queue name that has had a run.
-    pub async fn known_queues(&self) -> Result<Vec<String>, QueueError> {
+    /// Every lane that has had a run.
+    pub async fn known_lanes(&self) -> Result<Vec<Lane>, QueueError> {
         let mut conn = self.conn.clone();
-        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+        let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.queues_key())
             .query_async(&mut conn)
             .await?;
-        names.sort();
-        Ok(names)
+        let mut lanes: Vec<Lane> = members.iter().filter_map(|m| Lane::from_member(m)).collect();
+        lanes.sort();
+        Ok(lanes)
     }
 
-    /// How many ids wait in a queue.
-    pub async fn depth(&self, queue: &str) -> Result<u64, QueueError> {
+    /// How many ids wait in a lane.
+    pub async fn depth(&self, environment: &str, queue: &str) -> Result<u64, QueueError> {
         let mut conn = self.conn.clone();
         Ok(redis::cmd("LLEN")
-            .arg(self.queue_key(queue))
+            .arg(self.lane_key(environment, queue))
             .query_async(&mut conn)
             .await?)
     }
@@ -244,23 +288,23 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Waits up to `wait` for ids on any of `queues`; takes up to `max` from
-    /// the first non-empty one. Rotates the order of queues between calls so
-    /// a busy queue cannot starve the others.
-    pub async fn pop(&mut self, queues: &[String], max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
-        if queues.is_empty() || max == 0 {
+    /// Waits up to `wait` for ids on any of `lanes`; takes up to `max` from
+    /// the first non-empty one. The next call starts looking just after the
+    /// lane served, so lanes with ids take turns (round robin) and a busy
+    /// lane (or environment) cannot starve the others.
+    pub async fn pop(&mut self, lanes: &[Lane], max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        if lanes.is_empty() || max == 0 {
             tokio::time::sleep(wait).await;
             return Ok(Vec::new());
         }
-        self.rotation = self.rotation.wrapping_add(1);
-        let start = self.rotation % queues.len();
+        let start = self.rotation % lanes.len();
         let notify = Queue::new_queue_key(&self.prefix);
+        let order: Vec<&Lane> = lanes[start..].iter().chain(&lanes[..start]).collect();
         let keys: Vec<String> = std::iter::once(notify.clone())
             .chain(
-                queues[start..]
+                order
                     .iter()
-                    .chain(&queues[..start])
-                    .map(|q| format!("{}:queue:{q}", self.prefix)),
+                    .map(|lane| lane_key(&self.prefix, &lane.environment, &lane.queue)),
             )
             .collect();
         let conn = match &mut self.conn {
@@ -297,17 +341,26 @@ impl Consumer {
             self.queues_changed = true;
             return Ok(Vec::new());
         }
-        let queue_prefix = format!("{}:queue:", self.prefix);
-        Ok(popped
-            .map(|(key, ids)| {
-                let queue = key.strip_prefix(&queue_prefix).unwrap_or(&key).to_owned();
-                ids.into_iter()
-                    .map(|run_id| Delivery {
-                        queue: queue.clone(),
-                        run_id,
-                    })
-                    .collect()
+        let Some((key, ids)) = popped else {
+            return Ok(Vec::new());
+        };
+        // The key is one of those sent; its lane is at the same place.
+        let Some(at) = keys.iter().skip(1).position(|k| *k == key) else {
+            return Ok(Vec::new());
+        };
+        let lane = order[at];
+        self.rotation = start + at + 1;
+        Ok(ids
+            .into_iter()
+            .map(|run_id| Delivery {
+                environment: lane.environment.clone(),
+                queue: lane.queue.clone(),
+                run_id,
             })
-            .unwrap_or_default())
+            .collect())
     }
+}
+
+fn lane_key(prefix: &str, environment: &str, queue: &str) -> String {
+    format!("{prefix}:queue:{environment}:{queue}")
 }

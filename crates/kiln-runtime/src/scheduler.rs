@@ -158,28 +158,28 @@ impl Scheduler {
         Ok(total.runs)
     }
 
-    /// Runs pushed long ago and never claimed, in a queue whose Redis list
+    /// Runs pushed long ago and never claimed, in a lane whose Redis list
     /// is empty, were lost on the way: push them again.
     async fn release_stale_pushes(&self) -> Result<(), kiln_store::StoreError> {
-        for name in self.store.queues_with_stale_pushes(self.config.requeue_after).await? {
-            if !matches!(self.queue.depth(&name).await, Ok(0)) {
+        for (environment, queue) in self.store.lanes_with_stale_pushes(self.config.requeue_after).await? {
+            if !matches!(self.queue.depth(&environment, &queue).await, Ok(0)) {
                 continue;
             }
             let released = self
                 .store
-                .release_stale_pushes(&name, self.config.requeue_after, self.config.batch)
+                .release_stale_pushes(&environment, &queue, self.config.requeue_after, self.config.batch)
                 .await?;
             if released > 0 {
-                tracing::warn!(queue = %name, released, "runs pushed long ago were never claimed; pushing them again");
+                tracing::warn!(%environment, %queue, released, "runs pushed long ago were never claimed; pushing them again");
             }
         }
         Ok(())
     }
 
-    /// Tops up each queue that has ready runs outside Redis.
+    /// Tops up each lane that has ready runs outside Redis.
     async fn refill(&self) -> Result<(), kiln_store::StoreError> {
-        for name in self.store.queues_awaiting_push().await? {
-            let depth = match self.queue.depth(&name).await {
+        for (environment, queue) in self.store.lanes_awaiting_push().await? {
+            let depth = match self.queue.depth(&environment, &queue).await {
                 Ok(depth) => usize::try_from(depth).unwrap_or(usize::MAX),
                 Err(error) => {
                     tracing::warn!(%error, "redis unavailable; runs wait in postgres");
@@ -194,12 +194,13 @@ impl Scheduler {
             if room == 0 {
                 continue;
             }
-            let ids = self.store.take_for_push(&name, room as i64).await?;
+            let ids = self.store.take_for_push(&environment, &queue, room as i64).await?;
             let ready: Vec<ReadyRun> = ids
                 .into_iter()
                 .map(|id| ReadyRun {
                     id,
-                    queue: name.clone(),
+                    environment: environment.clone(),
+                    queue: queue.clone(),
                 })
                 .collect();
             push_ready(&self.store, &self.queue, &ready).await;

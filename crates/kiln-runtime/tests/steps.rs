@@ -179,7 +179,10 @@ impl Harness {
     }
 
     async fn in_redis(&self) -> u64 {
-        self.queue.depth(&format!("task/{TASK}")).await.expect("redis depth")
+        self.queue
+            .depth("dev", &format!("task/{TASK}"))
+            .await
+            .expect("redis depth")
     }
 
     /// An hourly UTC schedule of the task, first due at the next hour.

@@ -14,10 +14,12 @@ use sqlx::AssertSqlSafe;
 
 use crate::{Store, StoreError};
 
-/// A run that is ready for the queue: push `id` onto `queue`.
+/// A run that is ready for the queue: push `id` onto its environment's
+/// `queue`.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ReadyRun {
     pub id: String,
+    pub environment: String,
     pub queue: String,
 }
 
@@ -129,17 +131,19 @@ const STARTED_UNRECORDED: &str = "runs.status = 'QUEUED' AND runs.attempt_count 
 const UNLIMITED_QUEUE: &str = "NOT EXISTS (SELECT 1 FROM queues q
     WHERE q.environment = runs.environment AND q.name = runs.queue AND q.concurrency_limit IS NOT NULL)";
 
-/// The distinct queues of runs matching `predicate`, found by skipping
-/// through an index one queue at a time (a loose index scan): a backlog of
-/// 100,000 runs in a few queues costs a few index probes, not a scan.
-fn distinct_queues_where(predicate: &str) -> String {
+/// The distinct lanes (environment, queue) of runs matching `predicate`,
+/// found by skipping through an index one lane at a time (a loose index
+/// scan): a backlog of 100,000 runs in a few queues costs a few index
+/// probes, not a scan.
+fn distinct_lanes_where(predicate: &str) -> String {
     format!(
-        "WITH RECURSIVE q(queue) AS (
-            (SELECT queue FROM runs r WHERE {predicate} ORDER BY queue LIMIT 1)
+        "WITH RECURSIVE q(environment, queue) AS (
+            (SELECT environment, queue FROM runs r WHERE {predicate} ORDER BY environment, queue LIMIT 1)
             UNION ALL
-            SELECT (SELECT r.queue FROM runs r WHERE {predicate} AND r.queue > q.queue
-                    ORDER BY r.queue LIMIT 1)
-            FROM q WHERE q.queue IS NOT NULL)"
+            SELECT n.environment, n.queue FROM q CROSS JOIN LATERAL (
+                SELECT r.environment, r.queue FROM runs r
+                WHERE {predicate} AND (r.environment, r.queue) > (q.environment, q.queue)
+                ORDER BY r.environment, r.queue LIMIT 1) n)"
     )
 }
 
@@ -454,25 +458,26 @@ impl Store {
     }
 
     /// Queues with ready runs that are not in Redis.
-    pub async fn queues_awaiting_push(&self) -> Result<Vec<String>, StoreError> {
+    pub async fn lanes_awaiting_push(&self) -> Result<Vec<(String, String)>, StoreError> {
         let sql = format!(
-            "{} SELECT queue FROM q WHERE queue IS NOT NULL",
-            distinct_queues_where(AWAITING_PUSH)
+            "{} SELECT environment, queue FROM q",
+            distinct_lanes_where(AWAITING_PUSH)
         );
-        Ok(sqlx::query_scalar(AssertSqlSafe(sql)).fetch_all(&self.keyed).await?)
+        Ok(sqlx::query_as(AssertSqlSafe(sql)).fetch_all(&self.keyed).await?)
     }
 
     /// Takes up to `limit` of a queue's ready runs that are not in Redis,
     /// oldest first, and marks them pushed; the caller pushes them (and
     /// marks back any it could not, with [`Store::unmark_enqueued`]).
-    pub async fn take_for_push(&self, queue: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+    pub async fn take_for_push(&self, environment: &str, queue: &str, limit: i64) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(AssertSqlSafe(format!(
             "WITH next AS (
-                 SELECT id FROM runs r WHERE {AWAITING_PUSH} AND r.queue = $1
-                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 SELECT id FROM runs r WHERE {AWAITING_PUSH} AND r.environment = $1 AND r.queue = $2
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
              UPDATE runs SET enqueued_at = now() WHERE runs.id = ANY(ARRAY(SELECT next.id FROM next))
              RETURNING runs.id"
         )))
+        .bind(environment)
         .bind(queue)
         .bind(limit)
         .fetch_all(&self.relaxed)
@@ -498,36 +503,43 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Queues with runs pushed longer than `older_than` ago and still
-    /// queued. In a queue whose Redis list is empty, such runs' ids were
+    /// Lanes with runs pushed longer than `older_than` ago and still
+    /// queued. In a lane whose Redis list is empty, such runs' ids were
     /// lost (popped by a worker that died before claiming them).
-    pub async fn queues_with_stale_pushes(&self, older_than: Duration) -> Result<Vec<String>, StoreError> {
+    pub async fn lanes_with_stale_pushes(&self, older_than: Duration) -> Result<Vec<(String, String)>, StoreError> {
         let sql = format!(
-            "{} SELECT queue FROM q WHERE queue IS NOT NULL AND EXISTS (
-                 SELECT 1 FROM runs r WHERE {PUSHED} AND r.queue = q.queue
+            "{} SELECT environment, queue FROM q WHERE EXISTS (
+                 SELECT 1 FROM runs r WHERE {PUSHED} AND r.environment = q.environment AND r.queue = q.queue
                    AND r.enqueued_at < now() - $1 * interval '1 millisecond')",
-            distinct_queues_where(PUSHED)
+            distinct_lanes_where(PUSHED)
         );
-        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
             .bind(ms(older_than))
             .fetch_all(&self.keyed)
             .await?)
     }
 
-    /// Marks a queue's runs pushed longer than `older_than` ago as not in
+    /// Marks a lane's runs pushed longer than `older_than` ago as not in
     /// Redis, so they are pushed again, and as redelivered, so the next
     /// worker records EXECUTING before it starts them. Safe: a duplicate id
-    /// is refused at claim. Call it only for a queue whose Redis list is
+    /// is refused at claim. Call it only for a lane whose Redis list is
     /// empty.
-    pub async fn release_stale_pushes(&self, queue: &str, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
+    pub async fn release_stale_pushes(
+        &self,
+        environment: &str,
+        queue: &str,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "WITH stale AS (
                  SELECT id FROM runs r
-                 WHERE r.status = 'QUEUED' AND r.enqueued_at IS NOT NULL AND r.queue = $1
-                   AND r.enqueued_at < now() - $2 * interval '1 millisecond'
-                 LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 WHERE r.status = 'QUEUED' AND r.enqueued_at IS NOT NULL AND r.environment = $1 AND r.queue = $2
+                   AND r.enqueued_at < now() - $3 * interval '1 millisecond'
+                 LIMIT $4 FOR UPDATE SKIP LOCKED)
              UPDATE runs SET enqueued_at = NULL, redelivered = true WHERE runs.id = ANY(ARRAY(SELECT stale.id FROM stale))",
         )
+        .bind(environment)
         .bind(queue)
         .bind(ms(older_than))
         .bind(limit)

@@ -44,6 +44,7 @@ impl NewRun {
     pub fn ready(&self) -> Option<ReadyRun> {
         (self.initial_status() == RunStatus::Queued).then(|| ReadyRun {
             id: self.id.as_str().to_owned(),
+            environment: self.environment.as_str().to_owned(),
             queue: self.spec.queue.clone(),
         })
     }

@@ -108,11 +108,16 @@ pub async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap
             read_at.elapsed().as_secs_f64()
         );
     }
-    if let Ok(queues) = app.queue.known_queues().await {
-        out.push_str("# HELP kiln_redis_ready_length Run ids waiting in each queue's Redis list.\n# TYPE kiln_redis_ready_length gauge\n");
-        for queue in queues {
-            if let Ok(depth) = app.queue.depth(&queue).await {
-                let _ = writeln!(out, "kiln_redis_ready_length{{queue=\"{}\"}} {depth}", label(&queue));
+    if let Ok(lanes) = app.queue.known_lanes().await {
+        out.push_str("# HELP kiln_redis_ready_length Run ids waiting in each environment's queue's Redis list.\n# TYPE kiln_redis_ready_length gauge\n");
+        for lane in lanes {
+            if let Ok(depth) = app.queue.depth(&lane.environment, &lane.queue).await {
+                let _ = writeln!(
+                    out,
+                    "kiln_redis_ready_length{{environment=\"{}\",queue=\"{}\"}} {depth}",
+                    label(&lane.environment),
+                    label(&lane.queue)
+                );
             }
         }
     }

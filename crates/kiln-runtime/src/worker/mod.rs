@@ -36,9 +36,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kiln_core::auth::Environment;
 use kiln_core::retry::RetryPolicy;
 use kiln_core::task::RunMetadata;
-use kiln_queue::Queue;
+use kiln_queue::{Lane, Queue};
 use kiln_store::batch::Batcher;
 use kiln_store::{Outcome, Store};
 use tokio::sync::Semaphore;
@@ -172,13 +173,13 @@ impl Worker {
         tracing::info!(worker = %worker.config.worker_id, concurrency = worker.config.concurrency, "worker started");
 
         let mut consumer = worker.queue.consumer();
-        let mut queues = worker.queue_names().await;
+        let mut lanes = worker.lanes().await;
         let mut limited = worker.limited_queues().await;
         let mut refreshed = tokio::time::Instant::now();
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
             if consumer.take_queues_changed() || refreshed.elapsed() >= QUEUE_REFRESH {
-                queues = worker.queue_names().await;
+                lanes = worker.lanes().await;
                 limited = worker.limited_queues().await;
                 refreshed = tokio::time::Instant::now();
             }
@@ -199,7 +200,7 @@ impl Worker {
             // Not raced against shutdown: a pop abandoned mid-flight would
             // lose the ids Redis already handed over. It lasts POP_WAIT at
             // most.
-            let popped = consumer.pop(&queues, permits.len(), POP_WAIT).await;
+            let popped = consumer.pop(&lanes, permits.len(), POP_WAIT).await;
             let deliveries = match popped {
                 Ok(deliveries) => {
                     failures = 0;
@@ -222,10 +223,10 @@ impl Worker {
                 // recorded EXECUTING under its lease): they start below. Only
                 // the others go back.
                 let taken: std::collections::HashSet<&str> = claimed.iter().map(|(run, _)| run.id.as_str()).collect();
-                let back: Vec<(&str, &str)> = deliveries
+                let back: Vec<(&str, &str, &str)> = deliveries
                     .iter()
                     .filter(|d| !taken.contains(d.run_id.as_str()))
-                    .map(|d| (d.queue.as_str(), d.run_id.as_str()))
+                    .map(|d| (d.environment.as_str(), d.queue.as_str(), d.run_id.as_str()))
                     .collect();
                 tracing::warn!(%error, count = back.len(), "cannot claim runs; putting them back");
                 // If this fails too, the scheduler's stale sweep pushes
@@ -279,9 +280,9 @@ impl Worker {
         // A pop may take only the note that a queue was added; look again
         // with the new queue list.
         for _ in 0..3 {
-            let queues = self.queue_names().await;
+            let lanes = self.lanes().await;
             deliveries = consumer
-                .pop(&queues, self.config.concurrency.max(1), STEP_POP_WAIT)
+                .pop(&lanes, self.config.concurrency.max(1), STEP_POP_WAIT)
                 .await?;
             if !deliveries.is_empty() || !consumer.take_queues_changed() {
                 break;
@@ -309,20 +310,33 @@ impl Worker {
         Ok(count)
     }
 
-    async fn queue_names(&self) -> Vec<String> {
-        match &self.config.queues {
-            QueueSelection::Only(names) => names.clone(),
+    /// The lanes to watch: each served queue in every environment, since
+    /// a worker serves both and Redis keeps their lists apart.
+    async fn lanes(&self) -> Vec<Lane> {
+        let every_environment = |names: &[String]| -> Vec<Lane> {
+            names
+                .iter()
+                .flat_map(|name| {
+                    Environment::ALL
+                        .iter()
+                        .map(move |env| Lane::new(env.as_str(), name.as_str()))
+                })
+                .collect()
+        };
+        let mut lanes = match &self.config.queues {
+            QueueSelection::Only(names) => every_environment(names),
             QueueSelection::All => {
-                let mut names = self.registry.default_queues();
-                match self.queue.known_queues().await {
-                    Ok(known) => names.extend(known),
+                let mut lanes = every_environment(&self.registry.default_queues());
+                match self.queue.known_lanes().await {
+                    Ok(known) => lanes.extend(known),
                     Err(error) => tracing::warn!(%error, "cannot list queues"),
                 }
-                names.sort();
-                names.dedup();
-                names
+                lanes
             }
-        }
+        };
+        lanes.sort();
+        lanes.dedup();
+        lanes
     }
 
     async fn limited_queues(&self) -> HashMap<String, u32> {
