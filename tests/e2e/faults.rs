@@ -112,7 +112,7 @@ async fn a_flushed_redis_loses_nothing() {
         .collect()
         .await;
     let mut conn = redis.connection().await;
-    let list = format!("{}:queue:task/kiln.noop", kiln.redis_prefix);
+    let list = format!("{}:queue:dev:task/kiln.noop", kiln.redis_prefix);
     // Pushes follow the triggers' answers: wait until the last is in.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -217,7 +217,7 @@ async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
     }
     assert_eq!(count_status(&db, "QUEUED").await, RUNS as i64);
     let mut conn = redis.connection().await;
-    let list = format!("{}:queue:task/kiln.noop", kiln.redis_prefix);
+    let list = format!("{}:queue:dev:task/kiln.noop", kiln.redis_prefix);
     let in_redis: u64 = redis::cmd("LLEN")
         .arg(&list)
         .query_async(&mut conn)

@@ -105,7 +105,7 @@ async fn a_run_lost_with_its_worker_is_recorded_executing_before_it_starts_again
     let client = redis::Client::open(redis_url()).expect("redis url");
     let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
     // The push follows the trigger's answer: wait until it is there.
-    let key = format!("{}:queue:task/kiln.noop", kiln.redis_prefix);
+    let key = format!("{}:queue:dev:task/kiln.noop", kiln.redis_prefix);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let popped = loop {
         let popped: Option<String> = redis::cmd("LPOP").arg(&key).query_async(&mut conn).await.expect("lpop");
