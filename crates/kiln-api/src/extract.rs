@@ -1,6 +1,7 @@
 //! Request extractors that fail with kiln's JSON errors instead of axum's
 //! plain-text rejections: a JSON body (400 when malformed, 422 when of the
-//! wrong shape, 413 when over the limit) and the authenticated caller.
+//! wrong shape, 413 when over the limit), query parameters (400 when they
+//! do not parse) and the authenticated caller.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -56,5 +57,19 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be \"Bearer <secret key>\"".into()))?;
         state.keys.authenticate(token).await
+    }
+}
+
+/// Query parameters that fail with kiln's JSON 400, naming the parameter,
+/// instead of axum's plain-text rejection.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(query)| QueryParams(query))
+            .map_err(|rejection| ApiError::BadRequest(format!("invalid query: {}", rejection.body_text())))
     }
 }

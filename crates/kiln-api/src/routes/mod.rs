@@ -21,11 +21,79 @@ use crate::error::ApiError;
 /// One operation of the API, as `/openapi.json` describes it.
 #[derive(Debug, Clone, Copy)]
 pub struct Operation {
-    pub method: &'static str,
     pub path: &'static str,
-    pub summary: &'static str,
     /// Needs a secret key (or a public token where the route says so).
     pub authenticated: bool,
+    pub doc: Doc,
+}
+
+/// What an operation takes and answers: the truth `/openapi.json` tells,
+/// written beside the route so the two change together.
+#[derive(Debug, Clone, Copy)]
+pub struct Doc {
+    pub method: &'static str,
+    pub summary: &'static str,
+    /// The JSON request body's schema, a name under `components.schemas`.
+    pub request: Option<&'static str>,
+    /// The body, when it is not JSON (NDJSON, raw bytes): its media type,
+    /// and the schema of what it carries, if it has one.
+    pub raw_request: Option<(&'static str, Option<&'static str>)>,
+    pub response: Answer,
+    /// Query parameters, each with its JSON schema type.
+    pub query: &'static [(&'static str, &'static str)],
+    /// Error statuses this operation answers besides those its kind always
+    /// may (see [`openapi`]).
+    pub errors: &'static [u16],
+}
+
+/// A success answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer {
+    /// JSON of a schema under `components.schemas`.
+    Json(&'static str),
+    /// Another media type, with no schema to check.
+    Other(&'static str),
+}
+
+/// An operation answering JSON of `response`; the builders below add the
+/// rest.
+const fn op(method: &'static str, summary: &'static str, response: &'static str) -> Doc {
+    Doc {
+        method,
+        summary,
+        request: None,
+        raw_request: None,
+        response: Answer::Json(response),
+        query: &[],
+        errors: &[],
+    }
+}
+
+impl Doc {
+    const fn takes(mut self, schema: &'static str) -> Self {
+        self.request = Some(schema);
+        self
+    }
+
+    const fn takes_raw(mut self, media_type: &'static str, schema: Option<&'static str>) -> Self {
+        self.raw_request = Some((media_type, schema));
+        self
+    }
+
+    const fn answers(mut self, media_type: &'static str) -> Self {
+        self.response = Answer::Other(media_type);
+        self
+    }
+
+    const fn query(mut self, parameters: &'static [(&'static str, &'static str)]) -> Self {
+        self.query = parameters;
+        self
+    }
+
+    const fn errors(mut self, statuses: &'static [u16]) -> Self {
+        self.errors = statuses;
+        self
+    }
 }
 
 /// Builds the router and the list of its operations together, so the
@@ -36,20 +104,14 @@ struct Catalogue {
 }
 
 impl Catalogue {
-    fn route(
-        mut self,
-        path: &'static str,
-        handler: axum::routing::MethodRouter<AppState>,
-        operations: &[(&'static str, &'static str)],
-    ) -> Self {
+    fn route(mut self, path: &'static str, handler: axum::routing::MethodRouter<AppState>, docs: &[Doc]) -> Self {
         let authenticated = !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
             && !path.starts_with("/api/v1/objects/");
-        for &(method, summary) in operations {
+        for &doc in docs {
             self.operations.push(Operation {
-                method,
                 path,
-                summary,
                 authenticated,
+                doc,
             });
         }
         self.router = self.router.route(path, handler);
@@ -57,107 +119,165 @@ impl Catalogue {
     }
 }
 
+/// The filters of `GET /api/v1/runs`, as the SDK sends them.
+const RUN_LIST_QUERY: &[(&str, &str)] = &[
+    ("page[size]", "integer"),
+    ("page[after]", "string"),
+    ("page[before]", "string"),
+    ("filter[status]", "string"),
+    ("filter[taskIdentifier]", "string"),
+    ("filter[tag]", "string"),
+    ("filter[version]", "string"),
+    ("filter[bulkAction]", "string"),
+    ("filter[schedule]", "string"),
+    ("filter[batch]", "string"),
+    ("filter[isTest]", "boolean"),
+    ("filter[createdAt][from]", "string"),
+    ("filter[createdAt][to]", "string"),
+    ("filter[createdAt][period]", "string"),
+];
+
+/// What the realtime routes read from their query (Electric's shape).
+const REALTIME_QUERY: &[(&str, &str)] = &[
+    ("offset", "string"),
+    ("handle", "string"),
+    ("live", "boolean"),
+    ("tags", "string"),
+    ("createdAt", "string"),
+];
+
 /// Every route with its handlers, and the operations they serve.
 pub fn catalogue() -> (Router<AppState>, Vec<Operation>) {
     let c = Catalogue {
         router: Router::new(),
         operations: Vec::new(),
     }
-    .route("/healthz", get(health::healthz), &[("get", "The process answers")])
+    .route(
+        "/healthz",
+        get(health::healthz),
+        &[op("get", "The process answers", "Health")],
+    )
     .route(
         "/readyz",
         get(health::readyz),
-        &[("get", "Postgres and Redis answer (503 otherwise)")],
+        &[op("get", "Postgres and Redis answer (503 otherwise)", "Readiness")],
     )
-    .route("/metrics", get(metrics::metrics), &[("get", "Prometheus metrics")])
-    .route("/openapi.json", get(openapi::document), &[("get", "This document")])
+    .route(
+        "/metrics",
+        get(metrics::metrics),
+        &[op("get", "Prometheus metrics", "").answers("text/plain").errors(&[401])],
+    )
+    .route(
+        "/openapi.json",
+        get(openapi::document),
+        &[op("get", "This document", "OpenApi")],
+    )
     .route(
         "/api/v1/tasks/{task_id}/trigger",
         post(trigger::trigger),
-        &[("post", "Trigger a run of a task")],
+        &[op("post", "Trigger a run of a task", "TriggerAnswer").takes("TriggerRequest")],
     )
     .route(
         "/api/v1/tasks/batch",
         post(batches::batch_v1),
-        &[("post", "Trigger a batch (SDK 3.x)")],
+        &[op("post", "Trigger a batch (SDK 3.x)", "BatchV1Answer")
+            .takes("BatchRequest")
+            .errors(&[404])],
     )
     .route(
         "/api/v2/tasks/batch",
         post(batches::batch_v2),
-        &[("post", "Trigger a batch (SDK 4.0–4.7)")],
+        &[op("post", "Trigger a batch (SDK 4.0–4.7)", "BatchV2Answer")
+            .takes("BatchRequest")
+            .errors(&[404])],
     )
     .route(
         "/api/v3/batches",
         post(batches::create_v3),
-        &[("post", "Create a two-phase batch (SDK 4.8)")],
+        &[op("post", "Create a two-phase batch (SDK 4.8)", "StreamedBatch").takes("StreamedBatchRequest")],
     )
     .route(
         "/api/v3/batches/{batch_id}/items",
         post(batches::items_v3),
-        &[("post", "Stream a batch's items as NDJSON")],
+        &[op("post", "Stream a batch's items as NDJSON", "StreamedItemsAnswer")
+            .takes_raw("application/x-ndjson", Some("StreamedItems"))
+            .errors(&[400, 413, 422])],
     )
     .route(
         "/api/v1/batches/{batch_id}",
         get(batches::retrieve),
-        &[("get", "Retrieve a batch")],
+        &[op("get", "Retrieve a batch", "Batch")],
     )
     .route(
         "/api/v2/batches/{batch_id}",
         get(batches::retrieve),
-        &[("get", "Retrieve a batch")],
+        &[op("get", "Retrieve a batch", "Batch")],
     )
     .route(
         "/api/v2/packets/{*path}",
         put(packets::upload_link),
-        &[("put", "An upload link for an offloaded payload")],
+        &[op("put", "An upload link for an offloaded payload", "PacketLink").errors(&[400])],
     )
     .route(
         "/api/v3/runs/{run_id}",
         get(runs::retrieve),
-        &[("get", "Retrieve a run, with its related runs")],
+        &[op("get", "Retrieve a run, with its related runs", "Run")],
     )
     .route(
         "/api/v1/runs",
         get(runs::list),
-        &[("get", "List runs, filtered and paginated")],
+        &[op("get", "List runs, filtered and paginated", "RunList")
+            .query(RUN_LIST_QUERY)
+            .errors(&[400, 422])],
     )
     .route(
         "/api/v2/runs/{run_id}/cancel",
         post(runs::cancel),
-        &[("post", "Cancel a run")],
+        &[op("post", "Cancel a run", "RunId")],
     )
     .route(
         "/api/v1/runs/{run_id}/replay",
         post(runs::replay),
-        &[("post", "Replay a run as a new run")],
+        &[op("post", "Replay a run as a new run", "RunId")],
     )
     .route(
         "/api/v1/runs/{run_id}/reschedule",
         post(runs::reschedule),
-        &[("post", "Change a delayed run's delay")],
+        &[op("post", "Change a delayed run's delay", "Run").takes("RescheduleRequest")],
     )
     .route(
         "/api/v1/runs/{run_id}/tags",
         post(runs::add_tags),
-        &[("post", "Add tags to a run")],
+        &[op("post", "Add tags to a run", "Message").takes("TagsRequest")],
     )
     .route(
         "/api/v1/auth/jwt/claims",
         post(runs::jwt_claims),
-        &[("post", "Claims for a public access token")],
+        &[op("post", "Claims for a public access token", "JwtClaims")],
     )
     .route(
         "/api/v1/objects/{*key}",
         get(objects::download).put(objects::upload),
         &[
-            ("get", "Download through a signed link (local storage)"),
-            ("put", "Upload through a signed link (local storage)"),
+            op("get", "Download through a signed link (local storage)", "")
+                .answers("application/octet-stream")
+                .query(&[("expires", "string"), ("signature", "string")])
+                .errors(&[400, 403, 404]),
+            op("put", "Upload through a signed link (local storage)", "StoredObject")
+                .takes_raw("application/octet-stream", None)
+                .query(&[("expires", "string"), ("signature", "string")])
+                .errors(&[400, 403, 413]),
         ],
     )
     .route(
         "/api/v1/schedules",
         post(schedules::create).get(schedules::list),
-        &[("post", "Create a schedule"), ("get", "List schedules")],
+        &[
+            op("post", "Create a schedule", "Schedule").takes("CreateScheduleRequest"),
+            op("get", "List schedules", "ScheduleList")
+                .query(&[("page", "integer"), ("perPage", "integer")])
+                .errors(&[400]),
+        ],
     )
     .route(
         "/api/v1/schedules/{schedule_id}",
@@ -165,35 +285,41 @@ pub fn catalogue() -> (Router<AppState>, Vec<Operation>) {
             .put(schedules::update)
             .delete(schedules::delete),
         &[
-            ("get", "Retrieve a schedule"),
-            ("put", "Update a schedule"),
-            ("delete", "Delete a schedule"),
+            op("get", "Retrieve a schedule", "Schedule"),
+            op("put", "Update a schedule", "Schedule").takes("UpdateScheduleRequest"),
+            op("delete", "Delete a schedule", "RunId"),
         ],
     )
     .route(
         "/api/v1/schedules/{schedule_id}/activate",
         post(schedules::activate),
-        &[("post", "Activate a schedule")],
+        &[op("post", "Activate a schedule", "Schedule")],
     )
     .route(
         "/api/v1/schedules/{schedule_id}/deactivate",
         post(schedules::deactivate),
-        &[("post", "Deactivate a schedule")],
+        &[op("post", "Deactivate a schedule", "Schedule")],
     )
     .route(
         "/api/v1/timezones",
         get(schedules::timezones),
-        &[("get", "The time zones schedules accept")],
+        &[op("get", "The time zones schedules accept", "Timezones")
+            .query(&[("excludeUtc", "boolean")])
+            .errors(&[400])],
     )
     .route(
         "/realtime/v1/runs",
         get(realtime::runs),
-        &[("get", "Realtime: runs with a tag (Electric shape)")],
+        &[op("get", "Realtime: runs with a tag (Electric shape)", "ShapeMessages")
+            .query(REALTIME_QUERY)
+            .errors(&[400, 429])],
     )
     .route(
         "/realtime/v1/runs/{run_id}",
         get(realtime::run),
-        &[("get", "Realtime: one run (Electric shape)")],
+        &[op("get", "Realtime: one run (Electric shape)", "ShapeMessages")
+            .query(REALTIME_QUERY)
+            .errors(&[400, 429])],
     );
     (c.router, c.operations)
 }

@@ -8,7 +8,9 @@
 use std::time::SystemTime;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use crate::extract::QueryParams;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use kiln_storage::{LinkAccess, LinkError, LocalStore, ObjectKey, StorageError};
@@ -26,7 +28,7 @@ pub struct LinkQuery {
 pub async fn download(
     State(app): State<AppState>,
     Path(key): Path<String>,
-    Query(query): Query<LinkQuery>,
+    QueryParams(query): QueryParams<LinkQuery>,
 ) -> Result<Response, ApiError> {
     let local = local_store(&app)?;
     let key = verify_link(local, LinkAccess::Get, &key, query)?;
@@ -89,7 +91,7 @@ fn verify_link(local: &LocalStore, access: LinkAccess, key: &str, query: LinkQue
 pub async fn upload(
     State(app): State<AppState>,
     Path(key): Path<String>,
-    Query(query): Query<LinkQuery>,
+    QueryParams(query): QueryParams<LinkQuery>,
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {

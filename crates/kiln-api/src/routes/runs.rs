@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use crate::extract::QueryParams;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use kiln_core::options::RunSpec;
@@ -219,7 +221,7 @@ fn parse_filter(query: &HashMap<String, String>) -> Result<ListFilter, ApiError>
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
-    Query(query): Query<HashMap<String, String>>,
+    QueryParams(query): QueryParams<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
     let filter = parse_filter(&query)?;

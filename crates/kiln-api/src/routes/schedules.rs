@@ -6,7 +6,9 @@
 //! needs a secret key.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use crate::extract::QueryParams;
 use chrono::{SecondsFormat, Utc};
 use kiln_core::id::new_schedule_id;
 use kiln_core::schedule::CronSchedule;
@@ -165,7 +167,7 @@ pub async fn create(
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
     let page = query.page.unwrap_or(1).max(1);
@@ -288,7 +290,7 @@ pub async fn deactivate(
 }
 
 /// Public, as on Trigger.dev: the SDK sends no key for it.
-pub async fn timezones(Query(query): Query<TimezonesQuery>) -> Json<Value> {
+pub async fn timezones(QueryParams(query): QueryParams<TimezonesQuery>) -> Json<Value> {
     let exclude_utc = query.exclude_utc.unwrap_or(false);
     let zones: Vec<&str> = kiln_core::schedule::timezones()
         .into_iter()
