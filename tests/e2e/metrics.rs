@@ -266,3 +266,100 @@ async fn a_worker_process_serves_its_own_counts() {
         "{text}"
     );
 }
+
+/// Realtime by change: live subscriptions to a run that does not change
+/// cost no query while they wait (a change to another run does not wake
+/// them), and a change to their run wakes every one of them at once.
+#[tokio::test]
+async fn live_realtime_subscriptions_read_again_only_when_their_run_changes() {
+    let kiln = Kiln::builder(Mode::Serve).spawn().await;
+    let reads = |text: &str| sample(text, "kiln_realtime_shape_reads_total").unwrap_or(0.0);
+    let cancel = |id: String| {
+        let kiln = &kiln;
+        async move {
+            let answer = kiln.post(&format!("/api/v2/runs/{id}/cancel"), &json!({})).await;
+            assert!(answer.status().is_success(), "cancel {id}");
+        }
+    };
+    let live = |id: &str, offset: &str| {
+        kiln.http
+            .get(kiln.url(&format!(
+                "/realtime/v1/runs/{id}?live=true&offset={offset}&handle=run-{id}"
+            )))
+            .bearer_auth(&kiln.key)
+            .send()
+    };
+    let offset_of = |id: String| {
+        let kiln = &kiln;
+        async move {
+            let first = kiln
+                .http
+                .get(kiln.url(&format!("/realtime/v1/runs/{id}?offset=-1")))
+                .bearer_auth(&kiln.key)
+                .send()
+                .await
+                .expect("first read");
+            assert_eq!(first.status(), 200);
+            first.headers()["electric-offset"].to_str().expect("offset").to_owned()
+        }
+    };
+
+    // No worker runs in `serve`: the runs stay queued until canceled.
+    let watched = kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 60_000 } })).await;
+    let warm_up = kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 60_000 } })).await;
+    let other = kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 60_000 } })).await;
+
+    // The first live request starts the process's feed; once a change
+    // has come through it, the feed is listening.
+    let offset = offset_of(warm_up.clone()).await;
+    let waiting = live(&warm_up, &offset);
+    let canceling = async {
+        // Cancel once the request waits (its read is counted).
+        let before = reads(&scrape(&kiln).await);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while reads(&scrape(&kiln).await) <= before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel(warm_up.clone()).await;
+    };
+    let (answer, ()) = tokio::join!(waiting, canceling);
+    let answer: serde_json::Value = answer.expect("live answer").json().await.expect("json");
+    assert_eq!(answer[0]["value"]["status"], "CANCELED", "{answer}");
+
+    let offset = offset_of(watched.clone()).await;
+    let base = reads(&scrape(&kiln).await);
+    let subscribers: Vec<_> = (0..20).map(|_| tokio::spawn(live(&watched, &offset))).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = reads(&scrape(&kiln).await);
+        if now >= base + 20.0 {
+            assert_eq!(now, base + 20.0, "one read each");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscribers read their shape: {now} of {}",
+            base + 20.0
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Another run changes, and time passes: the subscribers do not read.
+    cancel(other).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        reads(&scrape(&kiln).await),
+        base + 20.0,
+        "waiting subscribers read nothing while their run does not change"
+    );
+
+    cancel(watched).await;
+    for subscriber in subscribers {
+        let answer = subscriber.await.expect("task").expect("live answer");
+        assert_eq!(answer.status(), 200);
+        let messages: serde_json::Value = answer.json().await.expect("json");
+        assert_eq!(messages[0]["headers"]["operation"], "update", "{messages}");
+        assert_eq!(messages[0]["value"]["status"], "CANCELED", "{messages}");
+    }
+    assert_eq!(reads(&scrape(&kiln).await), base + 40.0, "one more read each");
+}

@@ -87,6 +87,8 @@ pub struct SharedState {
     pub gauges: Arc<routes::metrics::GaugeCache>,
     /// Live realtime requests open, per key.
     pub subscriptions: Arc<routes::realtime::OpenSubscriptions>,
+    /// The run change feed, started by the first live realtime request.
+    changes: Arc<std::sync::OnceLock<kiln_store::RunChanges>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -113,7 +115,15 @@ impl AppState {
             process_metrics: None,
             gauges: Arc::default(),
             subscriptions: Arc::default(),
+            changes: Arc::default(),
         }))
+    }
+
+    /// This process's run change feed; the first call starts it, for the
+    /// life of the process.
+    pub fn run_changes(&self) -> &kiln_store::RunChanges {
+        self.changes
+            .get_or_init(|| self.store.run_changes(tokio_util::sync::CancellationToken::new()))
     }
 
     /// Takes the SDK's offloaded packets into this storage.

@@ -22,6 +22,7 @@
 
 pub mod batch;
 pub mod batches;
+pub mod changes;
 pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
@@ -34,6 +35,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+pub use changes::{ChangeReceiver, RunChange, RunChanges};
 pub use lifecycle::{ClaimedRun, Outcome, ReadyRun, StartedRun};
 pub use runs::{ListFilter, NewRun, RunRow, TagsAdded, TriggerOutcome};
 
@@ -113,6 +115,8 @@ pub struct Store {
     /// One connection of its own for `/metrics`, with a statement timeout:
     /// scrapes never take a connection a trigger or a claim needs.
     gauges: PgPool,
+    /// One connection of its own for the run change feed's LISTEN.
+    listen: PgPool,
 }
 
 pub struct StoreOptions {
@@ -153,6 +157,10 @@ impl Store {
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(custom_plans.clone().options([("statement_timeout", "2s")]));
+        let listen = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(custom_plans.clone());
         let keyed = PgPoolOptions::new()
             .max_connections(options.max_connections.div_ceil(2))
             .acquire_timeout(options.acquire_timeout)
@@ -162,7 +170,14 @@ impl Store {
             relaxed,
             keyed,
             gauges,
+            listen,
         })
+    }
+
+    /// Starts this process's run change feed, listening on a connection of
+    /// its own until `shutdown`.
+    pub fn run_changes(&self, shutdown: tokio_util::sync::CancellationToken) -> RunChanges {
+        RunChanges::listen(self.listen.clone(), self.pool.clone(), shutdown)
     }
 
     pub fn pool(&self) -> &PgPool {

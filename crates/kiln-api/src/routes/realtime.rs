@@ -11,19 +11,23 @@
 //! takes them as they are. Offsets are the newest `updated_at` of the shape,
 //! in microseconds.
 //!
-//! Changes are found by reading the run table every 150 ms per open
-//! request: a run's history is in Postgres alone, and this keeps realtime
-//! correct with several kiln processes, at the cost of a query per
-//! subscriber and tick. So that one key (and the public tokens it signs)
-//! cannot hold an unbounded number of those open, live requests are
-//! counted per key, and those past `Limits::live_subscriptions_per_key`
-//! are answered 429.
+//! A live request reads its shape once, then waits on the process's run
+//! change feed ([`kiln_store::RunChanges`], Postgres LISTEN/NOTIFY): a run
+//! shape reads again only when its run was written, a tag shape when a run
+//! with one of its tags was (at most every 150 ms). An idle subscriber costs
+//! no query at all, whatever the number of subscribers, and a change made
+//! by any kiln process wakes the subscribers of every process. So that one
+//! key (and the public tokens it signs) cannot hold an unbounded number of
+//! waiting requests, live requests are counted per key, and those past
+//! `Limits::live_subscriptions_per_key` are answered 429.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+
+use crate::extract::QueryParams;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -36,7 +40,9 @@ use crate::error::ApiError;
 
 /// How long a live request waits for a change.
 const LIVE_WAIT: Duration = Duration::from_secs(20);
-const POLL_EVERY: Duration = Duration::from_millis(150);
+/// The least time between two reads of one live request's shape, however
+/// often its environment changes.
+const MIN_REREAD: Duration = Duration::from_millis(150);
 /// Rows in a tag shape at most.
 const MAX_SHAPE_ROWS: u32 = 500;
 
@@ -95,7 +101,7 @@ pub async fn run(
     State(app): State<AppState>,
     Path(run_id): Path<String>,
     caller: Caller,
-    Query(query): Query<HashMap<String, String>>,
+    QueryParams(query): QueryParams<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     serve_shape(&app, &caller, Shape::Run(run_id), &query).await
 }
@@ -103,7 +109,7 @@ pub async fn run(
 pub async fn runs(
     State(app): State<AppState>,
     caller: Caller,
-    Query(query): Query<HashMap<String, String>>,
+    QueryParams(query): QueryParams<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let tags: Vec<String> = query
         .get("tags")
@@ -161,13 +167,25 @@ async fn serve_shape(
     } else {
         None
     };
+    // Subscribed before the first read, so a change committed after that
+    // read is heard.
+    let mut changes = if live {
+        Some(app.run_changes().subscribe(matches!(shape, Shape::Tags { .. })).await)
+    } else {
+        None
+    };
     let deadline = tokio::time::Instant::now() + LIVE_WAIT;
     let rows = loop {
+        let read_at = tokio::time::Instant::now();
+        metrics::counter!("kiln_realtime_shape_reads_total").increment(1);
         let rows = read_shape(app, caller, &shape, if live { since } else { None }).await?;
-        if !live || !rows.is_empty() || tokio::time::Instant::now() >= deadline {
+        let Some(changes) = changes.as_mut().filter(|_| rows.is_empty()) else {
+            break rows;
+        };
+        if !wait_for_change(changes, caller.environment.as_str(), &shape, deadline).await {
             break rows;
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        tokio::time::sleep_until((read_at + MIN_REREAD).min(deadline)).await;
     };
 
     let newest = rows.iter().map(|row| row.updated_at).max();
@@ -203,6 +221,32 @@ async fn serve_shape(
     set("electric-cursor", &Utc::now().timestamp().to_string());
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Waits until the feed tells of a change that concerns `shape` in
+/// `environment`; false when `deadline` came first.
+async fn wait_for_change(
+    changes: &mut kiln_store::ChangeReceiver,
+    environment: &str,
+    shape: &Shape,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let concerns = |change: &kiln_store::RunChange| match shape {
+        Shape::Run(id) => change.concerns(environment, Some(id)),
+        Shape::Tags { tags, .. } => change.concerns_tags(environment, tags),
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return false,
+            change = changes.next() => match change {
+                Some(change) if concerns(&change) => return true,
+                Some(_) => {}
+                // The feed stopped (the process is stopping): read once
+                // more rather than wait for nothing.
+                None => return true,
+            },
+        }
+    }
 }
 
 /// The shape's rows, or only those changed after `since`.
