@@ -126,6 +126,10 @@ pub struct KeyCache {
     store: Store,
     vault: KeyVault,
     known: RwLock<HashMap<[u8; 32], (Arc<Caller>, std::time::Instant)>>,
+    /// The keys that signed public tokens, by id, found as `known` is: a
+    /// browser's live realtime request, repeated after every change, costs
+    /// no query for its key.
+    signers: RwLock<HashMap<String, (Arc<Caller>, std::time::Instant)>>,
     /// Look-up hashes of secret keys Postgres did not know, and when.
     unknown: RwLock<HashMap<[u8; 32], std::time::Instant>>,
     ttl: std::time::Duration,
@@ -137,6 +141,7 @@ impl KeyCache {
             store,
             vault,
             known: RwLock::new(HashMap::new()),
+            signers: RwLock::new(HashMap::new()),
             unknown: RwLock::new(HashMap::new()),
             ttl: KEY_CACHE_TTL,
         }
@@ -217,16 +222,40 @@ impl KeyCache {
             .get("sub")
             .and_then(serde_json::Value::as_str)
             .ok_or_else(|| invalid("no sub claim"))?;
-        let stored = self
-            .store
-            .find_key_by_id(key_id)
-            .await?
-            .ok_or_else(|| invalid("unknown key"))?;
-        let secret = self
-            .vault
-            .decrypt(&stored.nonce, &stored.encrypted_key)
-            .map_err(|e| ApiError::Internal(format!("key {}: {e}", stored.id)))?;
-        let claims = verify_jwt(secret.expose().as_bytes(), token, chrono::Utc::now().timestamp())
+        let cached = self
+            .signers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key_id)
+            .filter(|(_, found_at)| found_at.elapsed() < self.ttl)
+            .map(|(signer, _)| Arc::clone(signer));
+        let signer = match cached {
+            Some(signer) => signer,
+            None => {
+                let stored = self
+                    .store
+                    .find_key_by_id(key_id)
+                    .await?
+                    .ok_or_else(|| invalid("unknown key"))?;
+                let secret = self
+                    .vault
+                    .decrypt(&stored.nonce, &stored.encrypted_key)
+                    .map_err(|e| ApiError::Internal(format!("key {}: {e}", stored.id)))?;
+                let signer = Arc::new(Caller {
+                    key_id: stored.id,
+                    environment: stored.environment,
+                    secret,
+                    scopes: None,
+                });
+                let mut signers = self.signers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Only keys Postgres knows are kept, so this holds at most
+                // one entry per key; expired ones go as new ones come.
+                signers.retain(|_, (_, found_at)| found_at.elapsed() < self.ttl);
+                signers.insert(signer.key_id.clone(), (Arc::clone(&signer), std::time::Instant::now()));
+                signer
+            }
+        };
+        let claims = verify_jwt(signer.secret.expose().as_bytes(), token, chrono::Utc::now().timestamp())
             .map_err(|e| invalid(&e.to_string()))?;
         let scopes = claims
             .get("scopes")
@@ -234,10 +263,8 @@ impl KeyCache {
             .map(|scopes| scopes.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
         Ok(Caller {
-            key_id: stored.id,
-            environment: stored.environment,
-            secret,
             scopes: Some(scopes),
+            ..Caller::clone(&signer)
         })
     }
 

@@ -26,6 +26,12 @@ use sqlx::PgPool;
 
 const TASK: &str = "steps.task";
 
+/// How far short of a deadline a test steps the clock to check that
+/// nothing happens early. Real time passes too between the trigger and the
+/// check: a loaded machine (a checkpoint after a large test) can stall a
+/// commit for a second or more, so the margin is well past that.
+const EARLY: Duration = Duration::from_secs(30);
+
 /// Fails retryably on the attempts it is told to, then answers its attempt.
 struct FlakyTask {
     failures: u32,
@@ -283,10 +289,10 @@ async fn a_delayed_run_starts_when_its_delay_passes() {
     assert_eq!(h.status(&id).await.0, RunStatus::Delayed);
     h.tick().await;
     assert_eq!(h.step().await, 0);
-    h.advance(Duration::from_secs(3599)).await;
+    h.advance(Duration::from_secs(3600) - EARLY).await;
     h.tick().await;
-    assert_eq!(h.status(&id).await.0, RunStatus::Delayed, "a second early");
-    h.advance(Duration::from_secs(2)).await;
+    assert_eq!(h.status(&id).await.0, RunStatus::Delayed, "30 seconds early");
+    h.advance(EARLY + Duration::from_secs(1)).await;
     h.tick().await;
     assert_eq!(h.status(&id).await.0, RunStatus::Queued);
     assert_eq!(h.step().await, 1);
@@ -302,10 +308,10 @@ async fn a_run_not_started_within_its_ttl_expires_and_never_runs() {
             ..TriggerOptions::default()
         })
         .await;
-    h.advance(Duration::from_secs(599)).await;
+    h.advance(Duration::from_secs(600) - EARLY).await;
     h.tick().await;
     assert_eq!(h.status(&id).await.0, RunStatus::Queued);
-    h.advance(Duration::from_secs(2)).await;
+    h.advance(EARLY + Duration::from_secs(1)).await;
     h.tick().await;
     assert_eq!(h.status(&id).await, (RunStatus::Expired, 0));
     assert_eq!(h.step().await, 0, "its id is popped and dropped");
@@ -325,19 +331,19 @@ async fn a_run_whose_worker_died_is_attempted_again_then_crashed_on_its_last_att
     for attempt in 1..=2 {
         let claimed = h
             .store
-            .claim_runs(std::slice::from_ref(&id), Duration::from_secs(30), "dead-worker")
+            .claim_runs(std::slice::from_ref(&id), Duration::from_secs(120), "dead-worker")
             .await
             .expect("claim");
         assert_eq!(claimed.len(), 1, "attempt {attempt} is claimed");
         assert_eq!(h.status(&id).await, (RunStatus::Executing, attempt));
-        h.advance(Duration::from_secs(29)).await;
+        h.advance(Duration::from_secs(120) - EARLY).await;
         h.tick().await;
         assert_eq!(
             h.status(&id).await.0,
             RunStatus::Executing,
-            "the lease has a second left"
+            "the lease has 30 seconds left"
         );
-        h.advance(Duration::from_secs(2)).await;
+        h.advance(EARLY + Duration::from_secs(1)).await;
         h.tick().await;
     }
     assert_eq!(h.status(&id).await, (RunStatus::Crashed, 2));

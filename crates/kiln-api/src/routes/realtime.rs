@@ -14,9 +14,10 @@
 //! A live request reads its shape once, then waits on the process's run
 //! change feed ([`kiln_store::RunChanges`], Postgres LISTEN/NOTIFY): a run
 //! shape reads again only when its run was written, a tag shape when a run
-//! with one of its tags was (at most every 150 ms). An idle subscriber costs
-//! no query at all, whatever the number of subscribers, and a change made
-//! by any kiln process wakes the subscribers of every process. So that one
+//! with one of its tags was (a wake-up that found nothing holds the next
+//! read back 150 ms). An idle subscriber costs no query at all, whatever
+//! the number of subscribers, and a change made by any kiln process wakes
+//! the subscribers of every process. So that one
 //! key (and the public tokens it signs) cannot hold an unbounded number of
 //! waiting requests, live requests are counted per key, and those past
 //! `Limits::live_subscriptions_per_key` are answered 429.
@@ -40,8 +41,8 @@ use crate::error::ApiError;
 
 /// How long a live request waits for a change.
 const LIVE_WAIT: Duration = Duration::from_secs(20);
-/// The least time between two reads of one live request's shape, however
-/// often its environment changes.
+/// The least time between a read that a wake-up made in vain and the next
+/// read of the same live request, however often its environment changes.
 const MIN_REREAD: Duration = Duration::from_millis(150);
 /// Rows in a tag shape at most.
 const MAX_SHAPE_ROWS: u32 = 500;
@@ -175,17 +176,28 @@ async fn serve_shape(
         None
     };
     let deadline = tokio::time::Instant::now() + LIVE_WAIT;
+    // When a wake-up found nothing new (a tag shape woken by a change to
+    // another run with its tag, or by a feed that lost track), the next
+    // read waits out MIN_REREAD from it; the first wake-up reads at once.
+    let mut found_nothing_at: Option<tokio::time::Instant> = None;
+    let mut woken = false;
     let rows = loop {
+        if let Some(at) = found_nothing_at {
+            tokio::time::sleep_until((at + MIN_REREAD).min(deadline)).await;
+        }
         let read_at = tokio::time::Instant::now();
         metrics::counter!("kiln_realtime_shape_reads_total").increment(1);
         let rows = read_shape(app, caller, &shape, if live { since } else { None }).await?;
         let Some(changes) = changes.as_mut().filter(|_| rows.is_empty()) else {
             break rows;
         };
+        if woken {
+            found_nothing_at = Some(read_at);
+        }
         if !wait_for_change(changes, caller.environment.as_str(), &shape, deadline).await {
             break rows;
         }
-        tokio::time::sleep_until((read_at + MIN_REREAD).min(deadline)).await;
+        woken = true;
     };
 
     let newest = rows.iter().map(|row| row.updated_at).max();
