@@ -9,8 +9,10 @@
 -- second of plain updates), so with no process registered here, the
 -- trigger costs a look at this small table and nothing more.
 --
--- A notification's payload is limited to 8000 bytes; past 7000 it says
--- "*" (every run of the environment) instead of the ids.
+-- A notification is JSON: {"e": environment, "runs": [[id, tags], ...]},
+-- the tags sent so that a process can tell which tag subscribers to wake
+-- without a query. A payload is limited to 8000 bytes; past 7000 it says
+-- {"e": environment, "all": true} (every run of the environment) instead.
 CREATE TABLE run_change_listeners (
     process_id TEXT PRIMARY KEY,
     -- Refreshed every few seconds while the process has subscribers; a
@@ -20,17 +22,19 @@ CREATE TABLE run_change_listeners (
 
 CREATE FUNCTION kiln_notify_run_changes() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    message text;
+    changes record;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM run_change_listeners WHERE seen_at > now() - interval '30 seconds') THEN
         RETURN NULL;
     END IF;
-    FOR message IN
-        SELECT environment || ' ' ||
-               CASE WHEN sum(length(id) + 1) > 7000 THEN '*' ELSE string_agg(id, ',') END
+    FOR changes IN
+        SELECT environment,
+               json_build_object('e', environment, 'runs', json_agg(json_build_array(id, tags)))::text AS body
         FROM changed GROUP BY environment
     LOOP
-        PERFORM pg_notify('kiln_run_changes', message);
+        PERFORM pg_notify('kiln_run_changes', CASE
+            WHEN octet_length(changes.body) > 7000 THEN json_build_object('e', changes.environment, 'all', true)::text
+            ELSE changes.body END);
     END LOOP;
     RETURN NULL;
 END

@@ -5,36 +5,34 @@
 //! While any process is registered as a listener, every statement that
 //! inserts or updates runs sends one notification per environment it
 //! touched on the channel [`CHANNEL`] (a trigger,
-//! `migrations/0011_run_changes.sql`): `"<environment> <id>,<id>,…"`, or
-//! `"<environment> *"` when the ids would not fit in a notification. Each
-//! process holds one listening connection, on a pool of its own so it
-//! never takes a connection a trigger needs, and fans what it hears out to
-//! its subscribers. A process is registered (a row in
-//! `run_change_listeners`, refreshed every few seconds) only while it has
-//! subscribers: a NOTIFY serializes the commits that send one, so kiln
-//! pays for it only while someone watches.
+//! `migrations/0011_run_changes.sql`): the ids it wrote with their tags, or
+//! "all" when they would not fit in a notification. Each process holds one
+//! listening connection, on a pool of its own so it never takes a
+//! connection a trigger needs, and wakes the subscribers a change concerns:
+//! those of a run it names, those of a tag one of its runs carries, found
+//! by look-up, so a change costs the same with ten subscribers or ten
+//! thousand. A process is registered (a row in `run_change_listeners`,
+//! refreshed every few seconds) only while it has subscribers: a NOTIFY
+//! serializes the commits that send one, so kiln pays for it only while
+//! someone watches.
 //!
-//! A subscriber can miss nothing it must see: when the listening connection
-//! is lost (notifications sent meanwhile are gone) or a subscriber falls
-//! behind, it is told [`RunChange::Anything`] and re-reads. It must not
-//! take a change as the new state: it is only a reason to read again.
+//! A subscriber can miss nothing it must see: a wake-up that comes while it
+//! is not waiting is kept for its next wait, and when the listening
+//! connection is lost (notifications sent meanwhile are gone) every
+//! subscriber is woken. A wake-up is only a reason to read again, never the
+//! new state.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// The channel the runs table's trigger notifies.
 pub const CHANNEL: &str = "kiln_run_changes";
-
-/// Changes a slow subscriber may fall behind by before it is told
-/// [`RunChange::Anything`].
-const BACKLOG: usize = 1024;
 
 /// How often a process with subscribers refreshes its registration (the
 /// trigger takes one older than 30 s for a process gone).
@@ -43,68 +41,142 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// starts to wait.
 const STILL_FRESH: Duration = Duration::from_secs(10);
 
-/// What changed.
+/// What changed, as a notification tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunChange {
-    /// These runs of `environment` were written; `tags` are theirs, read
-    /// when a subscriber watches tags (`None`: not read, or unreadable).
+    /// These runs of `environment` were written; each with its tags.
     Runs {
         environment: String,
-        ids: HashSet<String>,
-        tags: Option<HashSet<String>>,
+        runs: Vec<(String, Vec<String>)>,
     },
     /// Some runs of `environment`, too many to name, were written.
     Environment(String),
-    /// Changes may have been missed: read again, whatever you watch.
-    Anything,
+}
+
+#[derive(serde::Deserialize)]
+struct Notification {
+    e: String,
+    #[serde(default)]
+    runs: Vec<(String, Option<Vec<String>>)>,
+    #[serde(default)]
+    all: bool,
 }
 
 impl RunChange {
-    /// Whether a subscriber watching `environment`'s run `id` (or any run
-    /// of it, with `None`) must read again.
-    pub fn concerns(&self, environment: &str, id: Option<&str>) -> bool {
-        match self {
-            RunChange::Anything => true,
-            RunChange::Environment(changed) => changed == environment,
-            RunChange::Runs {
-                environment: changed,
-                ids,
-                ..
-            } => changed == environment && id.is_none_or(|id| ids.contains(id)),
-        }
-    }
-
-    /// Whether a subscriber watching `environment`'s runs with any of
-    /// `watched` tags must read again.
-    pub fn concerns_tags(&self, environment: &str, watched: &[String]) -> bool {
-        match self {
-            RunChange::Runs {
-                environment: changed,
-                tags: Some(tags),
-                ..
-            } => changed == environment && watched.iter().any(|tag| tags.contains(tag)),
-            other => other.concerns(environment, None),
-        }
-    }
-
     /// A notification's payload, as the trigger writes it.
     fn parse(payload: &str) -> Option<Self> {
-        let (environment, ids) = payload.split_once(' ')?;
-        if ids == "*" {
-            return Some(RunChange::Environment(environment.to_owned()));
-        }
-        Some(RunChange::Runs {
-            environment: environment.to_owned(),
-            ids: ids.split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect(),
-            tags: None,
+        let notification: Notification = serde_json::from_str(payload).ok()?;
+        Some(if notification.all {
+            RunChange::Environment(notification.e)
+        } else {
+            RunChange::Runs {
+                environment: notification.e,
+                runs: notification
+                    .runs
+                    .into_iter()
+                    .map(|(id, tags)| (id, tags.unwrap_or_default()))
+                    .collect(),
+            }
         })
+    }
+}
+
+/// What a subscriber watches: one run, or the runs with any of some tags,
+/// of one environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interest {
+    Run { environment: String, id: String },
+    Tags { environment: String, tags: Vec<String> },
+}
+
+impl Interest {
+    fn environment(&self) -> &str {
+        match self {
+            Interest::Run { environment, .. } | Interest::Tags { environment, .. } => environment,
+        }
+    }
+
+    /// The look-up keys under which a change finds this subscriber.
+    fn keys(&self) -> Vec<(String, Key)> {
+        match self {
+            Interest::Run { environment, id } => vec![(environment.clone(), Key::Run(id.clone()))],
+            Interest::Tags { environment, tags } => tags
+                .iter()
+                .map(|tag| (environment.clone(), Key::Tag(tag.clone())))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Run(String),
+    Tag(String),
+}
+
+/// The subscribers of one process, found by what they watch.
+#[derive(Default)]
+struct Subscribers {
+    next: u64,
+    by_key: HashMap<(String, Key), HashSet<u64>>,
+    all: HashMap<u64, (Interest, Arc<Notify>)>,
+}
+
+impl Subscribers {
+    /// Wakes the subscribers `change` concerns; answers how many.
+    fn wake(&self, change: &RunChange) -> usize {
+        let mut woken = HashSet::new();
+        match change {
+            RunChange::Runs { environment, runs } => {
+                for (id, tags) in runs {
+                    let keys = std::iter::once(Key::Run(id.clone())).chain(tags.iter().cloned().map(Key::Tag));
+                    for key in keys {
+                        if let Some(ids) = self.by_key.get(&(environment.clone(), key)) {
+                            woken.extend(ids.iter().copied());
+                        }
+                    }
+                }
+            }
+            RunChange::Environment(environment) => woken.extend(
+                self.all
+                    .iter()
+                    .filter(|(_, (interest, _))| interest.environment() == environment)
+                    .map(|(id, _)| *id),
+            ),
+        }
+        for id in &woken {
+            if let Some((_, notify)) = self.all.get(id) {
+                notify.notify_one();
+            }
+        }
+        woken.len()
+    }
+
+    fn wake_all(&self) {
+        for (_, notify) in self.all.values() {
+            notify.notify_one();
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some((interest, _)) = self.all.remove(&id) else {
+            return;
+        };
+        for key in interest.keys() {
+            if let Some(ids) = self.by_key.get_mut(&key) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
     }
 }
 
 /// One process's feed; cheap to clone.
 #[derive(Clone)]
 pub struct RunChanges {
-    sender: broadcast::Sender<Arc<RunChange>>,
+    subscribers: Arc<Mutex<Subscribers>>,
     /// Registers this process as a listener.
     pool: PgPool,
     process_id: Arc<str>,
@@ -112,36 +184,29 @@ pub struct RunChanges {
     /// a subscriber joins or the last one's registration is dropped, so the
     /// two never cross.
     registered: Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
-    /// Subscribers that watch tags: while there are any, each change's runs
-    /// have their tags read (one query per notification, however many
-    /// subscribers), so only those watching one of them read again.
-    tag_watchers: Arc<AtomicUsize>,
 }
 
-/// A subscriber's end of the feed.
+/// A subscriber's end of the feed; it leaves the feed when dropped.
 pub struct ChangeReceiver {
-    receiver: broadcast::Receiver<Arc<RunChange>>,
-    /// Counted among the tag watchers until dropped.
-    tag_watchers: Option<Arc<AtomicUsize>>,
+    id: u64,
+    notify: Arc<Notify>,
+    subscribers: Arc<Mutex<Subscribers>>,
 }
 
 impl Drop for ChangeReceiver {
     fn drop(&mut self) {
-        if let Some(count) = &self.tag_watchers {
-            count.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(self.id);
     }
 }
 
 impl ChangeReceiver {
-    /// The next change; [`RunChange::Anything`] if this receiver fell
-    /// behind. `None` once the feed has stopped.
-    pub async fn next(&mut self) -> Option<Arc<RunChange>> {
-        match self.receiver.recv().await {
-            Ok(change) => Some(change),
-            Err(broadcast::error::RecvError::Lagged(_)) => Some(Arc::new(RunChange::Anything)),
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
+    /// Returns once a change concerns this subscriber, or one may have
+    /// been missed, since it subscribed or last returned.
+    pub async fn changed(&self) {
+        self.notify.notified().await;
     }
 }
 
@@ -149,30 +214,36 @@ impl RunChanges {
     /// Starts listening on `listen_pool` (a pool of its own, of one
     /// connection) until `shutdown`; registers on `pool`.
     pub fn listen(listen_pool: PgPool, pool: PgPool, shutdown: CancellationToken) -> Self {
-        let (sender, _) = broadcast::channel(BACKLOG);
         let feed = Self {
-            sender,
+            subscribers: Arc::default(),
             pool,
             process_id: format!("{}-{}", std::process::id(), kiln_core::id::random_alphanumeric(12)).into(),
             registered: Arc::default(),
-            tag_watchers: Arc::default(),
         };
         tokio::spawn(feed.clone().run(listen_pool, shutdown.clone()));
         tokio::spawn(feed.clone().keep_registered(shutdown));
         feed
     }
 
-    /// Receives every change from now on. Registers this process first if
-    /// it is not, so the changes that follow are sent. `watches_tags`: the
-    /// changes will carry their runs' tags.
-    pub async fn subscribe(&self, watches_tags: bool) -> ChangeReceiver {
+    /// Hears of every change to what `interest` names from now on.
+    /// Registers this process first if it is not, so the changes that
+    /// follow are sent.
+    pub async fn subscribe(&self, interest: Interest) -> ChangeReceiver {
         let mut registered = self.registered.lock().await;
-        let receiver = ChangeReceiver {
-            receiver: self.sender.subscribe(),
-            tag_watchers: watches_tags.then(|| {
-                self.tag_watchers.fetch_add(1, Ordering::Relaxed);
-                Arc::clone(&self.tag_watchers)
-            }),
+        let receiver = {
+            let mut subscribers = self.lock();
+            let id = subscribers.next;
+            subscribers.next += 1;
+            let notify = Arc::new(Notify::new());
+            for key in interest.keys() {
+                subscribers.by_key.entry(key).or_default().insert(id);
+            }
+            subscribers.all.insert(id, (interest, Arc::clone(&notify)));
+            ChangeReceiver {
+                id,
+                notify,
+                subscribers: Arc::clone(&self.subscribers),
+            }
         };
         if registered.is_none_or(|at| at.elapsed() >= STILL_FRESH) {
             match self.register().await {
@@ -182,6 +253,10 @@ impl RunChanges {
             }
         }
         receiver
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Subscribers> {
+        self.subscribers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn register(&self) -> Result<(), sqlx::Error> {
@@ -206,7 +281,8 @@ impl RunChanges {
                 () = tokio::time::sleep(REFRESH_EVERY) => {}
             }
             let mut registered = self.registered.lock().await;
-            if self.sender.receiver_count() > 0 {
+            let subscribed = !self.lock().all.is_empty();
+            if subscribed {
                 match self.register().await {
                     Ok(()) => *registered = Some(tokio::time::Instant::now()),
                     Err(error) => tracing::warn!(%error, "cannot refresh the run change registration"),
@@ -236,7 +312,7 @@ impl RunChanges {
             };
             // Whatever ended the connection, what was sent meanwhile is
             // lost: every subscriber reads again.
-            let _ = self.sender.send(Arc::new(RunChange::Anything));
+            self.lock().wake_all();
             failures = match listened {
                 Ok(()) => 0,
                 Err(error) => {
@@ -257,12 +333,11 @@ impl RunChanges {
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(CHANNEL).await?;
         // Changes made before LISTEN took effect were not heard.
-        let _ = self.sender.send(Arc::new(RunChange::Anything));
+        self.lock().wake_all();
         while let Some(notification) = listener.try_recv().await? {
             match RunChange::parse(notification.payload()) {
-                // No subscriber is not an error.
                 Some(change) => {
-                    let _ = self.sender.send(Arc::new(self.with_tags(change).await));
+                    self.lock().wake(&change);
                 }
                 None => tracing::warn!(payload = notification.payload(), "unreadable run change notification"),
             }
@@ -271,69 +346,97 @@ impl RunChanges {
     }
 }
 
-impl RunChanges {
-    /// Reads the tags of a change's runs, when someone watches tags.
-    async fn with_tags(&self, change: RunChange) -> RunChange {
-        let RunChange::Runs { environment, ids, .. } = change else {
-            return change;
-        };
-        let tags = if self.tag_watchers.load(Ordering::Relaxed) > 0 {
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            sqlx::query_scalar::<_, String>("SELECT DISTINCT unnest(tags) FROM runs WHERE id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&self.pool)
-                .await
-                .map(|tags| tags.into_iter().collect())
-                // Unreadable: every tag watcher of the environment reads.
-                .inspect_err(|error| tracing::warn!(%error, "cannot read the tags of changed runs"))
-                .ok()
-        } else {
-            None
-        };
-        RunChange::Runs { environment, ids, tags }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn subscribed(subscribers: &mut Subscribers, interest: Interest) -> (u64, Arc<Notify>) {
+        let id = subscribers.next;
+        subscribers.next += 1;
+        let notify = Arc::new(Notify::new());
+        for key in interest.keys() {
+            subscribers.by_key.entry(key).or_default().insert(id);
+        }
+        subscribers.all.insert(id, (interest, Arc::clone(&notify)));
+        (id, notify)
+    }
+
+    fn run(environment: &str, id: &str) -> Interest {
+        Interest::Run {
+            environment: environment.into(),
+            id: id.into(),
+        }
+    }
+
+    fn tags(environment: &str, tags: &[&str]) -> Interest {
+        Interest::Tags {
+            environment: environment.into(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
     #[test]
-    fn a_payload_names_its_environment_and_runs() {
-        let change = RunChange::parse("prod run_a,run_b").expect("parses");
-        assert!(change.concerns("prod", Some("run_a")));
-        assert!(change.concerns("prod", None));
-        assert!(!change.concerns("prod", Some("run_c")));
-        assert!(
-            !change.concerns("dev", Some("run_a")),
-            "another environment's run of the same id"
+    fn a_payload_names_its_environment_runs_and_tags() {
+        let change = RunChange::parse(r#"{"e":"prod","runs":[["run_a",["doc:1"]],["run_b",[]],["run_c",null]]}"#)
+            .expect("parses");
+        assert_eq!(
+            change,
+            RunChange::Runs {
+                environment: "prod".into(),
+                runs: vec![
+                    ("run_a".into(), vec!["doc:1".into()]),
+                    ("run_b".into(), vec![]),
+                    ("run_c".into(), vec![]),
+                ],
+            }
         );
+        assert_eq!(
+            RunChange::parse(r#"{"e":"dev","all":true}"#),
+            Some(RunChange::Environment("dev".into()))
+        );
+        assert_eq!(RunChange::parse("dev run_a"), None);
     }
 
     #[test]
-    fn too_many_runs_to_name_concern_every_run_of_their_environment() {
-        let change = RunChange::parse("dev *").expect("parses");
-        assert_eq!(change, RunChange::Environment("dev".into()));
-        assert!(change.concerns("dev", Some("run_x")));
-        assert!(!change.concerns("prod", Some("run_x")));
-        assert!(RunChange::Anything.concerns("prod", Some("run_x")));
-        assert_eq!(RunChange::parse("garbage"), None);
-    }
-
-    #[test]
-    fn tag_watchers_read_again_only_for_runs_with_one_of_their_tags() {
-        let tagged = RunChange::Runs {
+    fn a_change_wakes_the_subscribers_of_its_runs_and_tags_in_its_environment_only() {
+        let mut subscribers = Subscribers::default();
+        let (_, of_run) = subscribed(&mut subscribers, run("prod", "run_a"));
+        let (_, of_other_run) = subscribed(&mut subscribers, run("prod", "run_b"));
+        let (_, of_tag) = subscribed(&mut subscribers, tags("prod", &["user:2", "doc:1"]));
+        let (_, of_dev_run) = subscribed(&mut subscribers, run("dev", "run_a"));
+        let (_, of_dev_tag) = subscribed(&mut subscribers, tags("dev", &["doc:1"]));
+        let change = RunChange::Runs {
             environment: "prod".into(),
-            ids: HashSet::from(["run_a".to_owned()]),
-            tags: Some(HashSet::from(["user:1".to_owned(), "doc:9".to_owned()])),
+            runs: vec![("run_a".into(), vec!["doc:1".into()])],
         };
-        assert!(tagged.concerns_tags("prod", &["doc:9".to_owned()]));
-        assert!(!tagged.concerns_tags("prod", &["user:2".to_owned()]));
-        assert!(!tagged.concerns_tags("dev", &["doc:9".to_owned()]));
-        let unread = RunChange::parse("prod run_a").expect("parses");
-        assert!(
-            unread.concerns_tags("prod", &["user:2".to_owned()]),
-            "tags unknown: read again"
-        );
+        assert_eq!(subscribers.wake(&change), 2);
+        let woken = |notify: &Arc<Notify>| {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            // A kept wake-up makes the first poll ready.
+            notified.as_mut().enable()
+        };
+        assert!(woken(&of_run));
+        assert!(woken(&of_tag));
+        assert!(!woken(&of_other_run));
+        assert!(!woken(&of_dev_run), "another environment's run of the same id");
+        assert!(!woken(&of_dev_tag), "another environment's tag");
+
+        assert_eq!(subscribers.wake(&RunChange::Environment("dev".into())), 2);
+        assert!(woken(&of_dev_run) && woken(&of_dev_tag));
+        assert!(!woken(&of_run));
+    }
+
+    #[test]
+    fn a_subscriber_that_left_is_found_no_more() {
+        let mut subscribers = Subscribers::default();
+        let (id, _) = subscribed(&mut subscribers, tags("prod", &["a", "b"]));
+        subscribers.remove(id);
+        assert!(subscribers.by_key.is_empty() && subscribers.all.is_empty());
+        let change = RunChange::Runs {
+            environment: "prod".into(),
+            runs: vec![("run_a".into(), vec!["a".into()])],
+        };
+        assert_eq!(subscribers.wake(&change), 0);
     }
 }

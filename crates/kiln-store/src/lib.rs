@@ -35,7 +35,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-pub use changes::{ChangeReceiver, RunChange, RunChanges};
+pub use changes::{ChangeReceiver, Interest, RunChange, RunChanges};
 pub use lifecycle::{ClaimedRun, Outcome, ReadyRun, StartedRun};
 pub use runs::{ListFilter, NewRun, RunRow, TagsAdded, TriggerOutcome};
 

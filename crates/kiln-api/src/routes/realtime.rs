@@ -170,8 +170,19 @@ async fn serve_shape(
     };
     // Subscribed before the first read, so a change committed after that
     // read is heard.
-    let mut changes = if live {
-        Some(app.run_changes().subscribe(matches!(shape, Shape::Tags { .. })).await)
+    let changes = if live {
+        let environment = caller.environment.as_str().to_owned();
+        let interest = match &shape {
+            Shape::Run(id) => kiln_store::Interest::Run {
+                environment,
+                id: id.clone(),
+            },
+            Shape::Tags { tags, .. } => kiln_store::Interest::Tags {
+                environment,
+                tags: tags.clone(),
+            },
+        };
+        Some(app.run_changes().subscribe(interest).await)
     } else {
         None
     };
@@ -188,13 +199,17 @@ async fn serve_shape(
         let read_at = tokio::time::Instant::now();
         metrics::counter!("kiln_realtime_shape_reads_total").increment(1);
         let rows = read_shape(app, caller, &shape, if live { since } else { None }).await?;
-        let Some(changes) = changes.as_mut().filter(|_| rows.is_empty()) else {
+        let Some(changes) = changes.as_ref().filter(|_| rows.is_empty()) else {
             break rows;
         };
         if woken {
             found_nothing_at = Some(read_at);
         }
-        if !wait_for_change(changes, caller.environment.as_str(), &shape, deadline).await {
+        let changed = tokio::select! {
+            () = tokio::time::sleep_until(deadline) => false,
+            () = changes.changed() => true,
+        };
+        if !changed {
             break rows;
         }
         woken = true;
@@ -233,32 +248,6 @@ async fn serve_shape(
     set("electric-cursor", &Utc::now().timestamp().to_string());
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-/// Waits until the feed tells of a change that concerns `shape` in
-/// `environment`; false when `deadline` came first.
-async fn wait_for_change(
-    changes: &mut kiln_store::ChangeReceiver,
-    environment: &str,
-    shape: &Shape,
-    deadline: tokio::time::Instant,
-) -> bool {
-    let concerns = |change: &kiln_store::RunChange| match shape {
-        Shape::Run(id) => change.concerns(environment, Some(id)),
-        Shape::Tags { tags, .. } => change.concerns_tags(environment, tags),
-    };
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(deadline) => return false,
-            change = changes.next() => match change {
-                Some(change) if concerns(&change) => return true,
-                Some(_) => {}
-                // The feed stopped (the process is stopping): read once
-                // more rather than wait for nothing.
-                None => return true,
-            },
-        }
-    }
 }
 
 /// The shape's rows, or only those changed after `since`.
