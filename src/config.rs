@@ -195,8 +195,16 @@ impl std::fmt::Debug for RuntimeConfig {
 impl RuntimeConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let redis_url = var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
-            return Err(error("REDIS_URL", "must start with redis:// or rediss://"));
+        match kiln_queue::SentinelUrl::parse(&redis_url) {
+            Some(Err(why)) => return Err(error("REDIS_URL", format!("is a Sentinel URL that {why}"))),
+            Some(Ok(_)) => {}
+            None if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) => {
+                return Err(error(
+                    "REDIS_URL",
+                    "must start with redis://, rediss:// or redis+sentinel://",
+                ));
+            }
+            None => {}
         }
         let redis_prefix = var("KILN_REDIS_PREFIX").unwrap_or_else(|| "kiln".into());
         if redis_prefix.contains(char::is_whitespace) {

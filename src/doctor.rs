@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{DatabaseConfig, RuntimeConfig, StorageConfig};
+use crate::config::{DatabaseConfig, RuntimeConfig, StorageConfig, redact_url};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -80,17 +80,25 @@ pub async fn run() -> anyhow::Result<bool> {
     }
     if let Some(runtime) = &runtime {
         let checked = match kiln_queue::Queue::connect_lazy(&runtime.redis_url, &runtime.redis_prefix) {
-            Ok(queue) => tokio::time::timeout(TIMEOUT, queue.ping())
-                .await
-                .map_err(|_| "no answer within 3 s".to_owned())
-                .and_then(|r| r.map_err(|e| e.to_string())),
+            // With Sentinel, the primary is known once a sentinel answers.
+            Ok(queue) => tokio::time::timeout(TIMEOUT, async {
+                loop {
+                    match queue.ping().await {
+                        Err(kiln_queue::QueueError::NoPrimary) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        answered => return answered,
+                    }
+                }
+            })
+            .await
+            .map_err(|_| "no answer within 3 s".to_owned())
+            .and_then(|r| r.map_err(|e| e.to_string())),
             Err(error) => Err(error.to_string()),
         };
         match checked {
-            Ok(()) => report.ok("redis", format!("answers at {}", runtime.redis_url)),
+            Ok(()) => report.ok("redis", format!("answers at {}", redact_url(&runtime.redis_url))),
             Err(error) => report.missing(
                 "redis",
-                format!("{} does not answer: {error}", runtime.redis_url),
+                format!("{} does not answer: {error}", redact_url(&runtime.redis_url)),
                 "start Redis (redis-server --daemonize yes), or point REDIS_URL at it",
             ),
         }

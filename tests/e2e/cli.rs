@@ -72,12 +72,13 @@ async fn migrate_creates_the_schema() {
 #[tokio::test]
 async fn configuration_errors_name_the_variable() {
     let database_url = fresh_database().await;
-    let cases: [(&[(&str, &str)], &str); 13] = [
+    let cases: [(&[(&str, &str)], &str); 14] = [
         (&[("DATABASE_URL", "")], "DATABASE_URL"),
         (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
         (&[("KILN_SECRET", "short")], "KILN_SECRET"),
         (&[("KILN_ADDR", "not an address")], "KILN_ADDR"),
         (&[("REDIS_URL", "http://redis")], "REDIS_URL"),
+        (&[("REDIS_URL", "redis+sentinel://127.0.0.1:26379")], "REDIS_URL"),
         (&[("KILN_HEARTBEAT", "1m")], "KILN_HEARTBEAT"),
         // Trigger.dev's names are read in place of kiln's, and named when wrong.
         (&[("KILN_SECRET", ""), ("ENCRYPTION_KEY", "short")], "ENCRYPTION_KEY"),

@@ -24,6 +24,7 @@ mod preview;
 mod recording;
 mod schedules;
 mod sdk;
+mod sentinel;
 mod storage;
 mod supermark;
 mod telemetry;

@@ -14,6 +14,8 @@
 //! backlog, and the scheduler tops the list up as workers drain it. Redis
 //! memory stays bounded whatever the backlog.
 //!
+//! Redis is one server, or the primary Redis Sentinel names ([`endpoint`]).
+//!
 //! Environments never share a list: a queue named the same in dev and prod
 //! is two lanes, and a consumer takes turns between them, so a backlog
 //! (or a flood) in one environment neither fills the other's window nor
@@ -31,10 +33,16 @@
 //!   seen; workers block on it beside their queues, so a run on a new queue
 //!   wakes a worker at once instead of on its next refresh.
 
+mod endpoint;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Script};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Script};
+
+use endpoint::Endpoint;
+pub use endpoint::SentinelUrl;
 
 static PUSH_BOUNDED: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("../lua/push_bounded.lua")));
@@ -45,6 +53,12 @@ pub enum QueueError {
     Unavailable(#[from] redis::RedisError),
     #[error("REDIS_URL is invalid: {0}")]
     InvalidUrl(#[source] redis::RedisError),
+    #[error("REDIS_URL is invalid: a Sentinel URL that {0}")]
+    InvalidSentinelUrl(String),
+    #[error("redis is unavailable: no sentinel has named a primary yet")]
+    NoPrimary,
+    #[error("a Redis Sentinel queue must be made inside the async runtime")]
+    NoRuntime,
 }
 
 /// One environment's queue: the unit Redis keeps a list for.
@@ -85,8 +99,7 @@ pub struct Delivery {
 /// The producer side, shared by the API and the scheduler; cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    client: Client,
-    conn: ConnectionManager,
+    endpoint: Arc<Endpoint>,
     prefix: String,
     window: usize,
 }
@@ -102,23 +115,23 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     /// Connects lazily and reconnects by itself, so kiln starts and keeps
-    /// accepting runs (into Postgres) while Redis is down.
+    /// accepting runs (into Postgres) while Redis is down. `url` names one
+    /// server, or Redis Sentinel's primary (`redis+sentinel://`, followed
+    /// through failovers; see [`SentinelUrl`]).
     pub fn connect_lazy(url: &str, prefix: &str) -> Result<Self, QueueError> {
-        let client = Client::open(url).map_err(QueueError::InvalidUrl)?;
-        // A generous response timeout: redis-rs's default (500 ms) trips
-        // under load and would fail healthy requests.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let endpoint = match SentinelUrl::parse(url) {
+            Some(sentinel) => Endpoint::sentinel(sentinel.map_err(QueueError::InvalidSentinelUrl)?)?,
+            None => Endpoint::direct(url)?,
+        };
         Ok(Self {
-            client,
-            conn,
+            endpoint,
             prefix: prefix.to_owned(),
             window: DEFAULT_WINDOW,
         })
+    }
+
+    fn conn(&self) -> Result<ConnectionManager, QueueError> {
+        self.endpoint.connection()
     }
 
     /// Sets the most ids each queue's list holds.
@@ -162,7 +175,7 @@ impl Queue {
         if by_lane.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let mut pipe = redis::pipe();
         for ((environment, queue), ids) in &by_lane {
             pipe.cmd("EVALSHA")
@@ -216,7 +229,7 @@ impl Queue {
     /// answer than last time means Redis lost its data.
     pub async fn epoch(&self, candidate: &str) -> Result<String, QueueError> {
         let key = format!("{}:epoch", self.prefix);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let (epoch,): (String,) = redis::pipe()
             .cmd("SET")
             .arg(&key)
@@ -232,7 +245,7 @@ impl Queue {
 
     /// Every lane that has had a run.
     pub async fn known_lanes(&self) -> Result<Vec<Lane>, QueueError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.queues_key())
             .query_async(&mut conn)
@@ -244,7 +257,7 @@ impl Queue {
 
     /// How many ids wait in a lane.
     pub async fn depth(&self, environment: &str, queue: &str) -> Result<u64, QueueError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         Ok(redis::cmd("LLEN")
             .arg(self.lane_key(environment, queue))
             .query_async(&mut conn)
@@ -252,7 +265,7 @@ impl Queue {
     }
 
     pub async fn ping(&self) -> Result<(), QueueError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         Ok(())
     }
@@ -261,7 +274,7 @@ impl Queue {
     /// connection, so it must not share the producer's.
     pub fn consumer(&self) -> Consumer {
         Consumer {
-            client: self.client.clone(),
+            endpoint: Arc::clone(&self.endpoint),
             prefix: self.prefix.clone(),
             conn: None,
             rotation: 0,
@@ -280,9 +293,10 @@ impl Consumer {
 
 /// Pops ready run ids for one worker process.
 pub struct Consumer {
-    client: Client,
+    endpoint: Arc<Endpoint>,
     prefix: String,
-    conn: Option<MultiplexedConnection>,
+    /// Its own connection, and the generation of the primary it goes to.
+    conn: Option<(MultiplexedConnection, u64)>,
     rotation: usize,
     queues_changed: bool,
 }
@@ -307,18 +321,25 @@ impl Consumer {
                     .map(|lane| lane_key(&self.prefix, &lane.environment, &lane.queue)),
             )
             .collect();
+        // A connection to a server that is no longer the primary is
+        // dropped (it may still answer, as a replica with nothing to pop).
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|(_, generation)| *generation != self.endpoint.generation())
+        {
+            self.conn = None;
+        }
         let conn = match &mut self.conn {
-            Some(conn) => conn,
+            Some((conn, _)) => conn,
             None => {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(2)))
                     // The pop blocks server-side for up to `wait`.
                     .set_response_timeout(None);
-                self.conn.insert(
-                    self.client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )
+                let (client, generation) = self.endpoint.client()?;
+                let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+                &mut self.conn.insert((conn, generation)).0
             }
         };
         let popped: Result<Option<(String, Vec<String>)>, _> = redis::cmd("BLMPOP")
