@@ -1,6 +1,9 @@
 # One image for kiln's API and workers.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# The preview worker encodes JPEG with libjpeg-turbo.
+RUN apt-get update && apt-get install -y --no-install-recommends libturbojpeg0-dev pkg-config \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked --bin kiln
 
@@ -15,7 +18,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates fonts-dejavu-core fonts-liberation2 \
       libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui libreoffice-draw-nogui \
-      python3-uno util-linux ffmpeg mupdf-tools qpdf \
+      python3-uno util-linux ffmpeg mupdf-tools qpdf libturbojpeg0 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin kiln
 COPY --from=pdfium /opt/pdfium/lib/libpdfium.so /opt/pdfium/lib/libpdfium.so

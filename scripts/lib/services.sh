@@ -46,6 +46,14 @@ ensure_redis() {
 # What kiln's workers run besides kiln itself: LibreOffice with Python UNO
 # (conversions, Draw for DXF drawings, Impress for Keynote), ffmpeg and
 # ffprobe (Supermark's videos), prlimit and setpriv (limits on children).
+ensure_build_libs() {
+  # The preview worker encodes JPEG with libjpeg-turbo, linked at build time.
+  if ! pkg-config --exists libturbojpeg 2>/dev/null; then
+    say "installing libjpeg-turbo (libturbojpeg0-dev) and pkg-config to build kiln"
+    apt_install libturbojpeg0-dev pkg-config
+  fi
+}
+
 ensure_worker_tools() {
   if [ ! -x /usr/lib/libreoffice/program/soffice.bin ] || [ ! -f /usr/lib/python3/dist-packages/uno.py ] ||
      ! dpkg -s libreoffice-draw-nogui >/dev/null 2>&1; then

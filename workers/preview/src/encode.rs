@@ -4,8 +4,9 @@
 //! Two shortcuts keep the result identical while doing less work:
 //! - a page with no colour (every pixel grey, as most text pages are) is
 //!   encoded with one channel instead of three, both as PNG and as JPEG;
-//! - the JPEG encoder stops as soon as its output passes the PNG's size,
-//!   since it could then only lose the comparison.
+//! - the PNG encoder stops as soon as its output passes the JPEG's size,
+//!   since it could then only lose the comparison (the JPEG, from
+//!   libjpeg-turbo, is fast enough to make whole).
 
 use std::io::Write;
 
@@ -60,49 +61,66 @@ pub enum EncodeError {
     #[error("PNG encoding failed: {0}")]
     Png(#[from] png::EncodingError),
     #[error("JPEG encoding failed: {0}")]
-    Jpeg(jpeg_encoder::EncodingError),
+    Jpeg(#[from] turbojpeg::Error),
 }
 
-/// Pixels converted once for both encoders.
+/// A page's pixels as the encoders read them. A page without colour is
+/// converted once to one grey channel, which both encoders read. A colour
+/// page stays as pdfium drew it (BGRA): the JPEG encoder reads that, and
+/// the PNG encoder converts rows to RGB as it goes, so a PNG abandoned
+/// halfway has converted half.
 struct Pixels {
+    /// The grey channel, or for a colour page the band of RGB rows the PNG
+    /// encoder is writing.
     data: Vec<u8>,
     grayscale: bool,
 }
 
+/// Rows of a colour page converted to RGB at a time for the PNG encoder.
+const PNG_BAND_ROWS: usize = 16;
+
 /// Converts BGRA (pdfium's layout) to one grey channel when no pixel has
-/// colour, else to RGB. `scratch` is reused between pages.
+/// colour. `scratch` is reused between pages.
 fn convert(bgra: &[u8], mut scratch: Vec<u8>) -> Pixels {
     let pixels = bgra.len() / 4;
     let colourless = bgra.chunks_exact(4).all(|p| p[0] == p[1] && p[1] == p[2]);
+    if !colourless {
+        scratch.clear();
+        return Pixels {
+            data: scratch,
+            grayscale: false,
+        };
+    }
     // Sized once and written in place: a loop the compiler vectorizes,
     // where pushing pixel by pixel cost a sixth of a page's time.
     // Four pixels a step (fixed-size arrays), so the moves become shuffles.
-    if colourless {
-        scratch.resize(pixels, 0);
-        let (out_quads, out_rest) = scratch.as_chunks_mut::<4>();
-        let (in_quads, in_rest) = bgra.as_chunks::<16>();
-        for (grey, p) in out_quads.iter_mut().zip(in_quads) {
-            *grey = [p[0], p[4], p[8], p[12]];
-        }
-        for (grey, p) in out_rest.iter_mut().zip(in_rest.chunks_exact(4)) {
-            *grey = p[0];
-        }
-    } else {
-        scratch.resize(pixels * 3, 0);
-        let (out_quads, out_rest) = scratch.as_chunks_mut::<12>();
-        let (in_quads, in_rest) = bgra.as_chunks::<16>();
-        for (rgb, p) in out_quads.iter_mut().zip(in_quads) {
-            *rgb = [
-                p[2], p[1], p[0], p[6], p[5], p[4], p[10], p[9], p[8], p[14], p[13], p[12],
-            ];
-        }
-        for (rgb, p) in out_rest.chunks_exact_mut(3).zip(in_rest.chunks_exact(4)) {
-            rgb.copy_from_slice(&[p[2], p[1], p[0]]);
-        }
+    scratch.resize(pixels, 0);
+    let (out_quads, out_rest) = scratch.as_chunks_mut::<4>();
+    let (in_quads, in_rest) = bgra.as_chunks::<16>();
+    for (grey, p) in out_quads.iter_mut().zip(in_quads) {
+        *grey = [p[0], p[4], p[8], p[12]];
+    }
+    for (grey, p) in out_rest.iter_mut().zip(in_rest.chunks_exact(4)) {
+        *grey = p[0];
     }
     Pixels {
         data: scratch,
-        grayscale: colourless,
+        grayscale: true,
+    }
+}
+
+/// BGRA pixels to RGB, into `out` (resized to fit), as `convert` does grey.
+fn bgra_to_rgb(bgra: &[u8], out: &mut Vec<u8>) {
+    out.resize(bgra.len() / 4 * 3, 0);
+    let (out_quads, out_rest) = out.as_chunks_mut::<12>();
+    let (in_quads, in_rest) = bgra.as_chunks::<16>();
+    for (rgb, p) in out_quads.iter_mut().zip(in_quads) {
+        *rgb = [
+            p[2], p[1], p[0], p[6], p[5], p[4], p[10], p[9], p[8], p[14], p[13], p[12],
+        ];
+    }
+    for (rgb, p) in out_rest.chunks_exact_mut(3).zip(in_rest.chunks_exact(4)) {
+        rgb.copy_from_slice(&[p[2], p[1], p[0]]);
     }
 }
 
@@ -129,15 +147,15 @@ pub fn encode_page(
             height,
         });
     }
-    let pixels = convert(bgra, std::mem::take(scratch));
-    let result = encode_converted(bgra, &pixels, width, height, likely);
+    let mut pixels = convert(bgra, std::mem::take(scratch));
+    let result = encode_converted(bgra, &mut pixels, width, height, likely);
     *scratch = pixels.data;
     result
 }
 
 fn encode_converted(
     bgra: &[u8],
-    pixels: &Pixels,
+    pixels: &mut Pixels,
     width: u32,
     height: u32,
     likely: ImageFormat,
@@ -145,17 +163,12 @@ fn encode_converted(
     // A colour page goes to the JPEG encoder as pdfium drew it: its BGRA
     // path is as fast as its RGB one, and the same pixels make the same
     // JPEG.
-    let jpeg_input = if pixels.grayscale {
-        JpegInput::Grey(&pixels.data)
-    } else {
-        JpegInput::Bgra(bgra)
-    };
     let grayscale = pixels.grayscale;
     if likely == ImageFormat::Jpeg {
-        let jpeg = encode_jpeg_below(jpeg_input, width, height, usize::MAX)?
+        let jpeg = encode_jpeg_below(jpeg_input(pixels, bgra), width, height, usize::MAX)?
             .ok_or(EncodeError::TooLargeForJpeg { width, height })?;
         // A PNG as large as the JPEG still wins the tie.
-        let png = encode_png_below(pixels, width, height, jpeg.len())?;
+        let png = encode_png_below(pixels, bgra, width, height, jpeg.len())?;
         let jpeg_size = Some(jpeg.len());
         return Ok(match png {
             Some(png) => EncodedPage {
@@ -174,9 +187,9 @@ fn encode_converted(
             },
         });
     }
-    let png =
-        encode_png_below(pixels, width, height, usize::MAX)?.ok_or(EncodeError::TooLargeForJpeg { width, height })?;
-    let jpeg = encode_jpeg_below(jpeg_input, width, height, png.len())?;
+    let png = encode_png_below(pixels, bgra, width, height, usize::MAX)?
+        .ok_or(EncodeError::TooLargeForJpeg { width, height })?;
+    let jpeg = encode_jpeg_below(jpeg_input(pixels, bgra), width, height, png.len())?;
     let png_size = png.len();
     Ok(match jpeg {
         Some(jpeg) if jpeg.len() < png_size => EncodedPage {
@@ -196,34 +209,63 @@ fn encode_converted(
     })
 }
 
+/// What the JPEG encoder reads: the grey channel, or pdfium's BGRA as it
+/// is (its BGRA path is as fast as its RGB one, and makes the same JPEG).
+fn jpeg_input<'a>(pixels: &'a Pixels, bgra: &'a [u8]) -> JpegInput<'a> {
+    if pixels.grayscale {
+        JpegInput::Grey(&pixels.data)
+    } else {
+        JpegInput::Bgra(bgra)
+    }
+}
+
 /// The PNG, or `None` once it would pass `limit` bytes.
-fn encode_png_below(pixels: &Pixels, width: u32, height: u32, limit: usize) -> Result<Option<Vec<u8>>, EncodeError> {
+fn encode_png_below(
+    pixels: &mut Pixels,
+    bgra: &[u8],
+    width: u32,
+    height: u32,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, EncodeError> {
     let mut writer = CappedWriter {
-        bytes: Vec::with_capacity((pixels.data.len() / 8).min(limit)),
+        bytes: Vec::with_capacity((bgra.len() / 16).min(limit)),
         limit,
         exceeded: false,
     };
-    match write_png(pixels, width, height, &mut writer) {
+    match write_png(pixels, bgra, width, height, &mut writer) {
         Ok(()) => Ok(Some(writer.bytes)),
         Err(_) if writer.exceeded => Ok(None),
         Err(error) => Err(error),
     }
 }
 
-fn write_png(pixels: &Pixels, width: u32, height: u32, out: &mut impl Write) -> Result<(), EncodeError> {
-    {
-        let mut encoder = png::Encoder::new(out, width, height);
-        encoder.set_color(if pixels.grayscale {
-            png::ColorType::Grayscale
-        } else {
-            png::ColorType::Rgb
-        });
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.set_compression(png::Compression::Fast);
-        let mut writer = encoder.write_header()?;
+fn write_png(
+    pixels: &mut Pixels,
+    bgra: &[u8],
+    width: u32,
+    height: u32,
+    out: &mut impl Write,
+) -> Result<(), EncodeError> {
+    let mut encoder = png::Encoder::new(out, width, height);
+    encoder.set_color(if pixels.grayscale {
+        png::ColorType::Grayscale
+    } else {
+        png::ColorType::Rgb
+    });
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Fast);
+    let mut writer = encoder.write_header()?;
+    if pixels.grayscale {
         writer.write_image_data(&pixels.data)?;
         writer.finish()?;
+        return Ok(());
     }
+    let mut stream = writer.stream_writer()?;
+    for band in bgra.chunks(width as usize * 4 * PNG_BAND_ROWS) {
+        bgra_to_rgb(band, &mut pixels.data);
+        stream.write_all(&pixels.data).map_err(png::EncodingError::from)?;
+    }
+    stream.finish()?;
     Ok(())
 }
 
@@ -257,31 +299,30 @@ enum JpegInput<'a> {
     Bgra(&'a [u8]),
 }
 
-/// The JPEG, or `None` once it would reach `limit` bytes.
+/// The JPEG, or `None` when it is `limit` bytes or more.
 fn encode_jpeg_below(
     input: JpegInput<'_>,
     width: u32,
     height: u32,
     limit: usize,
 ) -> Result<Option<Vec<u8>>, EncodeError> {
-    let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
+    // JPEG's own limit on a side.
+    if width > 65_535 || height > 65_535 {
         return Err(EncodeError::TooLargeForJpeg { width, height });
-    };
-    let mut writer = CappedWriter {
-        bytes: Vec::with_capacity(limit.min(1 << 22)),
-        limit,
-        exceeded: false,
-    };
-    let (data, colour) = match input {
-        JpegInput::Grey(data) => (data, jpeg_encoder::ColorType::Luma),
-        JpegInput::Bgra(data) => (data, jpeg_encoder::ColorType::Bgra),
-    };
-    let encoder = jpeg_encoder::Encoder::new(&mut writer, JPEG_QUALITY);
-    match encoder.encode(data, w, h, colour) {
-        Ok(()) => Ok(Some(writer.bytes)),
-        Err(_) if writer.exceeded => Ok(None),
-        Err(error) => Err(EncodeError::Jpeg(error)),
     }
+    let (pixels, format, bytes_per_pixel, subsampling) = match input {
+        JpegInput::Grey(data) => (data, turbojpeg::PixelFormat::GRAY, 1, turbojpeg::Subsamp::Gray),
+        JpegInput::Bgra(data) => (data, turbojpeg::PixelFormat::BGRA, 4, turbojpeg::Subsamp::Sub2x2),
+    };
+    let image = turbojpeg::Image {
+        pixels,
+        width: width as usize,
+        pitch: width as usize * bytes_per_pixel,
+        height: height as usize,
+        format,
+    };
+    let jpeg = turbojpeg::compress(image, i32::from(JPEG_QUALITY), subsampling)?;
+    Ok((jpeg.len() < limit).then(|| jpeg.to_vec()))
 }
 
 #[cfg(test)]
@@ -340,28 +381,48 @@ mod tests {
     }
 
     #[test]
-    fn the_abandoned_jpeg_would_really_have_been_larger() {
+    fn the_abandoned_png_would_really_have_been_larger_and_a_kept_one_is_exact() {
         let (w, h) = (256, 256);
-        let page = bgra(w, h, |x, _| {
+        // Flat colour: the PNG wins, and must decode to the same pixels
+        // (it is written a band of rows at a time).
+        let flat = bgra(w, h, |x, y| {
             if x < 128 {
                 [255, 255, 255, 255]
             } else {
-                [0, 0, 255, 255]
+                [(y % 7) as u8, 0, 255, 255]
             }
         });
-        let pixels = convert(&page, Vec::new());
+        let mut pixels = convert(&flat, Vec::new());
         assert!(!pixels.grayscale);
-        let png = encode_png_below(&pixels, w, h, usize::MAX)
+        let png = encode_png_below(&mut pixels, &flat, w, h, usize::MAX)
             .expect("png")
             .expect("no cap");
-        let capped = encode_jpeg_below(JpegInput::Bgra(&page), w, h, png.len()).expect("jpeg");
-        let full = encode_jpeg_below(JpegInput::Bgra(&page), w, h, usize::MAX)
+        let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+            .expect("decodes")
+            .to_rgb8();
+        for (x, y) in [(0, 0), (127, 255), (128, 3), (255, 255)] {
+            let p = &flat[((y * w + x) * 4) as usize..][..4];
+            assert_eq!(decoded.get_pixel(x, y).0, [p[2], p[1], p[0]], "pixel {x},{y}");
+        }
+        let capped = encode_png_below(&mut pixels, &flat, w, h, png.len()).expect("png");
+        assert_eq!(capped.as_deref(), Some(&png[..]), "a PNG within its cap is whole");
+
+        // Noise: the PNG loses to the JPEG, and is abandoned only because
+        // it would have been larger.
+        let noise = bgra(w, h, |x, y| {
+            let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) % 64;
+            [(x % 256) as u8, (y % 256) as u8, (128 + n) as u8, 255]
+        });
+        let mut pixels = convert(&noise, Vec::new());
+        let jpeg = encode_jpeg_below(JpegInput::Bgra(&noise), w, h, usize::MAX)
             .expect("jpeg")
             .expect("no cap");
-        match capped {
-            None => assert!(full.len() > png.len(), "abandoned only when larger"),
-            Some(bytes) => assert_eq!(bytes, full),
-        }
+        let capped = encode_png_below(&mut pixels, &noise, w, h, jpeg.len()).expect("png");
+        let full = encode_png_below(&mut pixels, &noise, w, h, usize::MAX)
+            .expect("png")
+            .expect("no cap");
+        assert_eq!(capped, None);
+        assert!(full.len() > jpeg.len(), "abandoned only when larger");
     }
 
     #[test]
@@ -396,19 +457,21 @@ mod tests {
         let page = bgra(w, h, |x, y| {
             [(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8, 255]
         });
-        let pixels = convert(&page, Vec::new());
-        assert_eq!(
-            &pixels.data[..3],
-            &page[..3].iter().rev().copied().collect::<Vec<u8>>()[..]
-        );
+        let mut rgb = Vec::new();
+        bgra_to_rgb(&page, &mut rgb);
+        assert_eq!(&rgb[..3], &page[..3].iter().rev().copied().collect::<Vec<u8>>()[..]);
         let from_bgra = encode_jpeg_below(JpegInput::Bgra(&page), w, h, usize::MAX)
             .expect("jpeg")
             .expect("no cap");
-        let mut from_rgb = Vec::new();
-        jpeg_encoder::Encoder::new(&mut from_rgb, JPEG_QUALITY)
-            .encode(&pixels.data, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
-            .expect("rgb jpeg");
-        assert_eq!(from_bgra, from_rgb);
+        let rgb = turbojpeg::Image {
+            pixels: &rgb[..],
+            width: w as usize,
+            pitch: w as usize * 3,
+            height: h as usize,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        let from_rgb = turbojpeg::compress(rgb, i32::from(JPEG_QUALITY), turbojpeg::Subsamp::Sub2x2).expect("rgb jpeg");
+        assert_eq!(from_bgra, from_rgb.to_vec());
     }
 
     #[test]
