@@ -17,6 +17,11 @@
 //! its row is the whole path, and the repair's cost is printed beside the
 //! good document's time.
 //!
+//! Last, the report goes through the whole of kiln as a client sees it:
+//! `kiln dev` (API, Postgres, Redis, a worker, local storage) from the
+//! `kiln.pdf.preview` trigger to COMPLETED (images written, output
+//! recorded), beside `mutool draw` in the same round.
+//!
 //! Everything runs BENCH_ROUNDS times (3); each ratio is taken within its
 //! round, and the table ends with each ratio's median.
 //!
@@ -24,6 +29,9 @@
 //! (target/release/kiln), PDFIUM_LIB_PATH (default
 //! /usr/local/lib/libpdfium.so).
 
+#[path = "../tests/e2e/helpers.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod helpers;
 #[path = "../tests/support/pdfgen.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod pdfgen;
@@ -301,7 +309,77 @@ fn main() -> BenchResult<()> {
         "\nThe repair path's cost over the good document's (kiln, {pages} pages): median {:.2} s",
         median(repair_costs)
     );
+    trigger_to_completed(&documents[0].1, pages, rounds, &work.join("out"))?;
     let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// The report through `kiln dev`, trigger to COMPLETED, beside one
+/// `mutool draw` process, alternating who goes first.
+fn trigger_to_completed(pdf: &Path, pages: usize, rounds: usize, out: &Path) -> BenchResult<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let bytes = std::fs::read(pdf)?;
+    runtime.block_on(async {
+        let (kiln, storage) = helpers::kiln_with_storage("bench-preview", &[("RUST_LOG", "warn")]).await;
+        helpers::put_object(&storage, "uploads/report.pdf", &bytes);
+        let run_once = |n: usize| {
+            let kiln = &kiln;
+            async move {
+                let started = Instant::now();
+                let id = kiln
+                    .trigger(
+                        "kiln.pdf.preview",
+                        serde_json::json!({ "payload": {
+                            "source": { "key": "uploads/report.pdf" },
+                            "outputPrefix": format!("previews/{n}"),
+                        } }),
+                    )
+                    .await;
+                loop {
+                    let run = kiln.retrieve(&id).await;
+                    match run["status"].as_str() {
+                        Some("COMPLETED") => return Ok(started.elapsed().as_secs_f64()),
+                        Some("QUEUED" | "EXECUTING" | "DELAYED") => {
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                        _ => return Err(format!("the preview run ended {}", run["status"])),
+                    }
+                }
+            }
+        };
+        // The worker's first renderers load pdfium cold: not measured.
+        run_once(0).await?;
+        println!("\nThe report through kiln dev, trigger to COMPLETED, beside mutool draw (one process)\n");
+        println!("| round | kiln s | kiln pages/s | mutool s | × MuPDF |\n|---:|---:|---:|---:|---:|");
+        let mut ratios = Vec::new();
+        for round in 1..=rounds {
+            let (kiln_seconds, mutool) = if round % 2 == 1 {
+                let k = run_once(round).await?;
+                (
+                    k,
+                    measure(mutool_commands(pdf, out, pages, 1), out).map_err(|e| e.to_string())?,
+                )
+            } else {
+                let m = measure(mutool_commands(pdf, out, pages, 1), out).map_err(|e| e.to_string())?;
+                (run_once(round).await?, m)
+            };
+            let ratio = mutool.seconds / kiln_seconds;
+            ratios.push(ratio);
+            println!(
+                "| {round} | {kiln_seconds:.2} | {:.1} | {:.2} | {ratio:.2} |",
+                pages as f64 / kiln_seconds,
+                mutool.seconds
+            );
+        }
+        println!(
+            "\nmedian: kiln trigger to COMPLETED at {:.2}× mutool draw's pages/s",
+            median(ratios)
+        );
+        Ok::<(), String>(())
+    })?;
     Ok(())
 }
 
