@@ -267,42 +267,59 @@ async fn a_worker_process_serves_its_own_counts() {
     );
 }
 
+/// Live realtime requests' shape reads in this process so far.
+async fn shape_reads(kiln: &Kiln) -> f64 {
+    sample(&scrape(kiln).await, "kiln_realtime_shape_reads_total").unwrap_or(0.0)
+}
+
+/// Waits until the shape reads pass `before`: a live request sent since
+/// has read its shape and waits on the feed.
+async fn wait_for_a_read(kiln: &Kiln, before: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while shape_reads(kiln).await <= before {
+        assert!(std::time::Instant::now() < deadline, "the live request never read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The offset a run's shape is at now.
+async fn shape_offset(kiln: &Kiln, id: &str) -> String {
+    let first = kiln
+        .http
+        .get(kiln.url(&format!("/realtime/v1/runs/{id}?offset=-1")))
+        .bearer_auth(&kiln.key)
+        .send()
+        .await
+        .expect("first read");
+    assert_eq!(first.status(), 200);
+    first.headers()["electric-offset"].to_str().expect("offset").to_owned()
+}
+
+/// A live request for a run's changes after `offset`.
+fn live_request(
+    kiln: &Kiln,
+    id: &str,
+    offset: &str,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + Send + 'static {
+    kiln.http
+        .get(kiln.url(&format!(
+            "/realtime/v1/runs/{id}?live=true&offset={offset}&handle=run-{id}"
+        )))
+        .bearer_auth(&kiln.key)
+        .send()
+}
+
+async fn cancel(kiln: &Kiln, id: &str) {
+    let answer = kiln.post(&format!("/api/v2/runs/{id}/cancel"), &json!({})).await;
+    assert!(answer.status().is_success(), "cancel {id}");
+}
+
 /// Realtime by change: live subscriptions to a run that does not change
 /// cost no query while they wait (a change to another run does not wake
 /// them), and a change to their run wakes every one of them at once.
 #[tokio::test]
 async fn live_realtime_subscriptions_read_again_only_when_their_run_changes() {
     let kiln = Kiln::builder(Mode::Serve).spawn().await;
-    let reads = |text: &str| sample(text, "kiln_realtime_shape_reads_total").unwrap_or(0.0);
-    let cancel = |id: String| {
-        let kiln = &kiln;
-        async move {
-            let answer = kiln.post(&format!("/api/v2/runs/{id}/cancel"), &json!({})).await;
-            assert!(answer.status().is_success(), "cancel {id}");
-        }
-    };
-    let live = |id: &str, offset: &str| {
-        kiln.http
-            .get(kiln.url(&format!(
-                "/realtime/v1/runs/{id}?live=true&offset={offset}&handle=run-{id}"
-            )))
-            .bearer_auth(&kiln.key)
-            .send()
-    };
-    let offset_of = |id: String| {
-        let kiln = &kiln;
-        async move {
-            let first = kiln
-                .http
-                .get(kiln.url(&format!("/realtime/v1/runs/{id}?offset=-1")))
-                .bearer_auth(&kiln.key)
-                .send()
-                .await
-                .expect("first read");
-            assert_eq!(first.status(), 200);
-            first.headers()["electric-offset"].to_str().expect("offset").to_owned()
-        }
-    };
 
     // No worker runs in `serve`: the runs stay queued until canceled.
     let watched = kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 60_000 } })).await;
@@ -311,27 +328,26 @@ async fn live_realtime_subscriptions_read_again_only_when_their_run_changes() {
 
     // The first live request starts the process's feed; once a change
     // has come through it, the feed is listening.
-    let offset = offset_of(warm_up.clone()).await;
-    let waiting = live(&warm_up, &offset);
+    let offset = shape_offset(&kiln, &warm_up).await;
+    let before = shape_reads(&kiln).await;
+    let waiting = live_request(&kiln, &warm_up, &offset);
     let canceling = async {
         // Cancel once the request waits (its read is counted).
-        let before = reads(&scrape(&kiln).await);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while reads(&scrape(&kiln).await) <= before && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        cancel(warm_up.clone()).await;
+        wait_for_a_read(&kiln, before).await;
+        cancel(&kiln, &warm_up).await;
     };
     let (answer, ()) = tokio::join!(waiting, canceling);
     let answer: serde_json::Value = answer.expect("live answer").json().await.expect("json");
     assert_eq!(answer[0]["value"]["status"], "CANCELED", "{answer}");
 
-    let offset = offset_of(watched.clone()).await;
-    let base = reads(&scrape(&kiln).await);
-    let subscribers: Vec<_> = (0..20).map(|_| tokio::spawn(live(&watched, &offset))).collect();
+    let offset = shape_offset(&kiln, &watched).await;
+    let base = shape_reads(&kiln).await;
+    let subscribers: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(live_request(&kiln, &watched, &offset)))
+        .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let now = reads(&scrape(&kiln).await);
+        let now = shape_reads(&kiln).await;
         if now >= base + 20.0 {
             assert_eq!(now, base + 20.0, "one read each");
             break;
@@ -345,15 +361,15 @@ async fn live_realtime_subscriptions_read_again_only_when_their_run_changes() {
     }
 
     // Another run changes, and time passes: the subscribers do not read.
-    cancel(other).await;
+    cancel(&kiln, &other).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        reads(&scrape(&kiln).await),
+        shape_reads(&kiln).await,
         base + 20.0,
         "waiting subscribers read nothing while their run does not change"
     );
 
-    cancel(watched).await;
+    cancel(&kiln, &watched).await;
     for subscriber in subscribers {
         let answer = subscriber.await.expect("task").expect("live answer");
         assert_eq!(answer.status(), 200);
@@ -361,7 +377,7 @@ async fn live_realtime_subscriptions_read_again_only_when_their_run_changes() {
         assert_eq!(messages[0]["headers"]["operation"], "update", "{messages}");
         assert_eq!(messages[0]["value"]["status"], "CANCELED", "{messages}");
     }
-    assert_eq!(reads(&scrape(&kiln).await), base + 40.0, "one more read each");
+    assert_eq!(shape_reads(&kiln).await, base + 40.0, "one more read each");
 }
 
 /// Realtime by change, timed: a live subscriber hears of its run's change
@@ -375,37 +391,18 @@ async fn live_realtime_subscriptions_read_again_only_when_their_run_changes() {
 async fn a_live_subscriber_hears_of_a_change_within_100_ms_of_its_commit() {
     let mut kiln = Kiln::builder(Mode::Serve).spawn().await;
     let db = kiln.db().await;
-    let reads = |text: &str| sample(text, "kiln_realtime_shape_reads_total").unwrap_or(0.0);
     let mut delays = Vec::new();
     for _ in 0..10 {
         // No worker runs in `serve`: the run stays queued until canceled.
         let id = kiln.trigger("kiln.sleep", json!({ "payload": { "ms": 60_000 } })).await;
-        let first = kiln
-            .http
-            .get(kiln.url(&format!("/realtime/v1/runs/{id}?offset=-1")))
-            .bearer_auth(&kiln.key)
-            .send()
-            .await
-            .expect("first read");
-        let offset = first.headers()["electric-offset"].to_str().expect("offset").to_owned();
-        let before = reads(&scrape(&kiln).await);
-        let live = kiln
-            .http
-            .get(kiln.url(&format!(
-                "/realtime/v1/runs/{id}?live=true&offset={offset}&handle=run-{id}"
-            )))
-            .bearer_auth(&kiln.key)
-            .send();
+        let offset = shape_offset(&kiln, &id).await;
+        let before = shape_reads(&kiln).await;
+        let live = live_request(&kiln, &id, &offset);
         let change = async {
             // Once the live request has read its shape, it waits on the feed.
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while reads(&scrape(&kiln).await) <= before {
-                assert!(std::time::Instant::now() < deadline, "the live request never read");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            wait_for_a_read(&kiln, before).await;
             tokio::time::sleep(Duration::from_millis(30)).await;
-            let answer = kiln.post(&format!("/api/v2/runs/{id}/cancel"), &json!({})).await;
-            assert!(answer.status().is_success());
+            cancel(&kiln, &id).await;
         };
         let (answer, ()) = tokio::join!(
             async {

@@ -152,6 +152,18 @@ impl Subscribers {
         woken.len()
     }
 
+    /// Adds a subscriber; answers its id and what wakes it.
+    fn add(&mut self, interest: Interest) -> (u64, Arc<Notify>) {
+        let id = self.next;
+        self.next += 1;
+        let notify = Arc::new(Notify::new());
+        for key in interest.keys() {
+            self.by_key.entry(key).or_default().insert(id);
+        }
+        self.all.insert(id, (interest, Arc::clone(&notify)));
+        (id, notify)
+    }
+
     fn wake_all(&self) {
         for (_, notify) in self.all.values() {
             notify.notify_one();
@@ -230,20 +242,11 @@ impl RunChanges {
     /// follow are sent.
     pub async fn subscribe(&self, interest: Interest) -> ChangeReceiver {
         let mut registered = self.registered.lock().await;
-        let receiver = {
-            let mut subscribers = self.lock();
-            let id = subscribers.next;
-            subscribers.next += 1;
-            let notify = Arc::new(Notify::new());
-            for key in interest.keys() {
-                subscribers.by_key.entry(key).or_default().insert(id);
-            }
-            subscribers.all.insert(id, (interest, Arc::clone(&notify)));
-            ChangeReceiver {
-                id,
-                notify,
-                subscribers: Arc::clone(&self.subscribers),
-            }
+        let (id, notify) = self.lock().add(interest);
+        let receiver = ChangeReceiver {
+            id,
+            notify,
+            subscribers: Arc::clone(&self.subscribers),
         };
         if registered.is_none_or(|at| at.elapsed() >= STILL_FRESH) {
             match self.register().await {
@@ -350,17 +353,6 @@ impl RunChanges {
 mod tests {
     use super::*;
 
-    fn subscribed(subscribers: &mut Subscribers, interest: Interest) -> (u64, Arc<Notify>) {
-        let id = subscribers.next;
-        subscribers.next += 1;
-        let notify = Arc::new(Notify::new());
-        for key in interest.keys() {
-            subscribers.by_key.entry(key).or_default().insert(id);
-        }
-        subscribers.all.insert(id, (interest, Arc::clone(&notify)));
-        (id, notify)
-    }
-
     fn run(environment: &str, id: &str) -> Interest {
         Interest::Run {
             environment: environment.into(),
@@ -400,11 +392,11 @@ mod tests {
     #[test]
     fn a_change_wakes_the_subscribers_of_its_runs_and_tags_in_its_environment_only() {
         let mut subscribers = Subscribers::default();
-        let (_, of_run) = subscribed(&mut subscribers, run("prod", "run_a"));
-        let (_, of_other_run) = subscribed(&mut subscribers, run("prod", "run_b"));
-        let (_, of_tag) = subscribed(&mut subscribers, tags("prod", &["user:2", "doc:1"]));
-        let (_, of_dev_run) = subscribed(&mut subscribers, run("dev", "run_a"));
-        let (_, of_dev_tag) = subscribed(&mut subscribers, tags("dev", &["doc:1"]));
+        let (_, of_run) = subscribers.add(run("prod", "run_a"));
+        let (_, of_other_run) = subscribers.add(run("prod", "run_b"));
+        let (_, of_tag) = subscribers.add(tags("prod", &["user:2", "doc:1"]));
+        let (_, of_dev_run) = subscribers.add(run("dev", "run_a"));
+        let (_, of_dev_tag) = subscribers.add(tags("dev", &["doc:1"]));
         let change = RunChange::Runs {
             environment: "prod".into(),
             runs: vec![("run_a".into(), vec!["doc:1".into()])],
@@ -430,7 +422,7 @@ mod tests {
     #[test]
     fn a_subscriber_that_left_is_found_no_more() {
         let mut subscribers = Subscribers::default();
-        let (id, _) = subscribed(&mut subscribers, tags("prod", &["a", "b"]));
+        let (id, _) = subscribers.add(tags("prod", &["a", "b"]));
         subscribers.remove(id);
         assert!(subscribers.by_key.is_empty() && subscribers.all.is_empty());
         let change = RunChange::Runs {
