@@ -143,12 +143,20 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// kiln's renderers as its worker starts them: `shards` processes taking
+/// pages in turn through a fresh claims folder.
 fn kiln_commands(kiln: &str, library: &str, pdf: &Path, out: &Path, shards: usize) -> Vec<Vec<String>> {
+    static PASSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let pass = PASSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let claims = out.with_extension(format!("claims-{pass}"));
+    let _ = std::fs::create_dir_all(&claims);
     (0..shards)
         .map(|shard| {
             vec![
                 kiln.to_owned(),
                 "render-pdf".into(),
+                "--claims".into(),
+                claims.display().to_string(),
                 "--input".into(),
                 pdf.display().to_string(),
                 "--output-dir".into(),

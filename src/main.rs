@@ -125,6 +125,12 @@ struct RenderPdfArgs {
     /// `k/n`: this process renders pages i with i % n == k.
     #[arg(long, default_value = "0/1")]
     shard: String,
+    /// A folder the renderers of one document share: each takes the next
+    /// page no one has taken (by creating its claim file there), instead
+    /// of a fixed share, so that none sits idle while another has pages
+    /// left.
+    #[arg(long)]
+    claims: Option<std::path::PathBuf>,
     #[arg(long)]
     library: std::path::PathBuf,
     /// Address-space limit in bytes.
@@ -172,6 +178,7 @@ fn render_pdf(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
         output_dir: args.output_dir,
         shard,
         shards,
+        claims: args.claims,
         memory_limit: args.memory_limit,
         library: args.library,
         max_pages: args.max_pages,

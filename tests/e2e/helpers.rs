@@ -271,6 +271,23 @@ impl Kiln {
         self.pool.clone().expect("pool")
     }
 
+    /// A new secret key of `environment` (`dev` or `prod`), made by `kiln
+    /// keys create` as an operator makes one.
+    pub fn new_key(&self, environment: &str) -> String {
+        let created = Command::new(kiln_bin())
+            .args(["keys", "create", "--env", environment])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("kiln keys create");
+        assert!(created.status.success(), "kiln keys create --env {environment} failed");
+        String::from_utf8_lossy(&created.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.http
             .post(self.url(path))

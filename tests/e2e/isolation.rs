@@ -10,21 +10,6 @@ use serde_json::{Value, json};
 use crate::helpers::{Kiln, Mode, kiln_bin, temp_dir};
 
 /// A key of `environment` for `kiln`'s database.
-fn key(kiln: &Kiln, environment: &str) -> String {
-    let created = Command::new(kiln_bin())
-        .args(["keys", "create", "--env", environment])
-        .envs(kiln.env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("kiln keys create");
-    assert!(created.status.success());
-    String::from_utf8_lossy(&created.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
 async fn trigger_as(kiln: &Kiln, key: &str, task: &str, body: Value) -> (u16, Value) {
     let response = kiln
         .http
@@ -59,7 +44,7 @@ async fn a_dev_key_cannot_change_or_fill_a_prod_queue() {
         .env("KILN_TASKS_FILE", tasks_file.to_string_lossy())
         .spawn()
         .await;
-    let (dev, prod) = (kiln.key.clone(), key(&kiln, "prod"));
+    let (dev, prod) = (kiln.key.clone(), kiln.new_key("prod"));
 
     // A limit that would hold a queue for good is refused.
     let (status, answer) = trigger_as(
@@ -145,7 +130,7 @@ async fn a_dev_key_cannot_change_or_fill_a_prod_queue() {
 #[tokio::test]
 async fn a_dev_backlog_in_redis_does_not_stand_in_front_of_a_prod_run() {
     let mut kiln = Kiln::builder(Mode::Serve).env("KILN_QUEUE_WINDOW", "5").spawn().await;
-    let (dev, prod) = (kiln.key.clone(), key(&kiln, "prod"));
+    let (dev, prod) = (kiln.key.clone(), kiln.new_key("prod"));
     for n in 0..20 {
         let (status, _) = trigger_as(&kiln, &dev, "kiln.noop", json!({ "payload": { "n": n } })).await;
         assert_eq!(status, 200);
@@ -214,7 +199,7 @@ async fn a_dev_key_cannot_reach_prod_objects_or_kilns_own() {
         .env("KILN_STORAGE_ROOT_PROD", "")
         .spawn()
         .await;
-    let (dev, prod) = (kiln.key.clone(), key(&kiln, "prod"));
+    let (dev, prod) = (kiln.key.clone(), kiln.new_key("prod"));
     crate::helpers::put_object(&dir, "tenant-a/contract.txt", b"prod's contract");
     crate::helpers::put_object(&dir, "_kiln/packets/prod/pending/p.json", b"{\"prodPayload\":1}");
     crate::helpers::put_object(&dir, "dev/notes.txt", b"dev's notes");
@@ -309,7 +294,7 @@ async fn a_revoked_key_and_its_tokens_are_refused() {
         .env("KILN_KEY_CACHE_TTL", "200ms")
         .spawn()
         .await;
-    let prod = key(&kiln, "prod");
+    let prod = kiln.new_key("prod");
     let cli = |args: &[&str]| {
         let output = Command::new(kiln_bin())
             .args(args)
@@ -378,7 +363,7 @@ async fn a_revoked_key_and_its_tokens_are_refused() {
 #[tokio::test]
 async fn a_dev_key_finds_nothing_of_prods_through_any_route() {
     let kiln = Kiln::builder(Mode::Serve).spawn().await;
-    let (dev, prod) = (kiln.key.clone(), key(&kiln, "prod"));
+    let (dev, prod) = (kiln.key.clone(), kiln.new_key("prod"));
     let call = |method: reqwest::Method, path: String, key: String, body: Option<Value>| {
         let mut request = kiln.http.request(method, kiln.url(&path)).bearer_auth(key);
         if let Some(body) = body {

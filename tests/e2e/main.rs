@@ -15,6 +15,7 @@ mod helpers;
 mod http_task;
 mod isolation;
 mod lifecycle;
+mod metadata;
 mod metrics;
 mod openapi;
 #[path = "../support/pdfgen.rs"]

@@ -13,6 +13,7 @@
 //! - [`duration`]: Trigger's duration strings (`"30s"`, `"1h30m"`, `"40d"`).
 //! - [`retry`]: the retry policy and its exponential back-off with jitter.
 //! - [`options`]: trigger options, validated into a [`options::RunSpec`].
+//! - [`metadata`]: the SDK's metadata operations and how they apply.
 //! - [`task`]: the contract between the runtime and a task handler.
 //! - [`registry`]: which task ids exist, their handlers and defaults.
 //! - [`schedule`]: cron expressions in a time zone, and their next firings.
@@ -21,6 +22,7 @@
 pub mod auth;
 pub mod duration;
 pub mod id;
+pub mod metadata;
 pub mod options;
 pub mod registry;
 pub mod retry;

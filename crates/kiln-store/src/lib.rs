@@ -25,6 +25,7 @@ pub mod batches;
 pub mod changes;
 pub mod keys;
 pub mod lifecycle;
+pub mod metadata;
 pub mod metrics;
 pub mod retention;
 pub mod runs;

@@ -4,8 +4,8 @@
 //!
 //! The worker half ([`PdfPreview`]) downloads the PDF once into a private
 //! folder, starts renderer processes ([`renderer`], `kiln render-pdf`) that
-//! split the pages between them, uploads each image as it is reported and
-//! sets the run's progress. The renderers are the only code that parses the
+//! take the pages in turn, stores several images at once as they are
+//! reported, and sets the run's progress. The renderers are the only code that parses the
 //! untrusted file; each has an address-space limit, and one that stays
 //! silent past the page timeout is killed. Whatever the file does, the run
 //! ends FAILED with a reason and the worker goes on.
@@ -82,19 +82,26 @@ pub struct PageRenderer {
     slots: Arc<Semaphore>,
 }
 
-/// Takes each page as its renderer reports it, while later pages render:
-/// uploads it, records progress. An error stops the rendering.
+/// Takes each page as its renderer reports it, while later pages render.
+/// Several pages are stored at once ([`STORES_IN_FLIGHT`]): a store is a
+/// round trip to the object store, and one at a time they made the tail
+/// of a document wait on the slowest of them in turn.
 pub trait PageSink: Send {
-    /// `image` is the page's file, removed once the rendering ends;
-    /// `done` pages of `total` are reported so far, this one included.
-    fn page<'a>(
-        &'a mut self,
-        report: &'a PageReport,
-        image: &'a Path,
-        done: u32,
-        total: u32,
-    ) -> impl Future<Output = Result<(), TaskError>> + Send + 'a;
+    /// Stores one page's image (`image`, removed once the rendering ends).
+    /// The future owns what it uses, so that several run at once; an error
+    /// stops the rendering.
+    fn store(&self, report: &PageReport, image: PathBuf) -> StoreFuture;
+    /// A page is stored: `done` of `total` so far, this one included. Called
+    /// in the order stores finish, once for every store that succeeded, even
+    /// when the rendering then fails, so that the sink can undo it.
+    fn stored(&mut self, report: &PageReport, done: u32, total: u32);
 }
+
+/// What [`PageSink::store`] answers.
+pub type StoreFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send + 'static>>;
+
+/// Page images being stored at once, at most, for one document.
+pub const STORES_IN_FLIGHT: usize = 8;
 
 impl PageRenderer {
     pub fn new(config: PreviewConfig) -> Self {

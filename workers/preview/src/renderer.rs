@@ -5,9 +5,10 @@
 //! pdfium is loaded) and its time (the worker kills it).
 //!
 //! It renders the pages of its shard (page indexes `i` with
-//! `i % shards == shard`), one at a time, writes each image into the output
-//! folder and reports it on standard output ([`crate::protocol`]). It knows
-//! nothing of runs, storage or the network.
+//! `i % shards == shard`), or, given a claims folder, whichever page no
+//! other renderer of the document has taken yet; one at a time, it writes
+//! each image into the output folder and reports it on standard output
+//! ([`crate::protocol`]). It knows nothing of runs, storage or the network.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,9 @@ pub struct RendererArgs {
     pub output_dir: PathBuf,
     pub shard: u32,
     pub shards: u32,
+    /// The folder the renderers of a document take pages through, one
+    /// claim file a page; `None` renders the fixed shard.
+    pub claims: Option<PathBuf>,
     /// The address-space limit for this process, in bytes.
     pub memory_limit: Option<u64>,
     pub library: PathBuf,
@@ -196,12 +200,52 @@ fn render(args: &RendererArgs, out: &mut impl Write) -> Result<(), Failure> {
     // Pages of a document are alike: the format that won the last page is
     // encoded first for the next (see `encode_page`).
     let mut likely = crate::encode::ImageFormat::Png;
-    for index in (args.shard..page_count).step_by(args.shards.max(1) as usize) {
+    // With claims, renderer k starts at page k and then takes whatever is
+    // left after its last page; renderer 0 looks at every page, so none is
+    // missed.
+    let mut next = args.shard;
+    loop {
+        let index = match &args.claims {
+            Some(claims) => match claim_next(claims, next, page_count)? {
+                Some(claimed) => claimed,
+                None => break,
+            },
+            None if next < page_count => next,
+            None => break,
+        };
+        next = if args.claims.is_some() {
+            index + 1
+        } else {
+            index + args.shards.max(1)
+        };
         let report = render_page(&document, index, args, &mut bitmap_bytes, &mut scratch, likely)?;
         likely = report.format;
         emit(out, &Message::Page(report)).map_err(lost_stdout)?;
     }
     Ok(())
+}
+
+/// The first page from `from` on that no renderer has claimed, claimed
+/// now: creating a file that must not exist is atomic, so each page goes to
+/// exactly one renderer. `None` once every page is taken.
+fn claim_next(claims: &Path, from: u32, page_count: u32) -> Result<Option<u32>, Failure> {
+    for index in from..page_count {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(claims.join(index.to_string()))
+        {
+            Ok(_) => return Ok(Some(index)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(fail(
+                    failure::RENDERER_UNAVAILABLE,
+                    format!("cannot claim a page in {}: {e}", claims.display()),
+                ));
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn open<'a>(pdfium: &'a Pdfium, input: &Path) -> Result<PdfDocument<'a>, Failure> {
@@ -441,4 +485,41 @@ fn links(document: &PdfDocument<'_>, page: &PdfPage<'_>, page_height: f32, rule:
 
 fn round2(value: f32) -> f32 {
     (value * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renderers_taking_pages_through_claims_take_each_page_once() {
+        let claims = std::env::temp_dir().join(format!("kiln-claims-{}", std::process::id()));
+        std::fs::create_dir_all(&claims).expect("claims folder");
+        // Two renderers alternating, the second starting at page 1, as
+        // shards 0 and 1 start: between them every page, none twice.
+        let mut taken = Vec::new();
+        let mut next = [0u32, 1u32];
+        let mut finished = [false, false];
+        while !finished.iter().all(|f| *f) {
+            for renderer in 0..2 {
+                if finished[renderer] {
+                    continue;
+                }
+                match claim_next(&claims, next[renderer], 7).expect("claim") {
+                    Some(page) => {
+                        taken.push(page);
+                        next[renderer] = page + 1;
+                    }
+                    None => finished[renderer] = true,
+                }
+            }
+        }
+        taken.sort_unstable();
+        assert_eq!(taken, (0..7).collect::<Vec<_>>());
+        assert!(
+            claim_next(&claims.join("missing"), 0, 7).is_err(),
+            "an unusable folder is an error"
+        );
+        std::fs::remove_dir_all(&claims).expect("clean up");
+    }
 }

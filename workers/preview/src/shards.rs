@@ -3,7 +3,7 @@
 //! reports, holds each renderer to its page timeout, and turns a crash or
 //! a misbehaving renderer into a task error that names the reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -13,10 +13,12 @@ use std::time::Duration;
 use kiln_core::task::{TaskContext, TaskError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::layout::LayoutRule;
 use crate::protocol::{Message, PageReport, failure};
-use crate::{PageRenderer, PageSink};
+use crate::{PageRenderer, PageSink, STORES_IN_FLIGHT};
 
 /// What a renderer's reader task passes on.
 enum ShardEvent {
@@ -62,10 +64,23 @@ impl PageRenderer {
         sink: &mut impl PageSink,
     ) -> Result<Vec<PageReport>, TaskError> {
         let out_dir = work.join("pages");
+        let claims = if shards > 1 {
+            Some(claims_folder(work).await?)
+        } else {
+            None
+        };
         let (events_tx, mut events) = mpsc::channel::<ShardEvent>(64);
         let mut readers = tokio::task::JoinSet::new();
         for shard in 0..shards {
-            let child = self.spawn_renderer(input, library, &out_dir, shard, shards, rule, lenient)?;
+            let child = self.spawn_renderer(
+                input,
+                library,
+                &out_dir,
+                claims.as_deref(),
+                (shard, shards),
+                rule,
+                lenient,
+            )?;
             let limits = Limits {
                 page_timeout: self.config.page_timeout,
                 memory_limit: self.config.memory_limit,
@@ -75,55 +90,83 @@ impl PageRenderer {
         drop(events_tx);
 
         let mut page_count: Option<u32> = None;
+        let mut reported: BTreeSet<u32> = BTreeSet::new();
         let mut done: BTreeMap<u32, PageReport> = BTreeMap::new();
+        let mut stores: JoinSet<(PageReport, Result<(), TaskError>)> = JoinSet::new();
         let mut ended = 0;
-        while ended < shards {
-            let event = tokio::select! {
-                event = events.recv() => event,
+        let outcome: Result<(), TaskError> = loop {
+            if ended == shards && stores.is_empty() {
+                break Ok(());
+            }
+            tokio::select! {
                 () = ctx.cancel.cancelled() => {
-                    readers.abort_all();
-                    return Err(TaskError::retryable("Canceled", "the preview was stopped"));
+                    break Err(TaskError::retryable("Canceled", "the preview was stopped"));
                 }
-            };
-            let Some(event) = event else { break };
-            match event {
-                ShardEvent::Message(Message::Document { page_count: count }) => match page_count {
-                    Some(known) if known != count => {
-                        return Err(TaskError::fatal(
-                            failure::CORRUPT,
-                            "the renderers disagree on the page count",
-                        ));
-                    }
-                    _ => page_count = Some(count),
-                },
-                ShardEvent::Message(Message::Page(report)) => {
-                    let Some(total) = page_count else {
-                        return Err(broken_renderer("a page was reported before the document"));
+                Some(joined) = stores.join_next(), if !stores.is_empty() => {
+                    let (report, result) = match joined {
+                        Ok(joined) => joined,
+                        Err(_) => break Err(broken_renderer("storing a page panicked")),
                     };
-                    if report.page_number == 0 || report.page_number > total || report.file.contains('/') {
-                        return Err(broken_renderer("a page out of range was reported"));
+                    if let Err(error) = result {
+                        break Err(error);
                     }
-                    if done.contains_key(&report.page_number) {
-                        return Err(broken_renderer("a page was reported twice"));
-                    }
-                    let image = out_dir.join(&report.file);
                     let count = done.len() as u32 + 1;
-                    sink.page(&report, &image, count, total).await?;
+                    sink.stored(&report, count, page_count.unwrap_or(count));
                     done.insert(report.page_number, report);
                 }
-                ShardEvent::Message(Message::Failed { name, message }) => {
-                    readers.abort_all();
-                    return Err(renderer_failure(&name, message));
-                }
-                ShardEvent::Ended { outcome, shard } => {
-                    if let Err(error) = outcome {
-                        tracing::warn!(shard, %error, "a renderer failed");
-                        readers.abort_all();
-                        return Err(error);
+                event = events.recv(), if ended < shards && stores.len() < STORES_IN_FLIGHT => {
+                    let Some(event) = event else { break Ok(()) };
+                    match event {
+                        ShardEvent::Message(Message::Document { page_count: count }) => match page_count {
+                            Some(known) if known != count => {
+                                break Err(TaskError::fatal(
+                                    failure::CORRUPT,
+                                    "the renderers disagree on the page count",
+                                ));
+                            }
+                            _ => page_count = Some(count),
+                        },
+                        ShardEvent::Message(Message::Page(report)) => {
+                            let Some(total) = page_count else {
+                                break Err(broken_renderer("a page was reported before the document"));
+                            };
+                            if report.page_number == 0 || report.page_number > total || report.file.contains('/') {
+                                break Err(broken_renderer("a page out of range was reported"));
+                            }
+                            if !reported.insert(report.page_number) {
+                                break Err(broken_renderer("a page was reported twice"));
+                            }
+                            let store = sink.store(&report, out_dir.join(&report.file));
+                            stores.spawn(async move { (report, store.await) }.in_current_span());
+                        }
+                        ShardEvent::Message(Message::Failed { name, message }) => {
+                            break Err(renderer_failure(&name, message));
+                        }
+                        ShardEvent::Ended { outcome, shard } => {
+                            if let Err(error) = outcome {
+                                tracing::warn!(shard, %error, "a renderer failed");
+                                break Err(error);
+                            }
+                            ended += 1;
+                        }
                     }
-                    ended += 1;
+                }
+                else => break Ok(()),
+            }
+        };
+        if let Err(error) = outcome {
+            readers.abort_all();
+            // What was stored is told to the sink, so that it can undo it;
+            // what is still being stored finishes first (a store cut off
+            // half-way would leave the sink unaware of an object).
+            while let Some(joined) = stores.join_next().await {
+                if let Ok((report, Ok(()))) = joined {
+                    let count = done.len() as u32 + 1;
+                    sink.stored(&report, count, page_count.unwrap_or(count));
+                    done.insert(report.page_number, report);
                 }
             }
+            return Err(error);
         }
         let total = page_count.ok_or_else(|| broken_renderer("no renderer opened the document"))?;
         if done.len() != total as usize {
@@ -141,13 +184,16 @@ impl PageRenderer {
         input: &Path,
         library: &Path,
         out_dir: &Path,
-        shard: u32,
-        shards: u32,
+        claims: Option<&Path>,
+        (shard, shards): (u32, u32),
         rule: LayoutRule,
         lenient: bool,
     ) -> Result<tokio::process::Child, TaskError> {
         let config = &self.config;
         let mut command = self.renderer_command(input, library, out_dir);
+        if let Some(claims) = claims {
+            command.arg("--claims").arg(claims);
+        }
         command
             .arg("--shard")
             .arg(format!("{shard}/{shards}"))
@@ -192,6 +238,20 @@ impl PageRenderer {
             .kill_on_drop(true);
         command
     }
+}
+
+/// A new, empty folder in `work` for one pass's page claims (a repaired
+/// copy is drawn again, and its renderers must find no claim of the first).
+async fn claims_folder(work: &Path) -> Result<std::path::PathBuf, TaskError> {
+    for pass in 0u32.. {
+        let folder = work.join(format!("claims-{pass}"));
+        match tokio::fs::create_dir(&folder).await {
+            Ok(()) => return Ok(folder),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(kiln_worker_kit::local_io("cannot make a folder for page claims", &e)),
+        }
+    }
+    Err(broken_renderer("no folder for page claims could be made"))
 }
 
 fn broken_renderer(what: &str) -> TaskError {

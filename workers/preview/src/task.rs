@@ -1,18 +1,18 @@
 //! `kiln.pdf.preview`, the task: its payload, the sink that uploads each
 //! page as it is drawn, and the answer listing the pages.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler, UrlFetcher};
-use kiln_storage::{ObjectKey, ObjectStore, Storage, StorageScopes};
+use kiln_storage::{ObjectKey, Storage, StorageScopes};
 use kiln_worker_kit::{download_source, invalid, parse_payload, resolve_source, upload_file};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::layout::LayoutRule;
 use crate::protocol::PageReport;
-use crate::{PageRenderer, PageSink, Source};
+use crate::{PageRenderer, PageSink, Source, StoreFuture};
 
 /// `kiln.pdf.preview`.
 pub struct PdfPreview {
@@ -63,24 +63,39 @@ struct Job {
 /// `kiln.pdf.preview`'s sink: each page to `<prefix>/page-<n>.<ext>`, and
 /// its progress.
 struct UploadPages<'a> {
-    storage: &'a dyn ObjectStore,
+    storage: Storage,
     prefix: &'a str,
     ctx: &'a TaskContext,
     /// Every image uploaded, so a run that fails leaves none behind.
     uploaded: Vec<ObjectKey>,
 }
 
+impl UploadPages<'_> {
+    fn key(&self, report: &PageReport) -> Result<ObjectKey, TaskError> {
+        ObjectKey::parse(format!("{}/{}", self.prefix, report.file).as_str())
+            .map_err(|e| invalid(format!("outputPrefix: {e}")))
+    }
+}
+
 impl PageSink for UploadPages<'_> {
-    async fn page(&mut self, report: &PageReport, image: &Path, done: u32, total: u32) -> Result<(), TaskError> {
-        let key = ObjectKey::parse(format!("{}/{}", self.prefix, report.file).as_str())
-            .map_err(|e| invalid(format!("outputPrefix: {e}")))?;
-        upload_file(self.storage, image, &key, report.format.content_type()).await?;
-        self.uploaded.push(key);
+    fn store(&self, report: &PageReport, image: PathBuf) -> StoreFuture {
+        let key = self.key(report);
+        let storage = Arc::clone(&self.storage);
+        let content_type = report.format.content_type();
+        Box::pin(async move {
+            upload_file(storage.as_ref(), &image, &key?, content_type).await?;
+            Ok(())
+        })
+    }
+
+    fn stored(&mut self, report: &PageReport, done: u32, total: u32) {
+        if let Ok(key) = self.key(report) {
+            self.uploaded.push(key);
+        }
         let percent = done * 100 / total.max(1);
         self.ctx
             .metadata
             .progress(percent.min(99), format!("{done} / {total} pages processed"));
-        Ok(())
     }
 }
 
@@ -115,7 +130,7 @@ impl Job {
         .await?;
 
         let mut sink = UploadPages {
-            storage: self.storage.as_ref(),
+            storage: Arc::clone(&self.storage),
             prefix: &prefix,
             ctx,
             uploaded: Vec::new(),

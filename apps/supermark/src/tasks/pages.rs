@@ -4,16 +4,16 @@
 //! route write them — but rendered by pdfium in parallel, uploaded while
 //! later pages render, and recorded in one transaction at the end.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler};
 use kiln_storage::ObjectKey;
 use kiln_worker_kit::upload_file;
-use kiln_worker_preview::PageSink;
 use kiln_worker_preview::encode::ImageFormat;
 use kiln_worker_preview::layout::LayoutRule;
 use kiln_worker_preview::protocol::PageReport;
+use kiln_worker_preview::{PageSink, StoreFuture};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -62,18 +62,33 @@ struct UploadPages<'a> {
     uploaded: Vec<ObjectKey>,
 }
 
+impl UploadPages<'_> {
+    fn key(&self, report: &PageReport) -> Result<ObjectKey, TaskError> {
+        team_key(self.team_id, self.folder, &page_name(report.page_number, report.format))
+    }
+}
+
 impl PageSink for UploadPages<'_> {
-    async fn page(&mut self, report: &PageReport, image: &Path, done: u32, total: u32) -> Result<(), TaskError> {
-        let key = team_key(self.team_id, self.folder, &page_name(report.page_number, report.format))?;
-        upload_file(self.shared.storage.as_ref(), image, &key, report.format.content_type()).await?;
-        self.uploaded.push(key);
+    fn store(&self, report: &PageReport, image: PathBuf) -> StoreFuture {
+        let key = self.key(report);
+        let storage = Arc::clone(&self.shared.storage);
+        let content_type = report.format.content_type();
+        Box::pin(async move {
+            upload_file(storage.as_ref(), &image, &key?, content_type).await?;
+            Ok(())
+        })
+    }
+
+    fn stored(&mut self, report: &PageReport, done: u32, total: u32) {
+        if let Ok(key) = self.key(report) {
+            self.uploaded.push(key);
+        }
         let progress = (f64::from(done) / f64::from(total)) * 100.0;
         status::set(
             &self.ctx.metadata,
             progress,
             format!("{done} / {total} pages processed"),
         );
-        Ok(())
     }
 }
 

@@ -30,7 +30,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::routes::packets;
-use crate::routes::trigger::{TriggerBody, WireOptions, new_run};
+use crate::routes::trigger::{TriggerBody, WireOptions, check_parent, new_run};
 
 /// Items per batch, as Trigger.dev allows.
 pub const MAX_BATCH_ITEMS: usize = 500;
@@ -112,7 +112,9 @@ async fn record_batch(
                 .await
                 .map_err(|e| for_item(index, e))?,
         );
-        runs.push(new_run(app, caller, item.task, body, now).map_err(|e| for_item(index, e))?);
+        let run = new_run(app, caller, item.task, body, now).map_err(|e| for_item(index, e))?;
+        check_parent(app, caller, &run).await.map_err(|e| for_item(index, e))?;
+        runs.push(run);
     }
     let recorded = futures::future::try_join_all(runs.into_iter().map(|run| async {
         let task = run.task_identifier.clone();
@@ -399,10 +401,11 @@ pub async fn items_v3(
                 .await
                 .map_err(|e| for_item(item_index, e))?,
         );
-        runs.push((
-            index,
-            new_run(&app, &caller, item.task, body, now).map_err(|e| for_item(item_index, e))?,
-        ));
+        let run = new_run(&app, &caller, item.task, body, now).map_err(|e| for_item(item_index, e))?;
+        check_parent(&app, &caller, &run)
+            .await
+            .map_err(|e| for_item(item_index, e))?;
+        runs.push((index, run));
     }
     let recorder = &app.recorder;
     let recorded = futures::future::try_join_all(runs.into_iter().map(|(index, run)| async move {

@@ -2,6 +2,7 @@
 
 pub mod batches;
 pub mod health;
+pub mod metadata;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;
@@ -244,6 +245,20 @@ pub fn catalogue() -> (Router<AppState>, Vec<Operation>) {
         "/api/v1/runs/{run_id}/reschedule",
         post(runs::reschedule),
         &[op("post", "Change a delayed run's delay", "Run").takes("RescheduleRequest")],
+    )
+    .route(
+        "/api/v1/runs/{run_id}/metadata",
+        put(metadata::update).get(metadata::read),
+        &[
+            op(
+                "put",
+                "Change a run's metadata (and its parent's and root's)",
+                "RunMetadata",
+            )
+            .takes("UpdateMetadataRequest")
+            .errors(&[400]),
+            op("get", "A run's metadata", "RunMetadata"),
+        ],
     )
     .route(
         "/api/v1/runs/{run_id}/tags",

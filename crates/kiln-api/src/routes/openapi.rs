@@ -154,6 +154,20 @@ fn schemas() -> Value {
     let date = json!({ "type": "string", "format": "date-time" });
     let statuses: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
     let tags = json!({ "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }] });
+    let keyed = |kind: &str, value: Value| {
+        json!({ "type": "object", "required": ["type", "key", "value"], "properties": {
+            "type": { "const": kind }, "key": { "type": "string" }, "value": value } })
+    };
+    let metadata_operation = json!({ "oneOf": [
+        keyed("set", json!({})),
+        { "type": "object", "required": ["type", "key"], "properties": {
+            "type": { "const": "delete" }, "key": { "type": "string" } } },
+        keyed("append", json!({})),
+        keyed("remove", json!({})),
+        keyed("increment", json!({ "type": "number" })),
+        { "type": "object", "required": ["type", "value"], "properties": {
+            "type": { "const": "update" }, "value": { "type": "object" } } },
+    ] });
     let options = json!({
         "type": "object",
         "properties": {
@@ -171,6 +185,7 @@ fn schemas() -> Value {
             "payloadType": string,
             "tags": tags,
             "test": { "type": "boolean" },
+            "parentRunId": string,
         }
     });
     let run_summary_properties = json!({
@@ -315,6 +330,14 @@ fn schemas() -> Value {
             "delay": { "oneOf": [{ "type": "string" }, { "type": "number" }] } } },
         "TagsRequest": { "type": "object", "required": ["tags"], "properties": { "tags": tags } },
         "Message": { "type": "object", "required": ["message"], "properties": { "message": string } },
+        "MetadataOperation": metadata_operation,
+        "UpdateMetadataRequest": { "type": "object", "properties": {
+            "metadata": { "type": "object" },
+            "operations": { "type": "array", "items": { "$ref": "#/components/schemas/MetadataOperation" } },
+            "parentOperations": { "type": "array", "items": { "$ref": "#/components/schemas/MetadataOperation" } },
+            "rootOperations": { "type": "array", "items": { "$ref": "#/components/schemas/MetadataOperation" } } } },
+        "RunMetadata": { "type": "object", "required": ["metadata"], "properties": {
+            "metadata": { "type": "object" }, "metadataType": string } },
         "JwtClaims": { "type": "object", "required": ["sub", "pub"], "properties": {
             "sub": string, "pub": { "type": "boolean" } } },
         "StoredObject": { "type": "object", "required": ["key", "size"], "properties": {

@@ -23,12 +23,12 @@ use crate::routes::trigger::with_run_token;
 const DEFAULT_PAGE_SIZE: u32 = 25;
 const MAX_PAGE_SIZE: u32 = 100;
 
-fn run_not_found(run_id: &str) -> ApiError {
+pub(crate) fn run_not_found(run_id: &str) -> ApiError {
     ApiError::NotFound(format!("run {run_id:?} not found"))
 }
 
 /// An id that cannot be a run's is answered like an unknown run.
-fn check_run_id(run_id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_run_id(run_id: &str) -> Result<(), ApiError> {
     RunId::parse(run_id).map(|_| ()).ok_or_else(|| run_not_found(run_id))
 }
 

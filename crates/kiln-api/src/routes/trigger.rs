@@ -26,6 +26,8 @@ pub struct TriggerBody {
 
 /// Trigger's `TriggerTaskRequestBody.options`; fields kiln has no use for
 /// (machine, region, lockToVersion…) are accepted and ignored.
+/// `parentRunId` (what the SDK sends for a trigger made inside a task)
+/// records the run as that run's child.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WireOptions {
@@ -43,6 +45,7 @@ pub struct WireOptions {
     pub payload_type: Option<String>,
     pub tags: Option<WireTags>,
     pub test: Option<bool>,
+    pub parent_run_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +151,7 @@ pub async fn trigger(
     caller.require_secret_key()?;
     let packet = crate::routes::packets::load_offloaded(&app, &caller, &mut body).await?;
     let run = new_run(&app, &caller, task_id, body, Utc::now())?;
+    check_parent(&app, &caller, &run).await?;
     let (id, cached) = app.recorder.record(run).await?;
     tracing::Span::current().record("run_id", id.as_str());
     crate::routes::packets::forget(&app, packet).await;
@@ -180,6 +184,14 @@ pub fn new_run(
     }
     let mut options = body.options.unwrap_or_default();
     let payload_type = options.payload_type.take();
+    let parent_run_id = options.parent_run_id.take();
+    if let Some(parent) = &parent_run_id
+        && RunId::parse(parent).is_none()
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "options.parentRunId: {parent:?} is not a run id"
+        )));
+    }
     let (payload, payload_type) = decode_packet(body.payload, payload_type.as_deref(), "payload")?;
     let spec = options
         .into_options()?
@@ -194,8 +206,22 @@ pub fn new_run(
         spec,
         created_at: now,
         replayed_from: None,
-        parent_run_id: None,
+        parent_run_id,
     })
+}
+
+/// Refuses a run whose `parentRunId` names no run of the caller's
+/// environment: a child is never recorded under another environment's run.
+pub async fn check_parent(app: &AppState, caller: &Caller, run: &NewRun) -> Result<(), ApiError> {
+    let Some(parent) = &run.parent_run_id else {
+        return Ok(());
+    };
+    match app.store.get_run(caller.environment, parent).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Unprocessable(format!(
+            "options.parentRunId: there is no run {parent} in this environment"
+        ))),
+    }
 }
 
 /// Adds `x-trigger-jwt`, a token that may read the run, as Trigger does.
