@@ -229,7 +229,7 @@ async fn a_hundred_thousand_run_backlog_drains_with_bounded_redis() {
     );
 
     let _workers = [kiln.spawn_worker(&[]), kiln.spawn_worker(&[])];
-    wait_for_count(&db, "COMPLETED", RUNS as i64, Duration::from_secs(240)).await;
+    wait_for_count(&db, "COMPLETED", RUNS as i64, Duration::from_secs(60)).await;
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query_async(&mut conn)
@@ -357,7 +357,7 @@ async fn sigterm_finishes_or_hands_back_every_run() {
     let trigger = |ms: u64| kiln.trigger("kiln.sleep", json!({ "payload": { "ms": ms } }));
     let short: Vec<String> = futures::future::join_all((0..10).map(|_| trigger(2000))).await;
     let long: Vec<String> = futures::future::join_all((0..5).map(|_| trigger(20000))).await;
-    wait_for_count(&db, "EXECUTING", 15, Duration::from_secs(30)).await;
+    wait_for_count(&db, "EXECUTING", 15, Duration::from_secs(90)).await;
     worker.terminate();
     let log = worker.log_path.display().to_string();
     let stopping = Instant::now();

@@ -520,17 +520,24 @@ pub async fn count_status(db: &PgPool, status: &str) -> i64 {
         .expect("count")
 }
 
-/// Waits until `count` runs have `status`.
-pub async fn wait_for_count(db: &PgPool, status: &str, count: i64, within: Duration) {
-    let deadline = Instant::now() + within;
+/// Waits until `count` runs have `status`, for as long as the count keeps
+/// growing: it fails once the count has not grown for `stall`, so a slow
+/// machine only makes the wait longer, and a stuck kiln still fails it.
+pub async fn wait_for_count(db: &PgPool, status: &str, count: i64, stall: Duration) {
+    let mut deadline = Instant::now() + stall;
+    let mut seen = i64::MIN;
     loop {
         let now = count_status(db, status).await;
         if now >= count {
             return;
         }
+        if now > seen {
+            seen = now;
+            deadline = Instant::now() + stall;
+        }
         assert!(
             Instant::now() < deadline,
-            "only {now} of {count} runs reached {status} within {within:?}"
+            "only {now} of {count} runs reached {status}, and none more in the last {stall:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -133,17 +133,15 @@ async fn kiln_http_retries_non_2xx_with_back_off() {
     let requests = received.lock().expect("lock").clone();
     let attempts: Vec<&str> = requests.iter().map(|r| header(r, "x-kiln-attempt")).collect();
     assert_eq!(attempts, ["1", "2", "3"]);
-    // Trigger's defaults with jitter: 1–2 s, then 2–4 s (kiln-core's unit
-    // tests and kiln-runtime's stepped tests hold the exact bounds; here
-    // the upper bounds leave a loaded machine seconds of room).
+    // Trigger's defaults with jitter: 1–2 s, then 2–4 s. Only the lower
+    // bounds are checked here, which no load can break (a retry never
+    // starts early); kiln-core's unit tests and kiln-runtime's stepped
+    // tests hold the exact bounds, where a busy machine cannot move them.
     let first_gap = requests[1].at - requests[0].at;
     let second_gap = requests[2].at - requests[1].at;
+    assert!(first_gap >= Duration::from_millis(1000), "first back-off {first_gap:?}");
     assert!(
-        first_gap >= Duration::from_millis(1000) && first_gap < Duration::from_millis(4500),
-        "first back-off {first_gap:?}"
-    );
-    assert!(
-        second_gap >= Duration::from_millis(2000) && second_gap < Duration::from_millis(7000),
+        second_gap >= Duration::from_millis(2000),
         "second back-off {second_gap:?}"
     );
 }

@@ -168,9 +168,10 @@ async fn the_same_idempotency_key_gives_the_same_run() {
 #[tokio::test]
 async fn an_idempotency_key_past_its_ttl_makes_a_new_run() {
     let kiln = Kiln::dev().await;
-    let body = json!({ "payload": {}, "options": { "idempotencyKey": "short", "idempotencyKeyTTL": "1s" } });
+    // Long enough that the second trigger, sent at once, comes within it
+    // even on a busy machine; the test then waits the ttl out.
+    let body = json!({ "payload": {}, "options": { "idempotencyKey": "short", "idempotencyKeyTTL": "8s" } });
     let first = kiln.trigger("kiln.noop", body.clone()).await;
-    kiln.wait_for_status(&first, "COMPLETED", Duration::from_secs(10)).await;
     let again: Value = kiln
         .post("/api/v1/tasks/kiln.noop/trigger", &body)
         .await
@@ -180,7 +181,8 @@ async fn an_idempotency_key_past_its_ttl_makes_a_new_run() {
     assert_eq!(again["id"], Value::from(first.clone()));
     // Wait until the key's ttl has passed, measured from the run's creation.
     let created = date(&kiln.retrieve(&first).await, "createdAt");
-    while Utc::now() < created + chrono::Duration::milliseconds(1100) {
+    kiln.wait_for_status(&first, "COMPLETED", Duration::from_secs(30)).await;
+    while Utc::now() < created + chrono::Duration::milliseconds(8100) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let fresh: Value = kiln

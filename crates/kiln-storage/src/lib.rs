@@ -69,6 +69,10 @@ pub struct PresignedUrl {
 
 /// One storage interface, whatever the backend. Keys are checked by
 /// [`ObjectKey`] before a backend sees them.
+/// How much a copy between a file and storage moves at a time: files are
+/// read and written on tokio's blocking pool, one trip per chunk.
+pub const COPY_BUFFER_BYTES: usize = 1024 * 1024;
+
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Writes the object from `body` until its end, replacing any object of

@@ -76,7 +76,11 @@ impl ObjectStore for LocalStore {
         let written = async {
             let file = tokio::fs::File::create(&partial).await?;
             let mut writer = BufWriter::with_capacity(256 * 1024, file);
-            let written = tokio::io::copy(&mut body, &mut writer).await?;
+            // In large reads: each read of a tokio file is a trip to the
+            // blocking pool, and `io::copy`'s 8 KiB made thousands of
+            // them for one page image.
+            let mut body = tokio::io::BufReader::with_capacity(crate::COPY_BUFFER_BYTES, body);
+            let written = tokio::io::copy_buf(&mut body, &mut writer).await?;
             writer.flush().await?;
             writer.into_inner().sync_all().await?;
             tokio::fs::rename(&partial, &target).await?;

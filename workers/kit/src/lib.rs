@@ -109,8 +109,10 @@ pub async fn download_key(store: &dyn ObjectStore, key: &str, path: &Path, limit
         return Err(too_large(format!("{key} is {} bytes; the limit is {limit}", body.size)));
     }
     let mut file = create(path).await?;
-    let mut reader = body.reader.take(limit + 1);
-    let copied = tokio::io::copy(&mut reader, &mut file)
+    // Written in large chunks: each write to a tokio file is a trip to
+    // the blocking pool.
+    let mut reader = tokio::io::BufReader::with_capacity(kiln_storage::COPY_BUFFER_BYTES, body.reader.take(limit + 1));
+    let copied = tokio::io::copy_buf(&mut reader, &mut file)
         .await
         .map_err(|e| TaskError::retryable("SourceReadFailed", format!("{key}: {e}")))?;
     if copied > limit {
