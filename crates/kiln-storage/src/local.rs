@@ -63,7 +63,7 @@ impl LocalStore {
 
 #[async_trait::async_trait]
 impl ObjectStore for LocalStore {
-    async fn put(&self, key: &ObjectKey, mut body: ByteReader<'_>, _content_type: &str) -> Result<u64, StorageError> {
+    async fn put(&self, key: &ObjectKey, body: ByteReader<'_>, _content_type: &str) -> Result<u64, StorageError> {
         let target = self.path_of(key);
         let io = |source| StorageError::io(key.as_str(), source);
         if let Some(parent) = target.parent() {
