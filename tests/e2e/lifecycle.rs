@@ -344,13 +344,16 @@ async fn a_queue_concurrency_limit_holds() {
 #[tokio::test]
 async fn a_concurrency_key_gets_its_own_slots() {
     let mut kiln = Kiln::dev().await;
-    let mut ids = Vec::new();
-    for key in ["a", "a", "b", "b"] {
-        let body = json!({ "payload": { "ms": 400 }, "options": { "queue": { "name": "per-user", "concurrencyLimit": 1 }, "concurrencyKey": key } });
-        ids.push(kiln.trigger("kiln.sleep", body).await);
-    }
+    // Triggered together, each long enough that the first of each key
+    // still runs when the other key's first starts, however slow the
+    // machine is to start them.
+    let ids = futures::future::join_all(["a", "a", "b", "b"].map(|key| {
+        let body = json!({ "payload": { "ms": 3000 }, "options": { "queue": { "name": "per-user", "concurrencyLimit": 1 }, "concurrencyKey": key } });
+        kiln.trigger("kiln.sleep", body)
+    }))
+    .await;
     for id in &ids {
-        kiln.wait_for_status(id, "COMPLETED", Duration::from_secs(20)).await;
+        kiln.wait_for_status(id, "COMPLETED", Duration::from_secs(60)).await;
     }
     let db = kiln.db().await;
     let spans: Vec<(String, DateTime<Utc>, DateTime<Utc>)> =
