@@ -103,6 +103,22 @@ pub type StoreFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), TaskErro
 /// Page images being stored at once, at most, for one document.
 pub const STORES_IN_FLIGHT: usize = 8;
 
+/// The usual [`PageSink::store`]: the page's image uploaded to `storage`
+/// under `key` (or the error that making the key gave).
+pub fn upload_page(
+    storage: &kiln_storage::Storage,
+    key: Result<kiln_storage::ObjectKey, TaskError>,
+    report: &PageReport,
+    image: PathBuf,
+) -> StoreFuture {
+    let storage = Arc::clone(storage);
+    let content_type = report.format.content_type();
+    Box::pin(async move {
+        kiln_worker_kit::upload_file(storage.as_ref(), &image, &key?, content_type).await?;
+        Ok(())
+    })
+}
+
 impl PageRenderer {
     pub fn new(config: PreviewConfig) -> Self {
         let slots = Arc::new(Semaphore::new(config.parallelism.max(1)));

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler, UrlFetcher};
 use kiln_storage::{ObjectKey, Storage, StorageScopes};
-use kiln_worker_kit::{download_source, invalid, parse_payload, resolve_source, upload_file};
+use kiln_worker_kit::{download_source, invalid, parse_payload, resolve_source};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::layout::LayoutRule;
 use crate::protocol::PageReport;
-use crate::{PageRenderer, PageSink, Source, StoreFuture};
+use crate::{PageRenderer, PageSink, Source, StoreFuture, upload_page};
 
 /// `kiln.pdf.preview`.
 pub struct PdfPreview {
@@ -79,13 +79,7 @@ impl UploadPages<'_> {
 
 impl PageSink for UploadPages<'_> {
     fn store(&self, report: &PageReport, image: PathBuf) -> StoreFuture {
-        let key = self.key(report);
-        let storage = Arc::clone(&self.storage);
-        let content_type = report.format.content_type();
-        Box::pin(async move {
-            upload_file(storage.as_ref(), &image, &key?, content_type).await?;
-            Ok(())
-        })
+        upload_page(&self.storage, self.key(report), report, image)
     }
 
     fn stored(&mut self, report: &PageReport, done: u32, total: u32) {

@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use kiln_core::task::{TaskContext, TaskError, TaskFuture, TaskHandler};
 use kiln_storage::ObjectKey;
-use kiln_worker_kit::upload_file;
 use kiln_worker_preview::encode::ImageFormat;
 use kiln_worker_preview::layout::LayoutRule;
 use kiln_worker_preview::protocol::PageReport;
-use kiln_worker_preview::{PageSink, StoreFuture};
+use kiln_worker_preview::{PageSink, StoreFuture, upload_page};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -70,13 +69,7 @@ impl UploadPages<'_> {
 
 impl PageSink for UploadPages<'_> {
     fn store(&self, report: &PageReport, image: PathBuf) -> StoreFuture {
-        let key = self.key(report);
-        let storage = Arc::clone(&self.shared.storage);
-        let content_type = report.format.content_type();
-        Box::pin(async move {
-            upload_file(storage.as_ref(), &image, &key?, content_type).await?;
-            Ok(())
-        })
+        upload_page(&self.shared.storage, self.key(report), report, image)
     }
 
     fn stored(&mut self, report: &PageReport, done: u32, total: u32) {
