@@ -289,6 +289,16 @@ async fn the_cleanup_deletes_expired_exports_and_only_those() {
     std::fs::create_dir_all(dir.join("docs")).expect("mkdir");
     std::fs::write(dir.join("docs/a.pdf"), b"%PDF a").expect("write");
     // kiln's own schedule runs the cleanup, here every second.
+    // A packet the SDK uploaded three hours ago and never used, and one
+    // just uploaded; both there before the first sweep, which may come
+    // while the exports below still run.
+    crate::helpers::put_object(&dir, "_kiln/packets/prod/old/payload.json", b"{}");
+    crate::helpers::put_object(&dir, "_kiln/packets/prod/new/payload.json", b"{}");
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("_kiln/packets/prod/old/payload.json"))
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 3600)))
+        .expect("age the packet");
     let mut kiln = local_kiln(&dir)
         .env("KILN_EXPORTS_CLEANUP_CRON", "* * * * * *")
         .spawn()
@@ -303,15 +313,6 @@ async fn the_cleanup_deletes_expired_exports_and_only_those() {
         assert_eq!(run["status"], "COMPLETED", "{run}");
     }
     let store = LocalStore::open(&dir, LinkSigner::new(&kiln.base_url, SERVER_SECRET.as_bytes())).expect("open");
-    // A packet the SDK uploaded three hours ago and never used, and one
-    // just uploaded.
-    crate::helpers::put_object(&dir, "_kiln/packets/prod/old/payload.json", b"{}");
-    crate::helpers::put_object(&dir, "_kiln/packets/prod/new/payload.json", b"{}");
-    std::fs::File::options()
-        .write(true)
-        .open(dir.join("_kiln/packets/prod/old/payload.json"))
-        .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 3600)))
-        .expect("age the packet");
 
     // A key cannot start it: it deletes what every environment exported.
     let refused = kiln
@@ -329,7 +330,7 @@ async fn the_cleanup_deletes_expired_exports_and_only_those() {
     // Wait for the sweep that deleted something to be recorded (the file
     // goes before its run is recorded COMPLETED).
     let db = kiln.db().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let outputs: Vec<Value> = loop {
         let outputs: Vec<Value> = sqlx::query_scalar(
             "SELECT output FROM runs WHERE task_identifier = 'kiln.exports.cleanup' AND status = 'COMPLETED'",

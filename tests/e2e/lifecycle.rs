@@ -130,10 +130,11 @@ async fn a_delayed_run_starts_no_earlier_than_its_delay() {
     let delayed = kiln.retrieve(&id).await;
     assert_eq!(delayed["status"], "DELAYED");
     assert_eq!(delayed["isQueued"], true);
-    let run = kiln.wait_for_status(&id, "COMPLETED", Duration::from_secs(15)).await;
+    // How late it starts depends on the machine's load; that it never
+    // starts early does not.
+    let run = kiln.wait_for_status(&id, "COMPLETED", Duration::from_secs(60)).await;
     let waited = date(&run, "startedAt") - date(&run, "createdAt");
     assert!(waited >= chrono::Duration::seconds(2), "started after {waited}");
-    assert!(waited < chrono::Duration::seconds(4), "started late, after {waited}");
     assert_eq!(
         date(&run, "delayedUntil"),
         date(&run, "createdAt") + chrono::Duration::seconds(2)
