@@ -242,22 +242,29 @@ async fn hostile_files_fail_at_once_with_a_reason_and_the_worker_keeps_serving()
     let mut corrupt = b"%PDF-1.7\n".to_vec();
     corrupt.extend((0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
     corrupt.extend_from_slice(b"\n%%EOF\n");
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+    // What each file must fail with: one reason, or for the bomb either
+    // of two (it reaches the memory limit within the page time on an idle
+    // machine, but a loaded one may inflate it too slowly for that).
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
         (
             "not-a-pdf",
             b"\x89PNG\r\n\x1a\nthis is an image, not a document".to_vec(),
-            "NotAPdf",
+            &["NotAPdf"],
         ),
         // Cut inside its first objects: nothing is left that MuPDF or qpdf
         // can make a page of. (A file cut later is repaired: see
         // a_damaged_pdf_that_mupdf_renders_kiln_renders_too.)
-        ("truncated", good[..200].to_vec(), "TruncatedPdf"),
-        ("corrupt", corrupt, "CorruptPdf"),
-        ("encrypted", encrypted_copy(&good), "EncryptedPdf"),
-        ("empty", empty, "EmptyPdf"),
-        ("absurd", absurd, "AbsurdPageSize"),
-        ("bomb", pdfgen::build(&[bomb_page]), "RendererCrashed"),
-        ("slow", slow_document(), "RenderTimeout"),
+        ("truncated", good[..200].to_vec(), &["TruncatedPdf"]),
+        ("corrupt", corrupt, &["CorruptPdf"]),
+        ("encrypted", encrypted_copy(&good), &["EncryptedPdf"]),
+        ("empty", empty, &["EmptyPdf"]),
+        ("absurd", absurd, &["AbsurdPageSize"]),
+        (
+            "bomb",
+            pdfgen::build(&[bomb_page]),
+            &["RendererCrashed", "RenderTimeout"],
+        ),
+        ("slow", slow_document(), &["RenderTimeout"]),
     ];
     for (name, bytes, _) in &cases {
         put(&storage, &format!("hostile/{name}.pdf"), bytes);
@@ -268,7 +275,12 @@ async fn hostile_files_fail_at_once_with_a_reason_and_the_worker_keeps_serving()
     for (name, _, expected) in &cases {
         let run = preview(&kiln, &format!("hostile/{name}.pdf"), &format!("previews/{name}")).await;
         assert_eq!(run["status"], "FAILED", "{name}: {run}");
-        assert_eq!(run["error"]["name"], *expected, "{name}: {run}");
+        assert!(
+            run["error"]["name"]
+                .as_str()
+                .is_some_and(|reason| expected.contains(&reason)),
+            "{name}: fails with one of {expected:?}: {run}"
+        );
         let message = run["error"]["message"].as_str().unwrap_or_default();
         assert!(message.len() > 10, "{name}: a reason is given: {run}");
         assert_eq!(run["attemptCount"], 1, "{name}: not retried: {run}");

@@ -117,7 +117,9 @@ async fn a_run_lost_with_its_worker_is_recorded_executing_before_it_starts_again
     assert_eq!(popped.as_deref(), Some(id.as_str()));
 
     let _worker = kiln.spawn_worker(&[]);
-    let run = kiln.wait_for_status(&id, "COMPLETED", Duration::from_secs(30)).await;
+    // The stale-push sweep finds the run after a second, and then every
+    // two seconds; a loaded machine may start the worker late.
+    let run = kiln.wait_for_status(&id, "COMPLETED", Duration::from_secs(90)).await;
     assert_eq!(run["attemptCount"], 1, "{run}");
     assert_eq!(
         path_of(&db, &id).await,
