@@ -322,8 +322,9 @@ fn main() -> BenchResult<()> {
     Ok(())
 }
 
-/// The report through `kiln dev`, trigger to COMPLETED, beside one
-/// `mutool draw` process, alternating who goes first.
+/// The report through `kiln dev`, trigger to COMPLETED as a realtime
+/// subscriber sees it, beside one `mutool draw` process, alternating who
+/// goes first.
 fn trigger_to_completed(pdf: &Path, pages: usize, rounds: usize, out: &Path) -> BenchResult<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -346,16 +347,8 @@ fn trigger_to_completed(pdf: &Path, pages: usize, rounds: usize, out: &Path) -> 
                         } }),
                     )
                     .await;
-                loop {
-                    let run = kiln.retrieve(&id).await;
-                    match run["status"].as_str() {
-                        Some("COMPLETED") => return Ok(started.elapsed().as_secs_f64()),
-                        Some("QUEUED" | "EXECUTING" | "DELAYED") => {
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        }
-                        _ => return Err(format!("the preview run ended {}", run["status"])),
-                    }
-                }
+                wait_for_end(kiln, &id).await?;
+                Ok(started.elapsed().as_secs_f64())
             }
         };
         // The worker's first renderers load pdfium cold: not measured.
@@ -389,6 +382,48 @@ fn trigger_to_completed(pdf: &Path, pages: usize, rounds: usize, out: &Path) -> 
         Ok::<(), String>(())
     })?;
     Ok(())
+}
+
+/// Waits for a run to end as an app's progress bar sees it: through the
+/// realtime feed, whose live request kiln answers when the run changes.
+/// (Asking for the run every 10 ms, as this bench once did, took a share
+/// of the two cores the renderers need, and a slower poll adds its
+/// interval to the figure.) Errs unless the run completed.
+async fn wait_for_end(kiln: &helpers::Kiln, id: &str) -> Result<(), String> {
+    let mut query = "offset=-1".to_owned();
+    loop {
+        let answer = kiln
+            .http
+            .get(kiln.url(&format!("/realtime/v1/runs/{id}?{query}")))
+            .bearer_auth(&kiln.key)
+            .send()
+            .await
+            .map_err(|e| format!("realtime: {e}"))?;
+        if !answer.status().is_success() {
+            return Err(format!("realtime answered {}", answer.status()));
+        }
+        let header = |name: &str| {
+            answer
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .ok_or(format!("realtime answered no {name}"))
+        };
+        query = format!(
+            "live=true&offset={}&handle={}",
+            header("electric-offset")?,
+            header("electric-handle")?
+        );
+        let messages: Vec<serde_json::Value> = answer.json().await.map_err(|e| format!("realtime: {e}"))?;
+        for message in messages {
+            match message["value"]["status"].as_str() {
+                Some("COMPLETED_SUCCESSFULLY") => return Ok(()),
+                Some("PENDING" | "DELAYED" | "EXECUTING" | "WAITING_FOR_DEPLOY" | "REATTEMPTING") | None => {}
+                Some(other) => return Err(format!("the preview run ended {other}")),
+            }
+        }
+    }
 }
 
 /// Prints one row; answers its pages/s as a multiple of MuPDF's.

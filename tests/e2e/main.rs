@@ -18,6 +18,7 @@ mod lifecycle;
 mod metadata;
 mod metrics;
 mod openapi;
+mod packets;
 #[path = "../support/pdfgen.rs"]
 mod pdfgen;
 mod plans;

@@ -215,6 +215,14 @@ pub fn catalogue() -> (Router<AppState>, Vec<Operation>) {
         &[op("get", "Retrieve a batch", "Batch")],
     )
     .route(
+        "/api/v1/packets/{*path}",
+        put(packets::upload_link).get(packets::download_link),
+        &[
+            op("put", "An upload link for a packet (SDK 3.3–4.7)", "PacketLink").errors(&[400]),
+            op("get", "A download link for a packet (SDK 3.3–4.7)", "PacketLink").errors(&[400]),
+        ],
+    )
+    .route(
         "/api/v2/packets/{*path}",
         put(packets::upload_link),
         &[op("put", "An upload link for an offloaded payload", "PacketLink").errors(&[400])],

@@ -5,6 +5,10 @@
 //! `_kiln/packets/<environment>/`, and at trigger time reads the packet back
 //! and records the payload inline, so workers and `runs.retrieve` see the
 //! payload itself. A packet is deleted once its run is recorded.
+//!
+//! SDK 3.3 and 4.1 use `/api/v1/packets/{path}`: `PUT` for an upload link
+//! (a task's large output), `GET` for a download link (a packet a task
+//! reads back). Both stay inside the caller's environment's packets.
 
 use std::time::{Duration, SystemTime};
 
@@ -49,6 +53,27 @@ pub async fn upload_link(
         .presign_put(&key, UPLOAD_LINK_LIFETIME, SystemTime::now())
         .await
         .map_err(|e| ApiError::from_storage("making an upload link", &e))?;
+    Ok(Json(json!({ "presignedUrl": link.url, "storagePath": path })))
+}
+
+/// A download link for a packet of the caller's environment; 404 when no
+/// such packet was uploaded (or it was already used and deleted).
+pub async fn download_link(
+    State(app): State<AppState>,
+    Path(path): Path<String>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_secret_key()?;
+    let key = packet_key(caller.environment, &path)?;
+    let storage = storage(&app)?;
+    storage.head(&key).await.map_err(|error| match error {
+        StorageError::NotFound { .. } => ApiError::NotFound(format!("no packet {path:?}")),
+        other => ApiError::from_storage("finding a packet", &other),
+    })?;
+    let link = storage
+        .presign_get(&key, UPLOAD_LINK_LIFETIME, SystemTime::now())
+        .await
+        .map_err(|e| ApiError::from_storage("making a download link", &e))?;
     Ok(Json(json!({ "presignedUrl": link.url, "storagePath": path })))
 }
 
