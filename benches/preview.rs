@@ -348,7 +348,7 @@ fn trigger_to_completed(pdf: &Path, pages: usize, rounds: usize, out: &Path) -> 
                     )
                     .await;
                 wait_for_end(kiln, &id).await?;
-                Ok(started.elapsed().as_secs_f64())
+                Ok::<f64, String>(started.elapsed().as_secs_f64())
             }
         };
         // The worker's first renderers load pdfium cold: not measured.

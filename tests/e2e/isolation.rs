@@ -421,6 +421,17 @@ async fn a_dev_key_finds_nothing_of_prods_through_any_route() {
             Some(json!({ "tags": ["dev-tag"] })),
         ),
         (Method::GET, format!("/realtime/v1/runs/{run_id}"), None),
+        (
+            Method::PUT,
+            format!("/api/v1/runs/{run_id}/metadata"),
+            Some(json!({ "operations": [{ "type": "set", "key": "owner", "value": "dev" }] })),
+        ),
+        (Method::GET, format!("/api/v1/runs/{run_id}/metadata"), None),
+        (
+            Method::POST,
+            format!("/engine/v1/runs/{run_id}/wait/duration"),
+            Some(json!({ "date": "2030-01-01T00:00:00.000Z" })),
+        ),
         (Method::GET, format!("/api/v1/batches/{batch_id}"), None),
         (Method::GET, format!("/api/v2/batches/{batch_id}"), None),
         (Method::GET, format!("/api/v1/schedules/{schedule_id}"), None),

@@ -30,3 +30,4 @@ mod sentinel;
 mod storage;
 mod supermark;
 mod telemetry;
+mod waits;

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod retention;
 pub mod runs;
 pub mod schedules;
+pub mod waitpoints;
 
 use std::time::Duration;
 

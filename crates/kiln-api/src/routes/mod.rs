@@ -11,6 +11,7 @@ pub mod realtime;
 pub mod runs;
 pub mod schedules;
 pub mod trigger;
+pub mod waits;
 
 use axum::Router;
 use axum::http::Uri;
@@ -267,6 +268,17 @@ pub fn catalogue() -> (Router<AppState>, Vec<Operation>) {
             .errors(&[400]),
             op("get", "A run's metadata", "RunMetadata"),
         ],
+    )
+    .route(
+        "/engine/v1/runs/{run_id}/wait/duration",
+        post(waits::wait_for_duration),
+        &[op(
+            "post",
+            "Wait until a time, from inside a run (SDK 4.x)",
+            "WaitForDuration",
+        )
+        .takes("WaitForDurationRequest")
+        .errors(&[400])],
     )
     .route(
         "/api/v1/runs/{run_id}/tags",

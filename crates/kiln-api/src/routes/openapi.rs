@@ -316,6 +316,10 @@ fn schemas() -> Value {
             "runs": { "type": "array", "items": string } } },
         "PacketLink": { "type": "object", "required": ["presignedUrl", "storagePath"], "properties": {
             "presignedUrl": string, "storagePath": string } },
+        "WaitForDurationRequest": { "type": "object", "required": ["date"], "properties": {
+            "date": date, "idempotencyKey": string, "idempotencyKeyTTL": string } },
+        "WaitForDuration": { "type": "object", "required": ["waitUntil", "waitpoint"], "properties": {
+            "waitUntil": date, "waitpoint": { "type": "object", "required": ["id"], "properties": { "id": string } } } },
     });
     let runs_and_schedules = json!({
         "RunSummary": { "type": "object", "required": run_summary_required, "properties": run_summary_properties },
