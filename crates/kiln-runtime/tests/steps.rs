@@ -501,3 +501,28 @@ async fn retention_deletes_exactly_the_runs_that_finished_before_the_cut_off() {
     assert_eq!(batches, vec!["batch_kept".to_owned()]);
     assert_eq!(scheduler.sweep_history().await.expect("a second sweep"), 0);
 }
+
+/// Postgres never compiles kiln's statements with its JIT. With sequential
+/// scans off, as on the store's keyed pools, a statement that has to scan a
+/// small table is costed past every JIT threshold, and Postgres compiled it
+/// anew on each execution: a third of a busy machine's CPU went to LLVM.
+#[tokio::test]
+async fn statements_are_never_compiled_by_postgres_jit() {
+    let harness = Harness::new(0).await;
+    let mut tx = harness.store.pool().begin().await.expect("begin");
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .expect("turn sequential scans off");
+    // No index serves this filter: only a (disabled) sequential scan can.
+    let plan: Value =
+        sqlx::query_scalar("EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM waitpoints WHERE kind = 'DATETIME'")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("explain");
+    assert!(
+        plan[0]["Plan"]["Total Cost"].as_f64().is_some_and(|cost| cost > 1e9),
+        "the plan is costed as a disabled scan: {plan}"
+    );
+    assert!(plan[0].get("JIT").is_none(), "compiled by JIT: {plan}");
+}

@@ -141,9 +141,14 @@ impl Store {
     /// Connects lazily: the pool opens connections on first use, so kiln
     /// starts (and answers 503) while Postgres is down.
     pub fn connect_lazy(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        // No JIT: kiln's statements are short, and with sequential scans
+        // off a plan that must scan a small table is costed past every JIT
+        // threshold, so Postgres compiled it anew on each execution (see
+        // docs/architecture.md, "Plans").
         let connect: PgConnectOptions = url
             .parse::<PgConnectOptions>()?
-            .log_statements(tracing::log::LevelFilter::Trace);
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .options([("jit", "off")]);
         // See the type's documentation and docs/architecture.md, "Plans".
         let custom_plans = connect.clone().options([("plan_cache_mode", "force_custom_plan")]);
         let keyed_plans = connect.options([("plan_cache_mode", "force_generic_plan"), ("enable_seqscan", "off")]);
