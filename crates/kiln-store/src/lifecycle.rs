@@ -124,7 +124,7 @@ const CLAIM_RETURNING: &str = "RETURNING runs.id, runs.task_identifier, runs.que
 /// A run a worker started without recording it (attempt `u.attempt`) is
 /// still as it was then: queued at the previous attempt, not backing off,
 /// not parked. Guards both its record and its outcome.
-const STARTED_UNRECORDED: &str = "runs.status = 'QUEUED' AND runs.attempt_count = u.attempt - 1
+const STARTED_UNRECORDED: &str = "(runs.status = 'QUEUED') IS TRUE AND runs.attempt_count = u.attempt - 1
     AND runs.dispatch_at IS NULL AND NOT runs.parked";
 
 /// No limit on the run's queue: such runs are claimed without counting.
@@ -160,13 +160,19 @@ const PUSHED: &str = "r.status = 'QUEUED' AND r.enqueued_at IS NOT NULL";
 // with autovacuum off), and a generic plan made then is kept for the
 // connection's life: a join on `runs.id = x.id` was then planned as a scan
 // of every row of the primary key, for each execution. `id = ANY(…)` is an
-// index condition in every plan. The partial indexes over queued runs
-// carry a condition on `enqueued_at`, so a bare `status = 'QUEUED'` cannot
-// drag a scan of a whole backlog index into those plans.
+// index condition in every plan.
+//
+// Those statements check that a run is still queued as
+// `(status = 'QUEUED') IS TRUE`, the same test for a column that is never
+// NULL, which no partial index's predicate can be proved from. A bare
+// `status = 'QUEUED'` matches `runs_queued`, whose only condition it is,
+// and a plan made on an empty table found a walk through that whole index,
+// filtering on the ids, cheaper than the primary key: every claim and every
+// refused push then read the whole backlog (tests/e2e/plans.rs).
 
 /// A claimable run: queued, not waiting for a back-off, not parked, and
 /// (before its first attempt) not past its ttl.
-const CLAIMABLE: &str = "runs.status = 'QUEUED' AND runs.dispatch_at IS NULL AND NOT runs.parked
+const CLAIMABLE: &str = "(runs.status = 'QUEUED') IS TRUE AND runs.dispatch_at IS NULL AND NOT runs.parked
     AND (runs.expires_at IS NULL OR runs.attempt_count > 0 OR runs.expires_at > now())";
 
 impl Store {
@@ -486,7 +492,8 @@ impl Store {
 
     /// Marks runs as not in Redis after a push that did not take them.
     pub async fn unmark_enqueued(&self, ids: &[String]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET enqueued_at = NULL WHERE id = ANY($1) AND status = 'QUEUED'")
+        // `IS TRUE`: see the note above CLAIMABLE.
+        sqlx::query("UPDATE runs SET enqueued_at = NULL WHERE id = ANY($1) AND (status = 'QUEUED') IS TRUE")
             .bind(ids)
             .execute(&self.relaxed)
             .await?;
