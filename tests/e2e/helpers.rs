@@ -298,6 +298,18 @@ impl Kiln {
             .expect("request")
     }
 
+    /// `method path` with `key` (and `body` as JSON, if any); answers the
+    /// status and the JSON answer.
+    pub async fn call_as(&self, method: reqwest::Method, path: &str, key: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON answer"))
+    }
+
     /// Triggers `task` and answers the new run's id.
     pub async fn trigger(&self, task: &str, body: Value) -> String {
         let response = self.post(&format!("/api/v1/tasks/{task}/trigger"), &body).await;

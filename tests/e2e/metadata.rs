@@ -8,28 +8,23 @@ use serde_json::{Value, json};
 use crate::helpers::Kiln;
 
 async fn put_metadata(kiln: &Kiln, key: &str, run_id: &str, body: &Value) -> (u16, Value) {
-    let response = kiln
-        .http
-        .put(kiln.url(&format!("/api/v1/runs/{run_id}/metadata")))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json answer"))
+    kiln.call_as(
+        reqwest::Method::PUT,
+        &format!("/api/v1/runs/{run_id}/metadata"),
+        key,
+        Some(body),
+    )
+    .await
 }
 
 async fn get_metadata(kiln: &Kiln, key: &str, run_id: &str) -> (u16, Value) {
-    let response = kiln
-        .http
-        .get(kiln.url(&format!("/api/v1/runs/{run_id}/metadata")))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json answer"))
+    kiln.call_as(
+        reqwest::Method::GET,
+        &format!("/api/v1/runs/{run_id}/metadata"),
+        key,
+        None,
+    )
+    .await
 }
 
 /// A run that stays unfinished for the test's length.

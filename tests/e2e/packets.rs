@@ -7,15 +7,8 @@ use serde_json::Value;
 use crate::helpers::kiln_with_storage;
 
 async fn link(kiln: &crate::helpers::Kiln, method: reqwest::Method, path: &str, key: &str) -> (u16, Value) {
-    let answer = kiln
-        .http
-        .request(method, kiln.url(&format!("/api/v1/packets/{path}")))
-        .bearer_auth(key)
-        .send()
+    kiln.call_as(method, &format!("/api/v1/packets/{path}"), key, None)
         .await
-        .expect("packet link");
-    let status = answer.status().as_u16();
-    (status, answer.json().await.expect("a JSON answer"))
 }
 
 #[tokio::test]

@@ -53,11 +53,11 @@ async fn wait_for_kiln_to_disconnect(db: &PgPool) {
     }
 }
 
-#[tokio::test]
-async fn statements_planned_on_an_empty_table_do_not_scan_a_grown_history() {
-    let kiln = Kiln::builder(Mode::Serve).spawn().await;
-    // The test's own queries keep to one connection it names, so that
-    // waiting for kiln's sessions to end does not wait for its own.
+/// Starts a worker that plans its statements while `runs` looks empty
+/// (statistics say so) and has run one of them; answers the test's own
+/// connection, which it names, so that waiting for kiln's sessions to end
+/// does not wait for it, and the worker.
+async fn plan_on_an_empty_table(kiln: &Kiln) -> (PgPool, crate::helpers::Process) {
     let db = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect_with(
@@ -68,12 +68,17 @@ async fn statements_planned_on_an_empty_table_do_not_scan_a_grown_history() {
         )
         .await
         .expect("connect to the test database");
-    // Statistics now say `runs` is empty: the worker started next plans
-    // its statements and its scheduler's look-ups on that.
     sqlx::query("VACUUM ANALYZE runs").execute(&db).await.expect("vacuum");
     let worker = kiln.spawn_worker(&[]);
     let first = kiln.trigger("kiln.noop", noop_body(json!({ "first": true }))).await;
     kiln.wait_for_status(&first, "COMPLETED", Duration::from_secs(20)).await;
+    (db, worker)
+}
+
+#[tokio::test]
+async fn statements_planned_on_an_empty_table_do_not_scan_a_grown_history() {
+    let kiln = Kiln::builder(Mode::Serve).spawn().await;
+    let (db, worker) = plan_on_an_empty_table(&kiln).await;
 
     // A history grows that no plan has seen.
     sqlx::query(
@@ -125,20 +130,7 @@ async fn statements_planned_on_an_empty_table_do_not_scan_a_grown_history() {
 async fn statements_planned_on_an_empty_table_do_not_scan_a_grown_backlog() {
     // A window of 5 ids: most pushes are refused, and marked for later.
     let kiln = Kiln::builder(Mode::Serve).env("KILN_QUEUE_WINDOW", "5").spawn().await;
-    let db = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            kiln.database_url
-                .parse::<sqlx::postgres::PgConnectOptions>()
-                .expect("database url")
-                .application_name("kiln-test"),
-        )
-        .await
-        .expect("connect to the test database");
-    sqlx::query("VACUUM ANALYZE runs").execute(&db).await.expect("vacuum");
-    let worker = kiln.spawn_worker(&[]);
-    let first = kiln.trigger("kiln.noop", noop_body(json!({ "first": true }))).await;
-    kiln.wait_for_status(&first, "COMPLETED", Duration::from_secs(20)).await;
+    let (db, worker) = plan_on_an_empty_table(&kiln).await;
 
     // A backlog no plan has seen: queued in prod and taken for a push (the
     // stale-push sweep would look at them only after 30 s).

@@ -11,16 +11,13 @@ use serde_json::{Value, json};
 use crate::helpers::Kiln;
 
 async fn wait(kiln: &Kiln, key: &str, run_id: &str, body: &Value) -> (u16, Value) {
-    let response = kiln
-        .http
-        .post(kiln.url(&format!("/engine/v1/runs/{run_id}/wait/duration")))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json answer"))
+    kiln.call_as(
+        reqwest::Method::POST,
+        &format!("/engine/v1/runs/{run_id}/wait/duration"),
+        key,
+        Some(body),
+    )
+    .await
 }
 
 /// A `Date` as `JSON.stringify` writes it.
