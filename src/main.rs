@@ -13,6 +13,7 @@ mod app;
 mod config;
 mod doctor;
 mod process_metrics;
+mod task_host;
 mod tasks_file;
 mod telemetry;
 
@@ -74,6 +75,21 @@ enum Command {
     /// LibreOffice, and prints what is missing and how to fix it; exits 1
     /// when anything is.
     Doctor,
+    /// Runs an app's own Trigger.dev task files (SDK 3.3 or 4.x) for kiln,
+    /// with the app's Node and SDK; needs TRIGGER_API_URL and
+    /// TRIGGER_SECRET_KEY (see docs/task-host.md).
+    TaskHost {
+        /// The app's directory, holding trigger.config.ts and node_modules.
+        #[arg(long, default_value = ".")]
+        app: std::path::PathBuf,
+        /// Attempts run at once (default KILN_HOST_SLOTS or 2).
+        #[arg(long)]
+        slots: Option<usize>,
+        /// Writes the host script to standard output and exits, for an app
+        /// image without kiln: run it there with `node`.
+        #[arg(long)]
+        print_script: bool,
+    },
     /// Manages secret keys.
     Keys {
         #[command(subcommand)]
@@ -224,6 +240,18 @@ fn main() -> ExitCode {
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {
+    if let Command::TaskHost {
+        app,
+        slots,
+        print_script,
+    } = &command
+    {
+        if *print_script {
+            print!("{}", task_host::SCRIPT);
+            return Ok(());
+        }
+        return task_host::run(app, *slots);
+    }
     if let Command::Doctor = command {
         return if doctor::run().await? {
             Ok(())
@@ -233,7 +261,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
     }
     let database = DatabaseConfig::from_env()?;
     match command {
-        Command::Doctor => Ok(()),
+        Command::Doctor | Command::TaskHost { .. } => Ok(()),
         Command::Migrate => {
             app::connect_store(&database)?.migrate().await?;
             println!("migrations applied");

@@ -276,3 +276,38 @@ async fn an_upload_link_refuses_a_body_past_the_payload_limit() {
     assert_eq!(stored.status(), 200);
     assert!(dir.join("_kiln/packets/dev/big/blob.json").is_file());
 }
+
+/// Text Postgres cannot store (a NUL character) is the client's error,
+/// answered 422 and never a 500; a host's attempt result holding one
+/// likewise.
+#[tokio::test]
+async fn a_nul_character_is_refused_as_unstorable_input() {
+    let kiln = Kiln::dev().await;
+    let response = kiln
+        .post(
+            "/api/v1/tasks/kiln.noop/trigger",
+            &json!({ "payload": { "text": "before\u{0}after" } }),
+        )
+        .await;
+    expect_error(response, 422, "NUL").await;
+    let response = kiln
+        .post(
+            "/worker/v1/register",
+            &json!({ "host": { "hostname": "a\u{0}b", "slots": 1 }, "sdk": { "version": "4.1.2" }, "tasks": [] }),
+        )
+        .await;
+    expect_error(response, 422, "NUL").await;
+    let response = kiln
+        .post(
+            "/worker/v1/claim",
+            &json!({ "workerId": "host_\u{0}", "free": 1, "waitSeconds": 0 }),
+        )
+        .await;
+    expect_error(response, 404, "no task host").await;
+    // The refused trigger cost no one else their run.
+    let id = kiln
+        .trigger("kiln.noop", json!({ "payload": { "text": "fine" } }))
+        .await;
+    kiln.wait_for_status(&id, "COMPLETED", std::time::Duration::from_secs(60))
+        .await;
+}

@@ -29,5 +29,7 @@ mod sdk;
 mod sentinel;
 mod storage;
 mod supermark;
+mod task_host;
 mod telemetry;
 mod waits;
+mod worker_api;

@@ -51,9 +51,22 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         if error.is_unavailable() {
             ApiError::Unavailable("the run history (Postgres) is unavailable; retry shortly".into())
+        } else if let StoreError::InvalidData(detail) = &error {
+            tracing::info!(%detail, "postgres refused a value");
+            ApiError::Unprocessable(
+                "a value cannot be stored: text must not hold a NUL character (\\u0000), and numbers must be in range"
+                    .into(),
+            )
         } else {
             ApiError::Internal(error.to_string())
         }
+    }
+}
+
+impl From<kiln_queue::QueueError> for ApiError {
+    fn from(error: kiln_queue::QueueError) -> Self {
+        tracing::warn!(%error, "redis failed");
+        ApiError::Unavailable("the delivery queue (Redis) is unavailable; retry shortly".into())
     }
 }
 

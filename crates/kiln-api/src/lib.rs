@@ -12,10 +12,12 @@
 //! - [`auth`]: secret keys and the tokens signed with them.
 //! - [`extract`]: JSON body and caller extractors with JSON errors.
 //! - [`recorder`]: group-committed run inserts followed by one Redis push.
+//! - [`hosts`]: the task ids task hosts serve, as last read.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod hosts;
 pub mod presenter;
 pub mod recorder;
 pub mod routes;
@@ -87,6 +89,8 @@ pub struct SharedState {
     pub gauges: Arc<routes::metrics::GaugeCache>,
     /// Live realtime requests open, per key.
     pub subscriptions: Arc<routes::realtime::OpenSubscriptions>,
+    /// The task ids task hosts serve.
+    pub hosts: Arc<hosts::HostDirectory>,
     /// The run change feed, started by the first live realtime request.
     changes: Arc<std::sync::OnceLock<kiln_store::RunChanges>>,
 }
@@ -115,8 +119,39 @@ impl AppState {
             process_metrics: None,
             gauges: Arc::default(),
             subscriptions: Arc::default(),
+            hosts: Arc::default(),
             changes: Arc::default(),
         }))
+    }
+
+    /// The defaults runs of `task_id` get in `environment`: kiln's own
+    /// task (native or HTTP) when there is one, else the one a task host
+    /// serves there. `None`: nobody serves it.
+    pub fn task_defaults(
+        &self,
+        environment: kiln_core::auth::Environment,
+        task_id: &str,
+    ) -> Option<kiln_core::options::TaskDefaults> {
+        match self.registry.get(task_id) {
+            Some(task) => Some(task.defaults.clone()),
+            None => self.hosts.defaults(environment, task_id),
+        }
+    }
+
+    /// Reads the task hosts' ids again if one of `task_ids` is unknown, so
+    /// a task registered through another process a moment ago is found.
+    pub async fn look_for_tasks<'a>(
+        &self,
+        environment: kiln_core::auth::Environment,
+        task_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ApiError> {
+        if task_ids
+            .into_iter()
+            .any(|id| self.task_defaults(environment, id).is_none())
+        {
+            self.hosts.refresh_if_older(&self.store, hosts::MISS_REFRESH).await?;
+        }
+        Ok(())
     }
 
     /// This process's run change feed; the first call starts it, for the

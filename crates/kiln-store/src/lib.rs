@@ -23,6 +23,7 @@
 pub mod batch;
 pub mod batches;
 pub mod changes;
+pub mod hosts;
 pub mod keys;
 pub mod lifecycle;
 pub mod metadata;
@@ -52,6 +53,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a stored value is invalid: {0}")]
     Corrupt(String),
+    /// Postgres refused a value (class 22, data exception): text with a NUL
+    /// character, a number out of range. The caller's input is at fault.
+    #[error("postgres refused a value: {0}")]
+    InvalidData(#[source] sqlx::Error),
     /// The batched statement this write was part of failed.
     #[error("a batched write failed: {0}")]
     BatchFailed(String),
@@ -76,6 +81,9 @@ impl From<sqlx::Error> for StoreError {
                     .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
             {
                 StoreError::Unavailable(error)
+            }
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|code| code.starts_with("22")) => {
+                StoreError::InvalidData(error)
             }
             other => StoreError::Database(other),
         }

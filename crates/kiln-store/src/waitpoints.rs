@@ -1,9 +1,13 @@
-//! Waitpoints: what a run waits for from inside its task. Today one kind,
-//! DATETIME, which SDK 4.x asks for through `wait.for` and `wait.until`
-//! (`POST /engine/v1/runs/{id}/wait/duration`). The process running the
-//! task keeps the run, and its lease, while it waits and goes on at the
-//! waitpoint's time; the record lets an idempotency key give a retried
-//! attempt the same wait (and so the same end) back.
+//! Waitpoints: what a run waits for from inside its task.
+//!
+//! - DATETIME: SDK 4.x asks for one through `wait.for` and `wait.until`
+//!   (`POST /engine/v1/runs/{id}/wait/duration`). The process running the
+//!   task keeps the run, and its lease, while it waits and goes on at the
+//!   waitpoint's time; the record lets an idempotency key give a retried
+//!   attempt the same wait (and so the same end) back.
+//! - RUN: a child triggered with `resumeParentOnCompletion`
+//!   (`triggerAndWait`, `batchTriggerAndWait`). The parent's process asks
+//!   for the ones whose child has ended.
 //!
 //! This module records and finds waitpoints; it does not wake anyone.
 
@@ -109,5 +113,78 @@ impl Store {
         };
         tx.commit().await?;
         Ok(answer)
+    }
+}
+
+/// A child a run waits for, with its place in a batch when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildWait {
+    pub waitpoint_id: String,
+    pub child_run_id: String,
+    /// The batch and the child's index in it.
+    pub batch: Option<(String, i32)>,
+}
+
+/// A RUN waitpoint whose child has ended.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EndedChild {
+    pub id: String,
+    pub child_run_id: String,
+    pub batch_id: Option<String>,
+    pub batch_index: Option<i32>,
+    pub status: String,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<serde_json::Value>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Records that run `parent` of `environment` waits for each child.
+    /// A child already waited for (a retried trigger with the same
+    /// idempotency key) keeps its waitpoint.
+    pub async fn wait_for_children(
+        &self,
+        environment: Environment,
+        parent: &str,
+        children: &[ChildWait],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<&str> = children.iter().map(|c| c.waitpoint_id.as_str()).collect();
+        let child_ids: Vec<&str> = children.iter().map(|c| c.child_run_id.as_str()).collect();
+        let batches: Vec<Option<&str>> = children
+            .iter()
+            .map(|c| c.batch.as_ref().map(|(b, _)| b.as_str()))
+            .collect();
+        let indexes: Vec<Option<i32>> = children.iter().map(|c| c.batch.as_ref().map(|(_, i)| *i)).collect();
+        sqlx::query(
+            "INSERT INTO waitpoints (id, environment, run_id, kind, child_run_id, batch_id, batch_index)
+             SELECT w.id, $1, $2, 'RUN', w.child, w.batch, w.index
+             FROM UNNEST($3::text[], $4::text[], $5::text[], $6::int4[]) AS w(id, child, batch, index)
+             ON CONFLICT (run_id, child_run_id) WHERE child_run_id IS NOT NULL DO NOTHING",
+        )
+        .bind(environment.as_str())
+        .bind(parent)
+        .bind(&ids)
+        .bind(&child_ids)
+        .bind(&batches)
+        .bind(&indexes)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The RUN waitpoints of run `parent` whose child has ended, with how
+    /// it ended.
+    pub async fn ended_children(&self, environment: Environment, parent: &str) -> Result<Vec<EndedChild>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT w.id, w.child_run_id, w.batch_id, w.batch_index, r.status, r.output, r.error, r.completed_at
+             FROM waitpoints w JOIN runs r ON r.id = w.child_run_id AND r.environment = w.environment
+             WHERE w.run_id = $1 AND w.environment = $2 AND w.kind = 'RUN'
+               AND r.status NOT IN ('DELAYED', 'QUEUED', 'EXECUTING')
+             ORDER BY w.batch_index NULLS FIRST, w.id",
+        )
+        .bind(parent)
+        .bind(environment.as_str())
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

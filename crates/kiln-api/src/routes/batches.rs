@@ -36,8 +36,15 @@ use crate::routes::trigger::{TriggerBody, WireOptions, check_parent, new_run};
 pub const MAX_BATCH_ITEMS: usize = 500;
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BatchBody {
     items: Vec<BatchItem>,
+    /// `batchTriggerAndWait` (SDK 4.x): every item is this run's child.
+    #[serde(default)]
+    parent_run_id: Option<String>,
+    /// With `parentRunId`: the parent waits for every item's end.
+    #[serde(default)]
+    resume_parent_on_completion: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +107,8 @@ async fn record_batch(
         )));
     }
     let now = Utc::now();
+    app.look_for_tasks(caller.environment, items.iter().map(|item| item.task.as_str()))
+        .await?;
     let mut runs = Vec::with_capacity(items.len());
     let mut packets = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
@@ -235,8 +244,30 @@ pub async fn batch_v2(
     JsonBody(body): JsonBody<BatchBody>,
 ) -> Result<Response, ApiError> {
     caller.require_secret_key()?;
-    match record_batch(&app, &caller, body.items, None).await? {
-        BatchOutcome::Recorded { id, runs } => Ok(with_claims(&caller, json!({ "id": id, "runCount": runs.len() }))),
+    let mut items = body.items;
+    if let Some(parent) = &body.parent_run_id {
+        for item in &mut items {
+            let options = item.options.get_or_insert_with(WireOptions::default);
+            options.parent_run_id.get_or_insert_with(|| parent.clone());
+        }
+    }
+    match record_batch(&app, &caller, items, None).await? {
+        BatchOutcome::Recorded { id, runs } => {
+            if let (Some(parent), Some(true)) = (&body.parent_run_id, body.resume_parent_on_completion) {
+                let children = runs
+                    .iter()
+                    .enumerate()
+                    .map(|(index, run)| {
+                        (
+                            run.id.clone(),
+                            Some((id.clone(), i32::try_from(index).unwrap_or(i32::MAX))),
+                        )
+                    })
+                    .collect();
+                crate::routes::trigger::wait_for_children(&app, &caller, parent, children).await?;
+            }
+            Ok(with_claims(&caller, json!({ "id": id, "runCount": runs.len() })))
+        }
         // Without a batch key, no other batch can hold it.
         BatchOutcome::KeyTaken { batch_id } => Err(ApiError::Internal(format!("batch {batch_id} took no key"))),
     }
@@ -396,6 +427,7 @@ pub async fn items_v3(
             options: item.options,
         };
         let item_index = usize::try_from(index).unwrap_or(0);
+        app.look_for_tasks(caller.environment, [item.task.as_str()]).await?;
         packets.extend(
             packets::load_offloaded(&app, &caller, &mut body)
                 .await

@@ -64,6 +64,57 @@ pub async fn update(
     }
 }
 
+/// Applies the changes an attempt's result carries (the SDK's last flush:
+/// `{operations, parentOperations, rootOperations}`, or a whole metadata
+/// object), before the attempt is recorded as over. Changes that cannot be
+/// kept (too large, the run already finished) are logged, not refused: the
+/// attempt's outcome matters more than its last progress note.
+pub(crate) async fn apply_flushed(
+    app: &AppState,
+    caller: &Caller,
+    run_id: &str,
+    flushed: Value,
+) -> Result<(), ApiError> {
+    let is_flush = ["operations", "parentOperations", "rootOperations"]
+        .iter()
+        .any(|key| flushed.get(key).is_some());
+    let changes = if is_flush {
+        let body: UpdateMetadataBody = serde_json::from_value(flushed)
+            .map_err(|e| ApiError::Unprocessable(format!("result.flushedMetadata: {e}")))?;
+        MetadataChanges {
+            replace: body.metadata,
+            operations: body.operations,
+            parent_operations: body.parent_operations,
+            root_operations: body.root_operations,
+        }
+    } else if let Value::Object(metadata) = flushed {
+        MetadataChanges {
+            replace: Some(metadata),
+            operations: Vec::new(),
+            parent_operations: Vec::new(),
+            root_operations: Vec::new(),
+        }
+    } else {
+        return Ok(());
+    };
+    if changes.replace.is_none()
+        && changes.operations.is_empty()
+        && changes.parent_operations.is_empty()
+        && changes.root_operations.is_empty()
+    {
+        return Ok(());
+    }
+    match app
+        .store
+        .update_metadata(caller.environment, run_id, &changes, MAX_METADATA_BYTES)
+        .await?
+    {
+        MetadataUpdate::Updated(_) => {}
+        other => tracing::warn!(run_id, outcome = ?other, "an attempt's last metadata changes were not kept"),
+    }
+    Ok(())
+}
+
 /// `GET /api/v1/runs/{runId}/metadata`.
 pub async fn read(
     State(app): State<AppState>,

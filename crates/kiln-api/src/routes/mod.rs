@@ -2,6 +2,7 @@
 
 pub mod batches;
 pub mod health;
+pub mod hosts;
 pub mod metadata;
 pub mod metrics;
 pub mod objects;
@@ -341,6 +342,56 @@ pub fn catalogue() -> (Router<AppState>, Vec<Operation>) {
         &[op("get", "The time zones schedules accept", "Timezones")
             .query(&[("excludeUtc", "boolean")])
             .errors(&[400])],
+    )
+    .route(
+        "/api/v1/tasks",
+        get(hosts::list_tasks),
+        &[op(
+            "get",
+            "Every task id this environment can trigger, and who serves it",
+            "TaskList",
+        )],
+    )
+    .route(
+        "/worker/v1/register",
+        post(hosts::register),
+        &[op("post", "Task host: register the tasks of an app", "HostRegistered").takes("RegisterHostRequest")],
+    )
+    .route(
+        "/worker/v1/claim",
+        post(hosts::claim),
+        &[op(
+            "post",
+            "Task host: claim runs, waiting for them up to waitSeconds",
+            "ClaimedRuns",
+        )
+        .takes("ClaimRequest")
+        .errors(&[404])],
+    )
+    .route(
+        "/worker/v1/runs/{run_id}/heartbeat",
+        post(hosts::heartbeat),
+        &[op(
+            "post",
+            "Task host: renew the lease on a run; learn of a cancel",
+            "Heartbeat",
+        )
+        .takes("HeartbeatRequest")],
+    )
+    .route(
+        "/worker/v1/runs/{run_id}/waitpoints/wait",
+        post(hosts::wait_for_children),
+        &[op(
+            "post",
+            "Task host: the ends of the children a run waits for",
+            "CompletedWaitpoints",
+        )
+        .takes("WaitRequest")],
+    )
+    .route(
+        "/worker/v1/runs/{run_id}/complete",
+        post(hosts::complete),
+        &[op("post", "Task host: record an attempt's result", "Completed").takes("CompleteRequest")],
     )
     .route(
         "/realtime/v1/runs",

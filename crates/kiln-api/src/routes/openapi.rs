@@ -186,6 +186,7 @@ fn schemas() -> Value {
             "tags": tags,
             "test": { "type": "boolean" },
             "parentRunId": string,
+            "resumeParentOnCompletion": { "type": "boolean" },
         }
     });
     let run_summary_properties = json!({
@@ -294,7 +295,8 @@ fn schemas() -> Value {
         "TriggerAnswer": { "type": "object", "required": ["id"], "properties": {
             "id": string, "isCached": { "type": "boolean" } } },
         "BatchRequest": { "type": "object", "required": ["items"], "properties": {
-            "items": { "type": "array", "items": item } } },
+            "items": { "type": "array", "items": item },
+            "parentRunId": string, "resumeParentOnCompletion": { "type": "boolean" } } },
         "BatchV1Answer": { "type": "object", "required": ["id", "isCached", "runs"], "properties": {
             "id": string, "isCached": { "type": "boolean" }, "idempotencyKey": string,
             "runs": { "type": "array", "items": batch_run } } },
@@ -362,5 +364,55 @@ fn schemas() -> Value {
     if let (Some(all), Value::Object(more)) = (all.as_object_mut(), runs_and_schedules) {
         all.extend(more);
     }
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), task_host_schemas()) {
+        all.extend(more);
+    }
     all
+}
+
+/// The worker API a task host uses, and the task list.
+fn task_host_schemas() -> Value {
+    let string = json!({ "type": "string" });
+    json!({
+        "TaskList": { "type": "object", "required": ["tasks"], "properties": {
+            "tasks": { "type": "array", "items": { "type": "object", "required": ["id", "servedBy", "queue"], "properties": {
+                "id": string, "servedBy": { "enum": ["kiln", "host"] }, "queue": string,
+                "maxAttempts": { "type": "integer" }, "filePath": string, "host": { "type": "object" } } } } } },
+        "RegisterHostRequest": { "type": "object", "required": ["host", "sdk", "tasks"], "properties": {
+            "host": { "type": "object", "required": ["hostname", "slots"], "properties": {
+                "hostname": string, "pid": { "type": "integer" }, "slots": { "type": "integer" } } },
+            "sdk": { "type": "object", "required": ["version"], "properties": { "version": string } },
+            "contentHash": string,
+            "tasks": { "type": "array", "items": { "type": "object", "required": ["id", "filePath"], "properties": {
+                "id": string, "filePath": string, "exportName": string,
+                "queue": { "type": "object", "properties": { "name": string, "concurrencyLimit": { "type": "integer" } } },
+                "retry": { "type": "object", "properties": { "maxAttempts": { "type": "integer" } } },
+                "maxDuration": { "type": "number" }, "machine": {} } } },
+            "queues": { "type": "array", "items": { "type": "object", "properties": {
+                "name": string, "concurrencyLimit": { "type": "integer" } } } } } },
+        "HostRegistered": { "type": "object", "required": ["workerId", "served", "servedByKiln"], "properties": {
+            "workerId": string, "served": { "type": "array", "items": string },
+            "servedByKiln": { "type": "array", "items": string } } },
+        "ClaimRequest": { "type": "object", "required": ["workerId", "free"], "properties": {
+            "workerId": string, "free": { "type": "integer" }, "waitSeconds": { "type": "number" } } },
+        "ClaimedRuns": { "type": "object", "required": ["runs"], "properties": {
+            "runs": { "type": "array", "items": { "type": "object", "required": ["runId", "attempt", "leaseMs", "execution"],
+                "properties": { "runId": string, "attempt": { "type": "integer" }, "leaseMs": { "type": "integer" },
+                    "execution": { "type": "object" } } } } } },
+        "HeartbeatRequest": { "type": "object", "required": ["workerId"], "properties": { "workerId": string } },
+        "Heartbeat": { "type": "object", "required": ["cancel", "leaseMs"], "properties": {
+            "cancel": { "type": "boolean" }, "leaseMs": { "type": "integer" } } },
+        "CompleteRequest": { "type": "object", "required": ["workerId", "attempt", "result"], "properties": {
+            "workerId": string, "attempt": { "type": "integer" },
+            "result": { "type": "object", "required": ["ok"], "properties": {
+                "ok": { "type": "boolean" }, "output": {}, "outputType": string, "error": {},
+                "retry": { "type": "object", "required": ["delay"], "properties": { "delay": { "type": "number" } } },
+                "skippedRetrying": { "type": "boolean" }, "flushedMetadata": { "type": "object" }, "metadata": { "type": "object" } } } } },
+        "WaitRequest": { "type": "object", "required": ["workerId"], "properties": {
+            "workerId": string, "waitSeconds": { "type": "number" } } },
+        "CompletedWaitpoints": { "type": "object", "required": ["completedWaitpoints"], "properties": {
+            "completedWaitpoints": { "type": "array", "items": { "type": "object",
+                "required": ["id", "friendlyId", "type", "completedAt", "outputIsError"] } } } },
+        "Completed": { "type": "object", "required": ["recorded"], "properties": { "recorded": { "type": "boolean" } } },
+    })
 }

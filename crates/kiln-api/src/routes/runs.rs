@@ -85,17 +85,15 @@ pub async fn replay(
 ) -> Result<Response, ApiError> {
     caller.require_secret_key()?;
     let original = find_run(&app, &caller, &run_id).await?;
-    let Some(task) = app.registry.get(&original.task_identifier) else {
+    app.look_for_tasks(caller.environment, [original.task_identifier.as_str()])
+        .await?;
+    let Some(defaults) = app.task_defaults(caller.environment, &original.task_identifier) else {
         return Err(ApiError::NotFound(format!(
             "task {:?} of run {run_id} is no longer known to kiln",
             original.task_identifier
         )));
     };
-    if let Some(refusal) = task
-        .defaults
-        .access
-        .refusal(&original.task_identifier, caller.environment)
-    {
+    if let Some(refusal) = defaults.access.refusal(&original.task_identifier, caller.environment) {
         return Err(ApiError::Forbidden(refusal));
     }
     let now = Utc::now();

@@ -27,7 +27,8 @@ pub struct TriggerBody {
 /// Trigger's `TriggerTaskRequestBody.options`; fields kiln has no use for
 /// (machine, region, lockToVersion…) are accepted and ignored.
 /// `parentRunId` (what the SDK sends for a trigger made inside a task)
-/// records the run as that run's child.
+/// records the run as that run's child; with `resumeParentOnCompletion`
+/// the parent waits for it (a RUN waitpoint).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WireOptions {
@@ -46,6 +47,8 @@ pub struct WireOptions {
     pub tags: Option<WireTags>,
     pub test: Option<bool>,
     pub parent_run_id: Option<String>,
+    /// `triggerAndWait` (SDK 4.x): the parent waits for this run's end.
+    pub resume_parent_on_completion: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,10 +153,19 @@ pub async fn trigger(
 ) -> Result<Response, ApiError> {
     caller.require_secret_key()?;
     let packet = crate::routes::packets::load_offloaded(&app, &caller, &mut body).await?;
+    app.look_for_tasks(caller.environment, [task_id.as_str()]).await?;
+    let resume_parent = body
+        .options
+        .as_ref()
+        .is_some_and(|o| o.resume_parent_on_completion == Some(true));
     let run = new_run(&app, &caller, task_id, body, Utc::now())?;
     check_parent(&app, &caller, &run).await?;
+    let parent = run.parent_run_id.clone();
     let (id, cached) = app.recorder.record(run).await?;
     tracing::Span::current().record("run_id", id.as_str());
+    if let (true, Some(parent)) = (resume_parent, parent) {
+        wait_for_children(&app, &caller, &parent, vec![(id.clone(), None)]).await?;
+    }
     crate::routes::packets::forget(&app, packet).await;
     Ok(with_run_token(
         &caller,
@@ -174,12 +186,10 @@ pub fn new_run(
     body: TriggerBody,
     now: chrono::DateTime<Utc>,
 ) -> Result<NewRun, ApiError> {
-    let task = app.registry.get(&task_id).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "task {task_id:?} is not known to kiln (declare it in KILN_TASKS_FILE)"
-        ))
-    })?;
-    if let Some(refusal) = task.defaults.access.refusal(&task_id, caller.environment) {
+    let defaults = app
+        .task_defaults(caller.environment, &task_id)
+        .ok_or_else(|| ApiError::NotFound(unknown_task(&task_id)))?;
+    if let Some(refusal) = defaults.access.refusal(&task_id, caller.environment) {
         return Err(ApiError::Forbidden(refusal));
     }
     let mut options = body.options.unwrap_or_default();
@@ -195,8 +205,26 @@ pub fn new_run(
     let (payload, payload_type) = decode_packet(body.payload, payload_type.as_deref(), "payload")?;
     let spec = options
         .into_options()?
-        .validate(now, &task.defaults)
+        .validate(now, &defaults)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    // Refused here, alone: in the group commit one such run would fail
+    // every trigger written with it.
+    refuse_nul("payload", &payload)?;
+    if let Some(metadata) = &spec.metadata {
+        refuse_nul("options.metadata", metadata)?;
+    }
+    for (field, text) in [
+        ("options.queue", Some(spec.queue.as_str())),
+        ("options.concurrencyKey", spec.concurrency_key.as_deref()),
+        ("options.idempotencyKey", spec.idempotency_key.as_deref()),
+    ]
+    .into_iter()
+    .chain(spec.tags.iter().map(|tag| ("options.tags", Some(tag.as_str()))))
+    {
+        if text.is_some_and(|t| t.contains('\0')) {
+            return Err(nul_refusal(field));
+        }
+    }
     Ok(NewRun {
         id: RunId::generate(u64::try_from(now.timestamp_millis()).unwrap_or(0)),
         environment: caller.environment,
@@ -208,6 +236,59 @@ pub fn new_run(
         replayed_from: None,
         parent_run_id,
     })
+}
+
+/// Records that run `parent` waits for each of `children` (with its
+/// batch and index, for a batch's).
+pub async fn wait_for_children(
+    app: &AppState,
+    caller: &Caller,
+    parent: &str,
+    children: Vec<(String, Option<(String, i32)>)>,
+) -> Result<(), ApiError> {
+    let waits: Vec<kiln_store::waitpoints::ChildWait> = children
+        .into_iter()
+        .map(|(child_run_id, batch)| kiln_store::waitpoints::ChildWait {
+            waitpoint_id: format!("waitpoint_{}", kiln_core::id::random_alphanumeric(24)),
+            child_run_id,
+            batch,
+        })
+        .collect();
+    app.store.wait_for_children(caller.environment, parent, &waits).await?;
+    Ok(())
+}
+
+fn nul_refusal(field: &str) -> ApiError {
+    ApiError::Unprocessable(format!(
+        "{field} holds a NUL character (\\u0000), which cannot be stored"
+    ))
+}
+
+/// Refuses a JSON value with a NUL character in a string or a key: Postgres
+/// cannot store one in `jsonb`.
+pub fn refuse_nul(field: &str, value: &Value) -> Result<(), ApiError> {
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::String(text) if text.contains('\0') => return Err(nul_refusal(field)),
+            Value::Array(items) => pending.extend(items),
+            Value::Object(fields) => {
+                if fields.keys().any(|key| key.contains('\0')) {
+                    return Err(nul_refusal(field));
+                }
+                pending.extend(fields.values());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Why a task id nobody serves is refused.
+pub fn unknown_task(task_id: &str) -> String {
+    format!(
+        "task {task_id:?} is not known to kiln: declare it in KILN_TASKS_FILE, or serve it from a task host (kiln task-host)"
+    )
 }
 
 /// Refuses a run whose `parentRunId` names no run of the caller's

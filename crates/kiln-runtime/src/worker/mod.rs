@@ -143,6 +143,8 @@ pub struct Worker {
     config: WorkerConfig,
     running: Arc<Mutex<HashMap<String, Running>>>,
     outcomes: Batcher<Outcome, bool>,
+    /// The `(environment, queue)` lanes task hosts serve, as last read.
+    hosted_lanes: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Worker {
@@ -159,6 +161,7 @@ impl Worker {
             config,
             running: Arc::new(Mutex::new(HashMap::new())),
             outcomes,
+            hosted_lanes: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -334,6 +337,17 @@ impl Worker {
                 lanes
             }
         };
+        // Task hosts take their queues' runs through the worker API; a run
+        // this worker popped there would find no handler.
+        // When Postgres cannot say, the last answer stands.
+        match self.store.host_lanes().await {
+            Ok(hosted) => *lock(&self.hosted_lanes) = hosted.into_iter().collect(),
+            Err(error) => tracing::warn!(%error, "cannot read the task hosts' queues"),
+        }
+        {
+            let hosted = lock(&self.hosted_lanes);
+            lanes.retain(|lane| !hosted.contains(&(lane.environment.clone(), lane.queue.clone())));
+        }
         lanes.sort();
         lanes.dedup();
         lanes

@@ -1,0 +1,268 @@
+//! `kiln task-host` running a real Trigger.dev project
+//! (`tests/task-host/app`: its own `trigger.config.ts`, TypeScript task
+//! files with a path alias, SDK 4.1.2 from npm) against a real kiln: every
+//! feature task's run ends as the SDK decided, seen through kiln's API.
+//! `scripts/test` installs the project's packages (`npm ci`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Kiln, kiln_bin, temp_dir};
+
+/// The sample project copied to a directory of its own (the host builds
+/// into the app's `.kiln/`), sharing the installed `node_modules`.
+fn app_copy(label: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/task-host/app");
+    assert!(
+        source.join("node_modules/@trigger.dev/sdk").is_dir(),
+        "the sample project's packages are not installed: run `npm ci` in tests/task-host/app (scripts/test does)"
+    );
+    let target = temp_dir(label);
+    for entry in ["package.json", "tsconfig.json", "trigger.config.ts", "trigger", "lib"] {
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(source.join(entry))
+            .arg(&target)
+            .status()
+            .expect("cp");
+        assert!(status.success(), "copy {entry}");
+    }
+    std::os::unix::fs::symlink(source.join("node_modules"), target.join("node_modules")).expect("symlink node_modules");
+    target
+}
+
+/// A running `kiln task-host`, killed when dropped.
+struct Host {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Host {
+    /// Starts the host on `app` and waits until it has registered.
+    async fn start(kiln: &Kiln, app: &Path, slots: usize) -> Host {
+        let ready = app.join("ready");
+        let log = app.join("host.log");
+        let child = Command::new(kiln_bin())
+            .args(["task-host", "--app"])
+            .arg(app)
+            .args(["--slots", &slots.to_string()])
+            .env("TRIGGER_API_URL", &kiln.base_url)
+            .env("TRIGGER_SECRET_KEY", &kiln.key)
+            .env("KILN_HOST_READY_FILE", &ready)
+            .env("KILN_HOST_GRACE_SECS", "30")
+            .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).expect("log"),
+            ))
+            .spawn()
+            .expect("spawn kiln task-host");
+        let mut host = Host { child, log };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ready.exists() {
+            if let Ok(Some(status)) = host.child.try_wait() {
+                panic!("the host exited ({status}) before registering:\n{}", host.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host never registered:\n{}",
+                host.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        host
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+async fn wait_for_end(kiln: &Kiln, host: &Host, run_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let run = kiln.retrieve(run_id).await;
+        if run["isCompleted"] == true || run["status"] == "FAILED" || run["status"] == "TIMED_OUT" {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} never ended: {run}\nhost log:\n{}",
+            host.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_apps_own_task_files_run_on_kiln_through_the_host() {
+    let kiln = Kiln::dev().await;
+    let app = app_copy("task-host-features");
+    let host = Host::start(&kiln, &app, 4).await;
+
+    let (status, tasks) = kiln
+        .call_as(reqwest::Method::GET, "/api/v1/tasks", &kiln.key, None)
+        .await;
+    assert_eq!(status, 200);
+    let hosted: Vec<&str> = tasks["tasks"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|t| t["servedBy"] == "host")
+                .filter_map(|t| t["id"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    for id in [
+        "host.hello",
+        "host.aborts",
+        "host.flaky",
+        "host.sleeps",
+        "host.slow",
+        "host.parent",
+        "host.long",
+        "host.waits-for-children",
+    ] {
+        assert!(hosted.contains(&id), "{id} is served by the host: {tasks}");
+    }
+
+    let hello = kiln
+        .trigger("host.hello", json!({ "payload": { "name": "Ada" } }))
+        .await;
+    let aborts = kiln.trigger("host.aborts", json!({ "payload": {} })).await;
+    let flaky = kiln.trigger("host.flaky", json!({ "payload": {} })).await;
+    let sleeps = kiln.trigger("host.sleeps", json!({ "payload": {} })).await;
+    let slow = kiln.trigger("host.slow", json!({ "payload": {} })).await;
+    let parent = kiln
+        .trigger("host.parent", json!({ "payload": { "name": "Grace" } }))
+        .await;
+    let waits = kiln
+        .trigger("host.waits-for-children", json!({ "payload": { "name": "Lin" } }))
+        .await;
+
+    let run = wait_for_end(&kiln, &host, &hello).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    assert_eq!(
+        run["output"],
+        json!({ "greeting": "Hello, Ada!" }),
+        "the path alias resolved"
+    );
+    assert_eq!(run["metadata"]["progress"], 0.5, "{run}");
+    assert_eq!(run["metadata"]["stage"], "greeting");
+
+    let run = wait_for_end(&kiln, &host, &aborts).await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["attemptCount"], 1, "AbortTaskRunError is not retried: {run}");
+    assert_eq!(run["error"]["message"], "the mailbox does not exist");
+
+    let run = wait_for_end(&kiln, &host, &flaky).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    assert_eq!(run["attemptCount"], 2, "{run}");
+    assert_eq!(run["output"], json!({ "attempt": 2 }));
+
+    let run = wait_for_end(&kiln, &host, &slow).await;
+    assert_eq!(run["status"], "TIMED_OUT", "{run}");
+
+    let run = wait_for_end(&kiln, &host, &parent).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    let child = run["output"]["child"].as_str().expect("the child's id").to_owned();
+    let child_run = wait_for_end(&kiln, &host, &child).await;
+    assert_eq!(child_run["output"], json!({ "greeting": "Hello, Grace!" }));
+    assert_eq!(child_run["relatedRuns"]["parent"]["id"], parent.as_str(), "{child_run}");
+
+    let run = wait_for_end(&kiln, &host, &waits).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    assert_eq!(
+        run["output"],
+        json!({
+            "one": "Hello, Lin!",
+            "failed": "the mailbox does not exist",
+            "batch": ["Hello, one!", "Hello, two!"],
+        }),
+        "the parent went on with its children's ends"
+    );
+    assert_eq!(
+        run["relatedRuns"]["children"].as_array().map(Vec::len),
+        Some(4),
+        "{run}"
+    );
+
+    let run = wait_for_end(&kiln, &host, &sleeps).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    let waited = run["output"]["waitedMs"].as_u64().unwrap_or(0);
+    assert!(waited >= 6_000, "wait.for waited {waited} ms");
+}
+
+#[tokio::test]
+async fn a_killed_host_loses_no_run_and_a_stopped_one_finishes_its_own() {
+    let kiln = Kiln::dev().await;
+    let app = app_copy("task-host-faults");
+    let mut host = Host::start(&kiln, &app, 2).await;
+
+    // SIGKILL mid-run: the run comes back after its lease, on a new host.
+    let lost = kiln.trigger("host.long", json!({ "payload": { "ms": 3_000 } })).await;
+    kiln.wait_for_status(&lost, "EXECUTING", Duration::from_secs(60)).await;
+    // The host and its worker children, all at once.
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", &app.to_string_lossy()])
+        .status();
+    let _ = host.child.kill();
+    let _ = host.child.wait();
+    let host = Host::start(&kiln, &app, 2).await;
+    let run = wait_for_end(&kiln, &host, &lost).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    assert_eq!(run["attemptCount"], 2, "{run}");
+
+    // Canceled runs give their slots back, even from a task that ignores
+    // the SDK's cancel signal: both slots are taken, both runs canceled,
+    // and a third run still gets to run.
+    let mut canceled = Vec::new();
+    for _ in 0..2 {
+        canceled.push(kiln.trigger("host.long", json!({ "payload": { "ms": 600_000 } })).await);
+    }
+    for id in &canceled {
+        kiln.wait_for_status(id, "EXECUTING", Duration::from_secs(60)).await;
+        let response = kiln.post(&format!("/api/v2/runs/{id}/cancel"), &json!({})).await;
+        assert_eq!(response.status(), 200);
+    }
+    let after = kiln.trigger("host.long", json!({ "payload": { "ms": 10 } })).await;
+    let run = wait_for_end(&kiln, &host, &after).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    for id in &canceled {
+        assert_eq!(kiln.retrieve(id).await["status"], "CANCELED");
+    }
+
+    // SIGTERM: running attempts finish and are recorded; nothing is left
+    // EXECUTING.
+    let draining: Vec<String> = {
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            ids.push(kiln.trigger("host.long", json!({ "payload": { "ms": 4_000 } })).await);
+        }
+        ids
+    };
+    for id in &draining {
+        kiln.wait_for_status(id, "EXECUTING", Duration::from_secs(60)).await;
+    }
+    host.terminate();
+    for id in &draining {
+        let run = wait_for_end(&kiln, &host, id).await;
+        assert_eq!(run["status"], "COMPLETED", "{run}");
+        assert_eq!(run["attemptCount"], 1, "finished by the stopping host: {run}");
+    }
+}

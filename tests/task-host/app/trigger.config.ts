@@ -1,0 +1,13 @@
+import { defineConfig } from "@trigger.dev/sdk";
+import { additionalPackages } from "@trigger.dev/build/extensions/core";
+
+export default defineConfig({
+  project: "proj_kilnsample",
+  dirs: ["./trigger"],
+  maxDuration: 300,
+  retries: {
+    enabledInDev: true,
+    default: { maxAttempts: 3, minTimeoutInMs: 200, maxTimeoutInMs: 1_000, factor: 2 },
+  },
+  build: { extensions: [additionalPackages({ packages: ["left-pad"] })] },
+});
