@@ -294,7 +294,11 @@ async function v4Adapter(core, workers) {
       while (current === run && runtimeManager.resolversById.size > 0) {
         let answer;
         try {
-          answer = await kiln(`/worker/v1/runs/${run.runId}/waitpoints/wait`, { workerId: run.workerId, waitSeconds: 20 });
+          answer = await kiln(`/worker/v1/runs/${run.runId}/waitpoints/wait`, {
+            workerId: run.workerId,
+            waitSeconds: 20,
+            seen: [...delivered],
+          });
         } catch (error) {
           log("cannot ask kiln for the children's ends; retrying", { run: run.runId, error: error.message });
           await sleep(1_000);
@@ -409,7 +413,39 @@ async function v3Adapter(core, workers) {
   const usageManager = new workers.DevUsageManager();
   workers.usage.setGlobalUsageManager(usageManager);
   core.timeout?.setGlobalManager?.(new workers.UsageTimeoutManager(usageManager));
-  // 3.3 waits locally: wait.for is a timer in the process.
+  // 3.3 waits locally: wait.for is a timer in the process. A child run
+  // the attempt waits for (triggerAndWait, batchTriggerAndWait) is asked
+  // of kiln, as on 4.x, and answered as 3.3's TaskRunExecutionResult.
+  let current;
+  const ended = new Map();
+  async function waitForRuns(ids) {
+    const run = current;
+    if (!run) throw new Error("a wait outside a run");
+    process.send({ type: "waiting", runId: run.runId, waiting: true });
+    try {
+      while (ids.some((id) => !ended.has(id))) {
+        try {
+          const answer = await kiln(`/worker/v1/runs/${run.runId}/waitpoints/wait`, {
+            workerId: run.workerId,
+            waitSeconds: 20,
+            seen: [...ended.values()].map((waitpoint) => waitpoint.id),
+          });
+          for (const waitpoint of answer.completedWaitpoints) ended.set(waitpoint.completedByTaskRun.id, waitpoint);
+        } catch (error) {
+          log("cannot ask kiln for the children's ends; retrying", { run: run.runId, error: error.message });
+          await sleep(1_000);
+        }
+      }
+    } finally {
+      process.send({ type: "waiting", runId: run.runId, waiting: false });
+    }
+    return ids.map((id) => {
+      const waitpoint = ended.get(id);
+      return waitpoint.outputIsError
+        ? { ok: false, id, error: waitpoint.output ? JSON.parse(waitpoint.output) : { type: "STRING_ERROR", raw: "no error" } }
+        : { ok: true, id, output: waitpoint.output, outputType: waitpoint.outputType ?? "application/json" };
+    });
+  }
   core.runtime.setGlobalRuntimeManager({
     disable() {},
     async waitForDuration(ms) {
@@ -418,11 +454,11 @@ async function v3Adapter(core, workers) {
     async waitUntil(date) {
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, date.getTime() - Date.now())));
     },
-    async waitForTask() {
-      throw new Error("triggerAndWait is not served by kiln's task host on SDK 3.3 yet");
+    async waitForTask({ id }) {
+      return (await waitForRuns([id]))[0];
     },
-    async waitForBatch() {
-      throw new Error("batchTriggerAndWait is not served by kiln's task host on SDK 3.3 yet");
+    async waitForBatch({ id, runs }) {
+      return { id, items: await waitForRuns(runs) };
     },
   });
   let handleErrorFn;
@@ -444,7 +480,8 @@ async function v3Adapter(core, workers) {
       for (const task of catalog.listTaskManifests()) tasks.push(task);
       return { tasks: withConfigDefaults(tasks, config), queues: [] };
     },
-    async execute(execution, { tracer, tracingSDK, consoleInterceptor, config }, signal) {
+    async execute(execution, { tracer, tracingSDK, consoleInterceptor, config, workerId }, signal) {
+      current = { runId: execution.run.id, workerId };
       const task = catalog.getTask(execution.task.id);
       if (!task) {
         return {
@@ -457,7 +494,14 @@ async function v3Adapter(core, workers) {
       metadata.startPeriodicFlush?.(1_000);
       const executor = new workers.TaskExecutor(task, { tracer, tracingSDK, consoleInterceptor, config, handleErrorFn });
       const worker = { id: execution.attempt.backgroundWorkerId, version: execution.run.version ?? "kiln", contentHash: "kiln" };
-      const { result } = await executor.execute(execution, worker, {}, workers.usage.start(), signal);
+      // 3.3's timeout manager answers a signal; past maxDuration the
+      // supervisor ends the attempt and the process, as on 4.x.
+      const timeoutSignal = core.timeout?.abortAfterTimeout?.(execution.run.maxDuration);
+      timeoutSignal?.addEventListener?.("abort", () => {
+        process.send({ type: "maxDuration", runId: execution.run.id, maxDurationInSeconds: execution.run.maxDuration });
+      });
+      const signals = timeoutSignal instanceof AbortSignal ? AbortSignal.any([signal, timeoutSignal]) : signal;
+      const { result } = await executor.execute(execution, worker, {}, workers.usage.start(), signals);
       return { ...result, metadata: metadata.stopAndReturnLastFlush() };
     },
   };

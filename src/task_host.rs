@@ -24,6 +24,22 @@ pub fn run(app: &Path, slots: Option<usize>) -> anyhow::Result<()> {
             anyhow::bail!("{variable} must be set: the task host reaches kiln with the app's own {variable}");
         }
     }
+    // The host reads these itself; they are checked here first, so a
+    // wrong value is named before anything starts.
+    for (variable, range) in [("KILN_HOST_SLOTS", 1..=1000u64), ("KILN_HOST_GRACE_SECS", 0..=86_400)] {
+        if let Ok(value) = std::env::var(variable)
+            && !value.trim().parse::<u64>().is_ok_and(|n| range.contains(&n))
+        {
+            anyhow::bail!(
+                "{variable}={value:?}: a whole number from {} to {} is needed",
+                range.start(),
+                range.end()
+            );
+        }
+    }
+    if slots.is_some_and(|n| !(1..=1000).contains(&n)) {
+        anyhow::bail!("--slots: a whole number from 1 to 1000 is needed");
+    }
     let script_dir = app.join(".kiln");
     std::fs::create_dir_all(&script_dir).with_context(|| format!("cannot create {}", script_dir.display()))?;
     let script: PathBuf = script_dir.join("kiln-task-host.mjs");

@@ -12,14 +12,39 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Kiln, kiln_bin, temp_dir};
 
+/// The SDK the sample project runs on: its own (4.1.2), or the
+/// `node_modules` of `tests/task-host/sdk-<version>`.
+#[derive(Debug, Clone, Copy)]
+enum Sdk {
+    Own,
+    V3,
+    Latest,
+}
+
+impl Sdk {
+    fn node_modules(self) -> PathBuf {
+        let dir = match self {
+            Sdk::Own => "app",
+            Sdk::V3 => "sdk-3.3.17",
+            Sdk::Latest => "sdk-4.8.3",
+        };
+        let modules = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/task-host")
+            .join(dir)
+            .join("node_modules");
+        assert!(
+            modules.join("@trigger.dev/sdk").is_dir(),
+            "{} is not installed: run `npm ci` there (scripts/test does)",
+            modules.display()
+        );
+        modules
+    }
+}
+
 /// The sample project copied to a directory of its own (the host builds
-/// into the app's `.kiln/`), sharing the installed `node_modules`.
-fn app_copy(label: &str) -> PathBuf {
+/// into the app's `.kiln/`), on `sdk`'s installed `node_modules`.
+fn app_copy(label: &str, sdk: Sdk) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/task-host/app");
-    assert!(
-        source.join("node_modules/@trigger.dev/sdk").is_dir(),
-        "the sample project's packages are not installed: run `npm ci` in tests/task-host/app (scripts/test does)"
-    );
     let target = temp_dir(label);
     for entry in ["package.json", "tsconfig.json", "trigger.config.ts", "trigger", "lib"] {
         let status = Command::new("cp")
@@ -30,7 +55,7 @@ fn app_copy(label: &str) -> PathBuf {
             .expect("cp");
         assert!(status.success(), "copy {entry}");
     }
-    std::os::unix::fs::symlink(source.join("node_modules"), target.join("node_modules")).expect("symlink node_modules");
+    std::os::unix::fs::symlink(sdk.node_modules(), target.join("node_modules")).expect("symlink node_modules");
     target
 }
 
@@ -110,9 +135,24 @@ async fn wait_for_end(kiln: &Kiln, host: &Host, run_id: &str) -> Value {
 }
 
 #[tokio::test]
-async fn an_apps_own_task_files_run_on_kiln_through_the_host() {
+async fn an_apps_own_task_files_run_on_kiln_through_the_host_on_sdk_4_1() {
+    every_feature_runs(Sdk::Own).await;
+}
+
+#[tokio::test]
+async fn an_apps_own_task_files_run_on_kiln_through_the_host_on_sdk_3_3() {
+    every_feature_runs(Sdk::V3).await;
+}
+
+#[tokio::test]
+async fn an_apps_own_task_files_run_on_kiln_through_the_host_on_the_latest_sdk() {
+    every_feature_runs(Sdk::Latest).await;
+}
+
+/// Each feature task of the sample project, through the host on `sdk`.
+async fn every_feature_runs(sdk: Sdk) {
     let kiln = Kiln::dev().await;
-    let app = app_copy("task-host-features");
+    let app = app_copy("task-host-features", sdk);
     let host = Host::start(&kiln, &app, 4).await;
 
     let (status, tasks) = kiln
@@ -211,7 +251,7 @@ async fn an_apps_own_task_files_run_on_kiln_through_the_host() {
 #[tokio::test]
 async fn a_killed_host_loses_no_run_and_a_stopped_one_finishes_its_own() {
     let kiln = Kiln::dev().await;
-    let app = app_copy("task-host-faults");
+    let app = app_copy("task-host-faults", Sdk::Own);
     let mut host = Host::start(&kiln, &app, 2).await;
 
     // SIGKILL mid-run: the run comes back after its lease, on a new host.
@@ -265,4 +305,46 @@ async fn a_killed_host_loses_no_run_and_a_stopped_one_finishes_its_own() {
         assert_eq!(run["status"], "COMPLETED", "{run}");
         assert_eq!(run["attemptCount"], 1, "finished by the stopping host: {run}");
     }
+}
+
+#[test]
+fn the_host_command_names_what_is_missing_and_prints_its_script() {
+    let app = temp_dir("task-host-cli");
+    let run = |env: &[(&str, &str)]| {
+        let output = Command::new(kiln_bin())
+            .args(["task-host", "--app"])
+            .arg(&app)
+            .env_remove("TRIGGER_API_URL")
+            .env_remove("TRIGGER_SECRET_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .expect("kiln task-host");
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(run(&[]).contains("TRIGGER_API_URL"));
+    let both = [
+        ("TRIGGER_API_URL", "http://127.0.0.1:1"),
+        ("TRIGGER_SECRET_KEY", "tr_dev_x"),
+    ];
+    let said = run(&[both[0], both[1], ("KILN_HOST_SLOTS", "0")]);
+    assert!(said.contains("KILN_HOST_SLOTS"), "{said}");
+    let said = run(&[both[0], both[1], ("KILN_HOST_GRACE_SECS", "soon")]);
+    assert!(said.contains("KILN_HOST_GRACE_SECS"), "{said}");
+    // An app without the SDK: the host itself says so, naming the folder.
+    let said = run(&both);
+    assert!(said.contains("no @trigger.dev/sdk"), "{said}");
+
+    let printed = Command::new(kiln_bin())
+        .args(["task-host", "--print-script"])
+        .output()
+        .expect("kiln task-host --print-script");
+    assert!(printed.status.success());
+    let script = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        script.starts_with("// kiln's task host"),
+        "{}",
+        &script[..80.min(script.len())]
+    );
+    assert!(script.contains("/worker/v1/claim"));
 }

@@ -22,9 +22,14 @@ pub struct BatchRow {
     pub updated_at: DateTime<Utc>,
     /// How many of its runs have not reached a final status.
     pub unfinished: i64,
+    /// The run whose children its items are (`batchTriggerAndWait`).
+    pub parent_run_id: Option<String>,
+    /// Whether that run waits for them.
+    pub resume_parent: bool,
 }
 
 const BATCH_SELECT: &str = "SELECT b.id, b.run_ids, b.expected_count, b.idempotency_key, b.created_at,
+        b.parent_run_id, b.resume_parent,
         GREATEST(b.created_at, (SELECT max(r.updated_at) FROM runs r WHERE r.id = ANY(b.run_ids))) AS updated_at,
         (SELECT count(*) FROM runs r WHERE r.id = ANY(b.run_ids)
             AND r.status IN ('DELAYED', 'QUEUED', 'EXECUTING')
@@ -79,6 +84,25 @@ impl Store {
     ) -> Result<(String, bool), StoreError> {
         self.insert_batch_row(id, environment, &[], Some(expected), idempotency_key)
             .await
+    }
+
+    /// Makes the items of streamed batch `id` children of run `parent`,
+    /// which waits for them when `resume` says so.
+    pub async fn adopt_batch(
+        &self,
+        environment: Environment,
+        id: &str,
+        parent: &str,
+        resume: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE batches SET parent_run_id = $3, resume_parent = $4 WHERE id = $1 AND environment = $2")
+            .bind(id)
+            .bind(environment.as_str())
+            .bind(parent)
+            .bind(resume)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The batch row, or the live batch holding the idempotency key (then

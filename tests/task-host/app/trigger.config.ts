@@ -1,4 +1,4 @@
-import { defineConfig } from "@trigger.dev/sdk";
+import { defineConfig } from "@trigger.dev/sdk/v3";
 import { additionalPackages } from "@trigger.dev/build/extensions/core";
 
 export default defineConfig({

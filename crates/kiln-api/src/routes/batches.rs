@@ -45,6 +45,54 @@ pub struct BatchBody {
     /// With `parentRunId`: the parent waits for every item's end.
     #[serde(default)]
     resume_parent_on_completion: Option<bool>,
+    /// SDK 3.3's `batchTriggerAndWait`: the waiting parent's attempt.
+    #[serde(default)]
+    dependent_attempt: Option<String>,
+}
+
+impl BatchBody {
+    /// The run every item is a child of, and whether it waits for them.
+    fn parent(&self) -> Result<Option<(String, bool)>, ApiError> {
+        if let Some(parent) = &self.parent_run_id {
+            return Ok(Some((parent.clone(), self.resume_parent_on_completion == Some(true))));
+        }
+        match &self.dependent_attempt {
+            Some(attempt) => Ok(Some((
+                crate::routes::trigger::run_of_attempt("dependentAttempt", attempt)?,
+                true,
+            ))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Makes every item a child of `parent`, unless it names its own.
+fn adopt(items: &mut [BatchItem], parent: &str) {
+    for item in items {
+        let options = item.options.get_or_insert_with(WireOptions::default);
+        options.parent_run_id.get_or_insert_with(|| parent.to_owned());
+    }
+}
+
+/// The parent waits for each run of batch `batch_id`, in item order.
+async fn wait_for_batch(
+    app: &AppState,
+    caller: &Caller,
+    parent: &str,
+    batch_id: &str,
+    runs: &[Recorded],
+) -> Result<(), ApiError> {
+    let children = runs
+        .iter()
+        .enumerate()
+        .map(|(index, run)| {
+            (
+                run.id.clone(),
+                Some((batch_id.to_owned(), i32::try_from(index).unwrap_or(i32::MAX))),
+            )
+        })
+        .collect();
+    crate::routes::trigger::wait_for_children(app, caller, parent, children).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,8 +241,18 @@ pub async fn batch_v1(
         None => now + kiln_store::runs::DEFAULT_IDEMPOTENCY_TTL,
     };
     let idempotency = key.as_deref().map(|key| (key, key_expires_at));
-    let (batch_id, recorded) = match record_batch(&app, &caller, body.items, idempotency).await? {
-        BatchOutcome::Recorded { id, runs } => (id, runs),
+    let parent = body.parent()?;
+    let mut items = body.items;
+    if let Some((parent, _)) = &parent {
+        adopt(&mut items, parent);
+    }
+    let (batch_id, recorded) = match record_batch(&app, &caller, items, idempotency).await? {
+        BatchOutcome::Recorded { id, runs } => {
+            if let Some((parent, true)) = &parent {
+                wait_for_batch(&app, &caller, parent, &id, &runs).await?;
+            }
+            (id, runs)
+        }
         BatchOutcome::KeyTaken { batch_id } => {
             let batch = find_batch(&app, &caller, &batch_id).await?;
             return Ok(with_claims(&caller, cached_batch_v1(&app, &caller, &batch).await?));
@@ -244,27 +302,15 @@ pub async fn batch_v2(
     JsonBody(body): JsonBody<BatchBody>,
 ) -> Result<Response, ApiError> {
     caller.require_secret_key()?;
+    let parent = body.parent()?;
     let mut items = body.items;
-    if let Some(parent) = &body.parent_run_id {
-        for item in &mut items {
-            let options = item.options.get_or_insert_with(WireOptions::default);
-            options.parent_run_id.get_or_insert_with(|| parent.clone());
-        }
+    if let Some((parent, _)) = &parent {
+        adopt(&mut items, parent);
     }
     match record_batch(&app, &caller, items, None).await? {
         BatchOutcome::Recorded { id, runs } => {
-            if let (Some(parent), Some(true)) = (&body.parent_run_id, body.resume_parent_on_completion) {
-                let children = runs
-                    .iter()
-                    .enumerate()
-                    .map(|(index, run)| {
-                        (
-                            run.id.clone(),
-                            Some((id.clone(), i32::try_from(index).unwrap_or(i32::MAX))),
-                        )
-                    })
-                    .collect();
-                crate::routes::trigger::wait_for_children(&app, &caller, parent, children).await?;
+            if let Some((parent, true)) = &parent {
+                wait_for_batch(&app, &caller, parent, &id, &runs).await?;
             }
             Ok(with_claims(&caller, json!({ "id": id, "runCount": runs.len() })))
         }
@@ -338,6 +384,12 @@ pub async fn retrieve(
 #[serde(rename_all = "camelCase")]
 pub struct CreateBatch {
     run_count: i64,
+    /// `batchTriggerAndWait`: the items are this run's children.
+    #[serde(default)]
+    parent_run_id: Option<String>,
+    /// With `parentRunId`: the parent waits for every item's end.
+    #[serde(default)]
+    resume_parent_on_completion: Option<bool>,
     idempotency_key: Option<String>,
     #[serde(rename = "idempotencyKeyTTL")]
     idempotency_key_ttl: Option<String>,
@@ -363,15 +415,32 @@ pub async fn create_v3(
         None => kiln_store::runs::DEFAULT_IDEMPOTENCY_TTL,
     };
     let key = body.idempotency_key.as_deref().map(|key| (key, now + ttl));
+    if let Some(parent) = &body.parent_run_id {
+        check_run_id_of_parent(&app, &caller, parent).await?;
+    }
     let (id, cached) = app
         .store
         .create_streamed_batch(&new_batch_id(), caller.environment, expected, key)
         .await?;
+    if let (Some(parent), false) = (&body.parent_run_id, cached) {
+        let resume = body.resume_parent_on_completion == Some(true);
+        app.store.adopt_batch(caller.environment, &id, parent, resume).await?;
+    }
     let mut answer = json!({ "id": id, "runCount": expected, "isCached": cached });
     if let Some(key) = body.idempotency_key {
         answer["idempotencyKey"] = json!(key);
     }
     Ok(with_claims(&caller, answer))
+}
+
+/// Refuses a `parentRunId` that names no run of the caller's environment.
+async fn check_run_id_of_parent(app: &AppState, caller: &Caller, parent: &str) -> Result<(), ApiError> {
+    if kiln_core::RunId::parse(parent).is_none() || app.store.get_run(caller.environment, parent).await?.is_none() {
+        return Err(ApiError::Unprocessable(format!(
+            "parentRunId: there is no run {parent} in this environment"
+        )));
+    }
+    Ok(())
 }
 
 /// Items a streamed batch may expect, as Trigger.dev allows.
@@ -426,6 +495,10 @@ pub async fn items_v3(
             payload: item.payload,
             options: item.options,
         };
+        if let Some(parent) = &batch.parent_run_id {
+            let options = body.options.get_or_insert_with(WireOptions::default);
+            options.parent_run_id.get_or_insert_with(|| parent.clone());
+        }
         let item_index = usize::try_from(index).unwrap_or(0);
         app.look_for_tasks(caller.environment, [item.task.as_str()]).await?;
         packets.extend(
@@ -446,6 +519,13 @@ pub async fn items_v3(
     }))
     .await?;
     let accepted = app.store.place_batch_items(&id, &recorded).await?;
+    if let (Some(parent), true) = (&batch.parent_run_id, batch.resume_parent) {
+        let children = recorded
+            .iter()
+            .map(|(index, run_id)| (run_id.clone(), Some((id.clone(), *index))))
+            .collect();
+        crate::routes::trigger::wait_for_children(&app, &caller, parent, children).await?;
+    }
     packets::forget(&app, packets).await;
     let batch = find_batch(&app, &caller, &id).await?;
     let arrived = batch.run_ids.iter().flatten().count();

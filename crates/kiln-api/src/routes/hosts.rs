@@ -561,12 +561,12 @@ struct AttemptReport {
     retry: Option<RetryDecision>,
     #[serde(default)]
     skipped_retrying: Option<bool>,
-    /// 4.x: the metadata as the run left it.
+    /// 4.x: the metadata changes not yet flushed, as a packet.
     #[serde(default)]
-    flushed_metadata: Option<Packet>,
-    /// 3.3: the same.
+    flushed_metadata: Option<Value>,
+    /// 3.3: the same, as the object itself.
     #[serde(default)]
-    metadata: Option<Packet>,
+    metadata: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -625,13 +625,18 @@ pub async fn complete(
         return Err(super::runs::run_not_found(&run_id));
     };
     let report = body.result;
-    if let Some(Packet {
-        data: Some(data),
-        data_type,
-    }) = report.flushed_metadata.or(report.metadata)
-    {
-        let (flushed, _) = decode_packet(Some(data), data_type.as_deref(), "result.flushedMetadata")?;
-        super::metadata::apply_flushed(&app, &caller, &row.id, flushed).await?;
+    match report.flushed_metadata.or(report.metadata) {
+        // 4.x: a packet.
+        Some(packet) if packet.get("data").is_some() || packet.get("dataType").is_some() => {
+            let packet: Packet = serde_json::from_value(packet)
+                .map_err(|e| ApiError::Unprocessable(format!("result.flushedMetadata: {e}")))?;
+            if let Some(data) = packet.data {
+                let (flushed, _) = decode_packet(Some(data), packet.data_type.as_deref(), "result.flushedMetadata")?;
+                super::metadata::apply_flushed(&app, &caller, &row.id, flushed).await?;
+            }
+        }
+        Some(flushed @ Value::Object(_)) => super::metadata::apply_flushed(&app, &caller, &row.id, flushed).await?,
+        _ => {}
     }
     let result = if report.ok {
         let (output, _) = decode_packet(report.output, report.output_type.as_deref(), "result.output")?;
@@ -701,16 +706,20 @@ pub struct WaitBody {
     /// How long to wait for a child to end when none has (0 to 25; 20).
     #[serde(default)]
     wait_seconds: Option<f64>,
+    /// Waitpoints the host has already: only others are answered, and
+    /// waited for.
+    #[serde(default)]
+    seen: Vec<String>,
 }
 
 /// How often a waiting parent's children are looked at.
 const CHILD_POLL: Duration = Duration::from_millis(200);
 
 /// `POST /worker/v1/runs/{id}/waitpoints/wait`: the run's RUN waitpoints
-/// whose child has ended, as the SDK's `CompletedWaitpoint`s; waits up to
-/// `waitSeconds` for the first when none has. The host hands them to the
-/// SDK's runtime, which resumes `triggerAndWait`/`batchTriggerAndWait`;
-/// one it has seen before is ignored there.
+/// whose child has ended and that the host has not `seen`, as the SDK's
+/// `CompletedWaitpoint`s; waits up to `waitSeconds` for the first when
+/// there is none. The host hands them to the SDK's runtime, which resumes
+/// `triggerAndWait`/`batchTriggerAndWait`.
 pub async fn wait_for_children(
     State(app): State<AppState>,
     Path(run_id): Path<String>,
@@ -728,9 +737,14 @@ pub async fn wait_for_children(
     if app.store.get_run(caller.environment, &run_id).await?.is_none() {
         return Err(super::runs::run_not_found(&run_id));
     }
+    if body.seen.len() > 10_000 {
+        return Err(ApiError::Unprocessable("seen lists at most 10000 waitpoints".into()));
+    }
+    let seen: HashSet<&str> = body.seen.iter().map(String::as_str).collect();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let ended = app.store.ended_children(caller.environment, &run_id).await?;
+        let mut ended = app.store.ended_children(caller.environment, &run_id).await?;
+        ended.retain(|child| !seen.contains(child.id.as_str()));
         if !ended.is_empty() || tokio::time::Instant::now() >= deadline {
             let waitpoints: Vec<Value> = ended.iter().map(completed_waitpoint).collect();
             return Ok(Json(json!({ "completedWaitpoints": waitpoints })));

@@ -187,6 +187,8 @@ fn schemas() -> Value {
             "test": { "type": "boolean" },
             "parentRunId": string,
             "resumeParentOnCompletion": { "type": "boolean" },
+            "parentAttempt": string,
+            "dependentAttempt": string,
         }
     });
     let run_summary_properties = json!({
@@ -296,14 +298,16 @@ fn schemas() -> Value {
             "id": string, "isCached": { "type": "boolean" } } },
         "BatchRequest": { "type": "object", "required": ["items"], "properties": {
             "items": { "type": "array", "items": item },
-            "parentRunId": string, "resumeParentOnCompletion": { "type": "boolean" } } },
+            "parentRunId": string, "resumeParentOnCompletion": { "type": "boolean" },
+            "dependentAttempt": string } },
         "BatchV1Answer": { "type": "object", "required": ["id", "isCached", "runs"], "properties": {
             "id": string, "isCached": { "type": "boolean" }, "idempotencyKey": string,
             "runs": { "type": "array", "items": batch_run } } },
         "BatchV2Answer": { "type": "object", "required": ["id", "runCount"], "properties": {
             "id": string, "runCount": { "type": "integer", "minimum": 0 } } },
         "StreamedBatchRequest": { "type": "object", "required": ["runCount"], "properties": {
-            "runCount": { "type": "integer" }, "idempotencyKey": string, "idempotencyKeyTTL": string } },
+            "runCount": { "type": "integer" }, "idempotencyKey": string, "idempotencyKeyTTL": string,
+            "parentRunId": string, "resumeParentOnCompletion": { "type": "boolean" } } },
         "StreamedBatch": { "type": "object", "required": ["id", "runCount", "isCached"], "properties": {
             "id": string, "runCount": { "type": "integer", "minimum": 1 }, "isCached": { "type": "boolean" },
             "idempotencyKey": string } },
@@ -409,7 +413,8 @@ fn task_host_schemas() -> Value {
                 "retry": { "type": "object", "required": ["delay"], "properties": { "delay": { "type": "number" } } },
                 "skippedRetrying": { "type": "boolean" }, "flushedMetadata": { "type": "object" }, "metadata": { "type": "object" } } } } },
         "WaitRequest": { "type": "object", "required": ["workerId"], "properties": {
-            "workerId": string, "waitSeconds": { "type": "number" } } },
+            "workerId": string, "waitSeconds": { "type": "number" },
+            "seen": { "type": "array", "items": string } } },
         "CompletedWaitpoints": { "type": "object", "required": ["completedWaitpoints"], "properties": {
             "completedWaitpoints": { "type": "array", "items": { "type": "object",
                 "required": ["id", "friendlyId", "type", "completedAt", "outputIsError"] } } } },

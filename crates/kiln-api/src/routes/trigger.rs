@@ -49,6 +49,30 @@ pub struct WireOptions {
     pub parent_run_id: Option<String>,
     /// `triggerAndWait` (SDK 4.x): the parent waits for this run's end.
     pub resume_parent_on_completion: Option<bool>,
+    /// SDK 3.3's `parentRunId`: the id of the parent's attempt.
+    pub parent_attempt: Option<String>,
+    /// SDK 3.3's `triggerAndWait`: the waiting parent's attempt.
+    pub dependent_attempt: Option<String>,
+}
+
+impl WireOptions {
+    /// Whether the parent waits for this run's end.
+    pub fn resumes_parent(&self) -> bool {
+        self.resume_parent_on_completion == Some(true) || self.dependent_attempt.is_some()
+    }
+}
+
+/// The run an attempt id names: kiln gives a task host's attempts the id
+/// `<run id>_<attempt number>`, which SDK 3.3 sends back as
+/// `parentAttempt` or `dependentAttempt`.
+pub fn run_of_attempt(field: &str, attempt: &str) -> Result<String, ApiError> {
+    attempt
+        .rsplit_once('_')
+        .filter(|(run, number)| {
+            !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) && RunId::parse(run).is_some()
+        })
+        .map(|(run, _)| run.to_owned())
+        .ok_or_else(|| ApiError::Unprocessable(format!("{field}: {attempt:?} is not an attempt of a kiln run")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,10 +178,7 @@ pub async fn trigger(
     caller.require_secret_key()?;
     let packet = crate::routes::packets::load_offloaded(&app, &caller, &mut body).await?;
     app.look_for_tasks(caller.environment, [task_id.as_str()]).await?;
-    let resume_parent = body
-        .options
-        .as_ref()
-        .is_some_and(|o| o.resume_parent_on_completion == Some(true));
+    let resume_parent = body.options.as_ref().is_some_and(WireOptions::resumes_parent);
     let run = new_run(&app, &caller, task_id, body, Utc::now())?;
     check_parent(&app, &caller, &run).await?;
     let parent = run.parent_run_id.clone();
@@ -194,7 +215,15 @@ pub fn new_run(
     }
     let mut options = body.options.unwrap_or_default();
     let payload_type = options.payload_type.take();
-    let parent_run_id = options.parent_run_id.take();
+    let mut parent_run_id = options.parent_run_id.take();
+    for (field, attempt) in [
+        ("options.dependentAttempt", options.dependent_attempt.take()),
+        ("options.parentAttempt", options.parent_attempt.take()),
+    ] {
+        if let (None, Some(attempt)) = (&parent_run_id, attempt) {
+            parent_run_id = Some(run_of_attempt(field, &attempt)?);
+        }
+    }
     if let Some(parent) = &parent_run_id
         && RunId::parse(parent).is_none()
     {

@@ -1,11 +1,12 @@
-import { AbortTaskRunError, logger, metadata, task, tasks, wait } from "@trigger.dev/sdk";
+import { AbortTaskRunError, logger, metadata, task, tasks, wait } from "@trigger.dev/sdk/v3";
 import { greet } from "@/lib/greet";
 
 /** metadata, logger and a path alias; the output is the greeting. */
 export const hello = task({
   id: "host.hello",
   run: async (payload: { name: string }) => {
-    metadata.set("progress", 0.5).set("stage", "greeting");
+    metadata.set("progress", 0.5);
+    metadata.set("stage", "greeting");
     logger.info("greeting", { name: payload.name });
     return { greeting: greet(payload.name) };
   },
@@ -81,4 +82,10 @@ export const waitsForChildren = task({
       batch: batch.runs.map((run) => (run.ok ? run.output.greeting : null)),
     };
   },
+});
+
+/** Does nothing: what `scripts/bench host` measures the host's own cost with. */
+export const noop = task({
+  id: "host.noop",
+  run: async (payload: unknown) => payload,
 });
