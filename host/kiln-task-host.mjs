@@ -535,6 +535,11 @@ class Child {
       cwd: APP_DIR,
       env: {
         ...process.env,
+        // The SDK's logger exports to kiln, which keeps the lines with
+        // their run, unless the app names its own collector.
+        TRIGGER_OTEL_EXPORTER_OTLP_ENDPOINT: process.env.TRIGGER_OTEL_EXPORTER_OTLP_ENDPOINT ?? `${API_URL}/otel`,
+        OTEL_EXPORTER_OTLP_HEADERS:
+          process.env.OTEL_EXPORTER_OTLP_HEADERS ?? `Authorization=${encodeURIComponent(`Bearer ${SECRET_KEY}`)}`,
         KILN_HOST_ROLE: "worker",
         KILN_HOST_APP_DIR: APP_DIR,
         KILN_HOST_FILES: JSON.stringify(build.files),

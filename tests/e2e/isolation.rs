@@ -427,6 +427,7 @@ async fn a_dev_key_finds_nothing_of_prods_through_any_route() {
             Some(json!({ "operations": [{ "type": "set", "key": "owner", "value": "dev" }] })),
         ),
         (Method::GET, format!("/api/v1/runs/{run_id}/metadata"), None),
+        (Method::GET, format!("/api/v1/runs/{run_id}/logs"), None),
         (
             Method::POST,
             format!("/engine/v1/runs/{run_id}/wait/duration"),
@@ -456,6 +457,14 @@ async fn a_dev_key_finds_nothing_of_prods_through_any_route() {
             "{method} {path}: {text}"
         );
     }
+    // A log line a dev key sends for prod's run is not kept.
+    let line = json!({ "resourceLogs": [{ "scopeLogs": [{ "logRecords": [{
+        "severityNumber": 9, "body": { "stringValue": "from dev" },
+        "attributes": [{ "key": "$metadata.ctx.run.id", "value": { "stringValue": run_id } }] }] }] }] });
+    let (status, _) = call(Method::POST, "/otel/v1/logs".into(), dev.clone(), Some(line)).await;
+    assert_eq!(status, 200);
+    let (_, logs) = call(Method::GET, format!("/api/v1/runs/{run_id}/logs"), prod.clone(), None).await;
+    assert!(!logs.contains("from dev"), "{logs}");
     // Lists and tag subscriptions do not show prod's either.
     for path in ["/api/v1/runs", "/api/v1/schedules", "/realtime/v1/runs?tags=prod-tag"] {
         let (_, text) = call(Method::GET, path.into(), dev.clone(), None).await;

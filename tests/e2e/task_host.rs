@@ -204,6 +204,26 @@ async fn every_feature_runs(sdk: Sdk) {
     );
     assert_eq!(run["metadata"]["progress"], 0.5, "{run}");
     assert_eq!(run["metadata"]["stage"], "greeting");
+    let (status, logs) = kiln
+        .call_as(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs/{hello}/logs"),
+            &kiln.key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    let greeting = logs["logs"]
+        .as_array()
+        .and_then(|lines| lines.iter().find(|line| line["message"] == "greeting"))
+        .unwrap_or_else(|| {
+            panic!(
+                "logger.info reached the run's logs: {logs}\nhost log:\n{}",
+                host.log_text()
+            )
+        });
+    assert_eq!(greeting["level"], "info");
+    assert_eq!(greeting["attributes"]["name"], "Ada");
 
     let run = wait_for_end(&kiln, &host, &aborts).await;
     assert_eq!(run["status"], "FAILED", "{run}");

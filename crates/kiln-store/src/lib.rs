@@ -26,6 +26,7 @@ pub mod changes;
 pub mod hosts;
 pub mod keys;
 pub mod lifecycle;
+pub mod logs;
 pub mod metadata;
 pub mod metrics;
 pub mod retention;

@@ -3,6 +3,7 @@
 pub mod batches;
 pub mod health;
 pub mod hosts;
+pub mod logs;
 pub mod metadata;
 pub mod metrics;
 pub mod objects;
@@ -342,6 +343,26 @@ pub fn catalogue() -> (Router<AppState>, Vec<Operation>) {
         &[op("get", "The time zones schedules accept", "Timezones")
             .query(&[("excludeUtc", "boolean")])
             .errors(&[400])],
+    )
+    .route(
+        "/api/v1/runs/{run_id}/logs",
+        get(logs::read),
+        &[op("get", "A run's log lines, as its task wrote them", "RunLogs")],
+    )
+    .route(
+        "/otel/v1/logs",
+        post(logs::ingest),
+        &[op(
+            "post",
+            "OTLP/HTTP JSON logs from inside a task, kept with their run",
+            "OtlpAnswer",
+        )
+        .takes("OtlpExport")],
+    )
+    .route(
+        "/otel/v1/traces",
+        post(logs::traces),
+        &[op("post", "OTLP/HTTP JSON traces: taken and dropped", "OtlpAnswer").takes("OtlpExport")],
     )
     .route(
         "/api/v1/tasks",

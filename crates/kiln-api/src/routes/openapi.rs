@@ -418,6 +418,11 @@ fn task_host_schemas() -> Value {
         "CompletedWaitpoints": { "type": "object", "required": ["completedWaitpoints"], "properties": {
             "completedWaitpoints": { "type": "array", "items": { "type": "object",
                 "required": ["id", "friendlyId", "type", "completedAt", "outputIsError"] } } } },
+        "RunLogs": { "type": "object", "required": ["logs"], "properties": {
+            "logs": { "type": "array", "items": { "type": "object", "required": ["time", "level", "message", "attributes"],
+                "properties": { "time": string, "level": string, "message": string, "attributes": { "type": "object" } } } } } },
+        "OtlpExport": { "type": "object" },
+        "OtlpAnswer": { "type": "object" },
         "Completed": { "type": "object", "required": ["recorded"], "properties": { "recorded": { "type": "boolean" } } },
     })
 }
