@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -75,6 +77,11 @@ impl Drop for Host {
 impl Host {
     /// Starts the host on `app` and waits until it has registered.
     async fn start(kiln: &Kiln, app: &Path, slots: usize) -> Host {
+        Self::start_with(kiln, app, slots, &[]).await
+    }
+
+    /// [`Host::start`], with the app's own environment `env`.
+    async fn start_with(kiln: &Kiln, app: &Path, slots: usize, env: &[(&str, String)]) -> Host {
         let ready = app.join("ready");
         let log = app.join("host.log");
         let child = Command::new(kiln_bin())
@@ -85,6 +92,7 @@ impl Host {
             .env("TRIGGER_SECRET_KEY", &kiln.key)
             .env("KILN_HOST_READY_FILE", &ready)
             .env("KILN_HOST_GRACE_SECS", "30")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new().append(true).open(&log).expect("log"),
@@ -149,11 +157,59 @@ async fn an_apps_own_task_files_run_on_kiln_through_the_host_on_the_latest_sdk()
     every_feature_runs(Sdk::Latest).await;
 }
 
+/// A local HTTP server answering each request with the next of
+/// `statuses` (the last one from then on), and a JSON body; counts what it
+/// was asked.
+async fn answering(statuses: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let status = statuses.get(n).or(statuses.last()).copied().unwrap_or(200);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = vec![0u8; 16 * 1024];
+                let _ = socket.read(&mut request).await;
+                let body = format!(r#"{{"answer":{n}}}"#);
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, asked)
+}
+
 /// Each feature task of the sample project, through the host on `sdk`.
 async fn every_feature_runs(sdk: Sdk) {
-    let kiln = Kiln::dev().await;
+    let mut kiln = Kiln::dev().await;
+    let db = kiln.db().await;
+    // The app's own database and mail service, for the e-mail task.
+    sqlx::raw_sql(
+        r#"CREATE TABLE "Team" (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL, "trialEndedNotifiedAt" TIMESTAMPTZ);
+           INSERT INTO "Team" (id, name, email) VALUES ('team_1', 'Acme', 'owner@acme.test')"#,
+    )
+    .execute(&db)
+    .await
+    .expect("the app's table");
+    let (mail_url, mails) = answering(vec![503]).await;
+    let (flaky_url, flaky_asked) = answering(vec![500, 500, 200]).await;
     let app = app_copy("task-host-features", sdk);
-    let host = Host::start(&kiln, &app, 4).await;
+    let host = Host::start_with(
+        &kiln,
+        &app,
+        4,
+        &[
+            ("APP_DATABASE_URL", kiln.database_url.clone()),
+            ("APP_MAIL_URL", mail_url),
+        ],
+    )
+    .await;
 
     let (status, tasks) = kiln
         .call_as(reqwest::Method::GET, "/api/v1/tasks", &kiln.key, None)
@@ -177,6 +233,8 @@ async fn every_feature_runs(sdk: Sdk) {
         "host.parent",
         "host.long",
         "host.waits-for-children",
+        "host.retry-fetch",
+        "host.send-trial-expired-email",
     ] {
         assert!(hosted.contains(&id), "{id} is served by the host: {tasks}");
     }
@@ -193,6 +251,15 @@ async fn every_feature_runs(sdk: Sdk) {
         .await;
     let waits = kiln
         .trigger("host.waits-for-children", json!({ "payload": { "name": "Lin" } }))
+        .await;
+    let fetches = kiln
+        .trigger("host.retry-fetch", json!({ "payload": { "url": flaky_url } }))
+        .await;
+    let email = kiln
+        .trigger(
+            "host.send-trial-expired-email",
+            json!({ "payload": { "teamId": "team_1" } }),
+        )
         .await;
 
     let run = wait_for_end(&kiln, &host, &hello).await;
@@ -262,10 +329,45 @@ async fn every_feature_runs(sdk: Sdk) {
         "{run}"
     );
 
+    let run = wait_for_end(&kiln, &host, &fetches).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    assert_eq!(
+        run["output"],
+        json!({ "status": 200, "body": { "answer": 2 } }),
+        "{run}"
+    );
+    assert_eq!(flaky_asked.load(Ordering::SeqCst), 3, "two 500s, then the 200");
+    assert_eq!(run["attemptCount"], 1, "retry.fetch retried inside one attempt");
+
+    let run = wait_for_end(&kiln, &host, &email).await;
+    assert_eq!(run["status"], "COMPLETED", "a mail failure is soft: {run}");
+    assert_eq!(run["output"], json!({ "sent": false }));
+    assert_eq!(mails.load(Ordering::SeqCst), 1, "the mail service was asked once");
+    let notified: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar(r#"SELECT "trialEndedNotifiedAt" FROM "Team" WHERE id = 'team_1'"#)
+            .fetch_one(&db)
+            .await
+            .expect("team");
+    assert!(notified.is_some(), "the task wrote the app's database");
+    let (_, logs) = kiln
+        .call_as(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs/{email}/logs"),
+            &kiln.key,
+            None,
+        )
+        .await;
+    assert!(
+        logs["logs"].as_array().is_some_and(|lines| lines
+            .iter()
+            .any(|l| l["level"] == "warn" && l["attributes"]["status"] == 503)),
+        "the failure was logged: {logs}"
+    );
+
     let run = wait_for_end(&kiln, &host, &sleeps).await;
     assert_eq!(run["status"], "COMPLETED", "{run}");
     let waited = run["output"]["waitedMs"].as_u64().unwrap_or(0);
-    assert!(waited >= 6_000, "wait.for waited {waited} ms");
+    assert!(waited >= 8_000, "wait.for waited {waited} ms");
 }
 
 #[tokio::test]

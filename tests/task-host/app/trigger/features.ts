@@ -1,4 +1,4 @@
-import { AbortTaskRunError, logger, metadata, task, tasks, wait } from "@trigger.dev/sdk/v3";
+import { AbortTaskRunError, logger, metadata, retry, task, tasks, wait } from "@trigger.dev/sdk/v3";
 import { greet } from "@/lib/greet";
 
 /** metadata, logger and a path alias; the output is the greeting. */
@@ -34,7 +34,7 @@ export const sleeps = task({
   id: "host.sleeps",
   run: async () => {
     const started = Date.now();
-    await wait.for({ seconds: 6 });
+    await wait.for({ seconds: 8 });
     return { waitedMs: Date.now() - started };
   },
 });
@@ -88,4 +88,19 @@ export const waitsForChildren = task({
 export const noop = task({
   id: "host.noop",
   run: async (payload: unknown) => payload,
+});
+
+/** retry.fetch: a server answering 500 then 200 is retried with back-off. */
+export const fetchesWithRetry = task({
+  id: "host.retry-fetch",
+  run: async (payload: { url: string }) => {
+    const response = await retry.fetch(payload.url, {
+      retry: {
+        byStatus: {
+          "500-599": { strategy: "backoff", maxAttempts: 3, minTimeoutInMs: 100, maxTimeoutInMs: 300, factor: 2 },
+        },
+      },
+    });
+    return { status: response.status, body: await response.json() };
+  },
 });
