@@ -624,6 +624,7 @@ async function supervisorMain() {
       retry: task.retry,
       maxDuration: task.maxDuration,
       machine: task.machine,
+      schedule: task.schedule?.cron ? { cron: task.schedule.cron, timezone: task.schedule.timezone } : undefined,
     })),
     queues: manifest.queues.map((q) => ({ name: q.name, concurrencyLimit: q.concurrencyLimit ?? undefined })),
   });

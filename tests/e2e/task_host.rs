@@ -239,6 +239,16 @@ async fn every_feature_runs(sdk: Sdk) {
         assert!(hosted.contains(&id), "{id} is served by the host: {tasks}");
     }
 
+    let (_, listed) = kiln
+        .call_as(reqwest::Method::GET, "/api/v1/schedules", &kiln.key, None)
+        .await;
+    assert!(
+        listed["data"].as_array().is_some_and(|all| all
+            .iter()
+            .any(|s| s["task"] == "host.nightly" && s["generator"]["expression"] == "0 3 * * *")),
+        "the schedules.task cron is kiln's to fire: {listed}"
+    );
+
     let hello = kiln
         .trigger("host.hello", json!({ "payload": { "name": "Ada" } }))
         .await;

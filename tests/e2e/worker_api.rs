@@ -298,3 +298,48 @@ async fn a_run_whose_host_vanished_is_claimed_again_after_its_lease() {
     assert_eq!(again["runId"], run_id.as_str());
     assert_eq!(again["attempt"], 2);
 }
+
+#[tokio::test]
+async fn a_hosts_scheduled_task_fires_on_its_cron_and_goes_when_the_code_drops_it() {
+    let kiln = Kiln::dev().await;
+    let manifest = |schedule: Value| {
+        json!({
+            "host": { "hostname": "app-1", "slots": 1 },
+            "sdk": { "version": "4.1.2" },
+            "tasks": [{ "id": "reports.nightly", "filePath": "trigger/reports.ts", "schedule": schedule }],
+        })
+    };
+    let (status, answer) = call(&kiln, "/worker/v1/register", &manifest(json!({ "cron": "* * * * *" }))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["schedules"], 1);
+    let host = answer["workerId"].as_str().expect("host id").to_owned();
+    let (_, listed) = kiln.call_as(Method::GET, "/api/v1/schedules", &kiln.key, None).await;
+    let schedules = listed["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(schedules.len(), 1, "{listed}");
+    assert_eq!(schedules[0]["task"], "reports.nightly");
+    assert_eq!(schedules[0]["type"], "DECLARATIVE");
+
+    // Its next minute: a run the host claims, with Trigger's scheduled
+    // payload.
+    let mut fired = None;
+    for _ in 0..5 {
+        if let Some(run) = claim(&kiln, &host).await.into_iter().next() {
+            fired = Some(run);
+            break;
+        }
+    }
+    let fired = fired.expect("the schedule fired within its minute");
+    let payload: Value =
+        serde_json::from_str(fired["execution"]["run"]["payload"].as_str().unwrap_or("null")).expect("a JSON payload");
+    assert_eq!(payload["type"], "DECLARATIVE", "{payload}");
+    assert_eq!(payload["scheduleId"], schedules[0]["id"]);
+
+    // The app's code drops the cron: the schedule goes with it.
+    let (status, answer) = call(&kiln, "/worker/v1/register", &manifest(Value::Null)).await;
+    assert_eq!((status, answer["schedules"].clone()), (200, json!(0)), "{answer}");
+    let (_, listed) = kiln.call_as(Method::GET, "/api/v1/schedules", &kiln.key, None).await;
+    assert_eq!(listed["data"], json!([]), "{listed}");
+
+    let (status, answer) = call(&kiln, "/worker/v1/register", &manifest(json!({ "cron": "every day" }))).await;
+    assert_eq!(status, 422, "a cron that does not parse: {answer}");
+}

@@ -12,7 +12,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use kiln_core::auth::Environment;
-use kiln_core::options::{TaskAccess, TaskDefaults};
+use kiln_core::options::TaskDefaults;
 use kiln_store::hosts::ServedTask;
 use kiln_store::{Store, StoreError};
 
@@ -35,16 +35,7 @@ impl HostDirectory {
     /// serves it there.
     pub fn defaults(&self, environment: Environment, task_id: &str) -> Option<TaskDefaults> {
         let loaded = self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let task = loaded.tasks.get(&(environment, task_id.to_owned()))?;
-        Some(TaskDefaults {
-            queue: task.queue.clone(),
-            max_attempts: u32::try_from(task.max_attempts).unwrap_or(1).max(1),
-            max_duration: task
-                .max_duration_ms
-                .and_then(|ms| u64::try_from(ms).ok())
-                .map(Duration::from_millis),
-            access: TaskAccess::Any,
-        })
+        Some(loaded.tasks.get(&(environment, task_id.to_owned()))?.defaults())
     }
 
     /// Every served task, as last read.

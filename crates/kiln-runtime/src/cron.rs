@@ -9,13 +9,14 @@
 //! Ticks missed while no kiln was running fire once, not once per missed
 //! tick, and the schedule resumes from the present.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use kiln_core::RunId;
 use kiln_core::auth::Environment;
-use kiln_core::options::TriggerOptions;
+use kiln_core::options::{TaskDefaults, TriggerOptions};
 use kiln_core::schedule::CronSchedule;
 use kiln_queue::Queue;
 use kiln_store::schedules::{Firing, ScheduleRow, ScheduleSpec};
@@ -35,7 +36,18 @@ pub struct CronRunner {
     queue: Queue,
     registry: Arc<TaskRegistry>,
     tick: Duration,
+    /// The task hosts' tasks, as last read: their schedules fire too.
+    hosted: std::sync::Mutex<Hosted>,
 }
+
+#[derive(Default)]
+struct Hosted {
+    read_at: Option<std::time::Instant>,
+    defaults: HashMap<(String, String), TaskDefaults>,
+}
+
+/// How long the task hosts' tasks are trusted before they are read again.
+const HOSTED_REFRESH: Duration = Duration::from_secs(5);
 
 impl CronRunner {
     pub fn new(store: Store, queue: Queue, registry: Arc<TaskRegistry>, tick: Duration) -> Self {
@@ -44,6 +56,40 @@ impl CronRunner {
             queue,
             registry,
             tick,
+            hosted: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The task hosts' task defaults, read again when stale.
+    async fn hosted_defaults(&self) -> HashMap<(String, String), TaskDefaults> {
+        let fresh = {
+            let hosted = self.hosted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            hosted
+                .read_at
+                .is_some_and(|at| at.elapsed() < HOSTED_REFRESH)
+                .then(|| hosted.defaults.clone())
+        };
+        if let Some(defaults) = fresh {
+            return defaults;
+        }
+        match self.store.served_tasks().await {
+            Ok(served) => {
+                let defaults: HashMap<(String, String), TaskDefaults> = served
+                    .iter()
+                    .map(|task| ((task.environment.clone(), task.task_id.clone()), task.defaults()))
+                    .collect();
+                let mut hosted = self.hosted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                *hosted = Hosted {
+                    read_at: Some(std::time::Instant::now()),
+                    defaults: defaults.clone(),
+                };
+                defaults
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the task hosts' tasks");
+                let hosted = self.hosted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                hosted.defaults.clone()
+            }
         }
     }
 
@@ -72,13 +118,14 @@ impl CronRunner {
     /// Fires what is due now; answers how many schedules fired.
     pub async fn fire_due(&self) -> Result<usize, StoreError> {
         let fired = std::sync::atomic::AtomicUsize::new(0);
+        let hosted = self.hosted_defaults().await;
         let ready = self
             .store
             .fire_due_schedules(FIRE_BATCH, |schedule| {
                 fired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Read after Postgres found the schedule due, so a run is
                 // never recorded as made before its own tick.
-                plan_firing(&self.registry, schedule, Utc::now())
+                plan_firing(&self.registry, &hosted, schedule, Utc::now())
             })
             .await?;
         kiln_dispatch::push_ready(&self.store, &self.queue, &ready).await;
@@ -91,7 +138,12 @@ fn timestamp(at: DateTime<Utc>) -> String {
 }
 
 /// The run a due schedule makes now, and its next tick.
-fn plan_firing(registry: &TaskRegistry, schedule: &ScheduleRow, now: DateTime<Utc>) -> Firing {
+fn plan_firing(
+    registry: &TaskRegistry,
+    hosted: &HashMap<(String, String), TaskDefaults>,
+    schedule: &ScheduleRow,
+    now: DateTime<Utc>,
+) -> Firing {
     let span = tracing::info_span!("schedule", schedule_id = %schedule.id, task = %schedule.task_identifier);
     let _entered = span.enter();
     let cron = match CronSchedule::parse(&schedule.cron, Some(&schedule.timezone)) {
@@ -106,14 +158,16 @@ fn plan_firing(registry: &TaskRegistry, schedule: &ScheduleRow, now: DateTime<Ut
     };
     let tick = schedule.next_run_at.unwrap_or(now);
     let next_run_at = cron.next_after(tick.max(now));
-    let (Some(task), Some(environment)) = (
-        registry.get(&schedule.task_identifier),
-        Environment::parse(&schedule.environment),
-    ) else {
+    // kiln's own task first, as for a trigger; else a task host's.
+    let defaults = registry
+        .get(&schedule.task_identifier)
+        .map(|task| &task.defaults)
+        .or_else(|| hosted.get(&(schedule.environment.clone(), schedule.task_identifier.clone())));
+    let (Some(defaults), Some(environment)) = (defaults, Environment::parse(&schedule.environment)) else {
         tracing::warn!("schedule's task is not known to kiln; tick skipped");
         return Firing { run: None, next_run_at };
     };
-    let spec = match TriggerOptions::default().validate(now, &task.defaults) {
+    let spec = match TriggerOptions::default().validate(now, defaults) {
         Ok(spec) => spec,
         Err(error) => {
             tracing::error!(%error, "schedule's task defaults are invalid; tick skipped");

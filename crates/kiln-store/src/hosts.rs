@@ -56,6 +56,21 @@ pub struct ServedTask {
     pub last_seen_at: DateTime<Utc>,
 }
 
+impl ServedTask {
+    /// What the task's runs get when their trigger does not say otherwise.
+    pub fn defaults(&self) -> kiln_core::options::TaskDefaults {
+        kiln_core::options::TaskDefaults {
+            queue: self.queue.clone(),
+            max_attempts: u32::try_from(self.max_attempts).unwrap_or(1).max(1),
+            max_duration: self
+                .max_duration_ms
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(std::time::Duration::from_millis),
+            access: kiln_core::options::TaskAccess::Any,
+        }
+    }
+}
+
 /// A registered host.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HostRow {

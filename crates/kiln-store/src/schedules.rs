@@ -177,9 +177,10 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Makes the declarative schedules exactly `declared` (each keyed by its
-    /// deduplication key, with `ids` for new ones): new ones created,
-    /// changed ones updated, ones no longer declared deleted.
+    /// Makes kiln's own declarative schedules exactly `declared` (each
+    /// keyed by its deduplication key, with `ids` for new ones): new ones
+    /// created, changed ones updated, ones no longer declared deleted. The
+    /// schedules task hosts declare (keys `host:…`) are theirs to keep.
     pub async fn sync_declarative_schedules(&self, declared: &[(String, ScheduleSpec)]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         // One sync at a time: processes starting together agree.
@@ -190,35 +191,49 @@ impl Store {
             .iter()
             .filter_map(|(_, spec)| spec.deduplication_key.as_deref())
             .collect();
-        sqlx::query("DELETE FROM schedules WHERE kind = 'DECLARATIVE' AND NOT (deduplication_key = ANY($1))")
-            .bind(&keys)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM schedules WHERE kind = 'DECLARATIVE' AND NOT (deduplication_key = ANY($1))
+                 AND deduplication_key NOT LIKE 'host:%'",
+        )
+        .bind(&keys)
+        .execute(&mut *tx)
+        .await?;
         for (id, spec) in declared {
-            // An unchanged schedule keeps its next tick; a changed one
-            // starts from the new one.
-            sqlx::query(
-                "INSERT INTO schedules (id, environment, kind, task_identifier, cron, timezone,
-                     deduplication_key, next_run_at)
-                 VALUES ($1, $2, 'DECLARATIVE', $3, $4, $5, $6, $7)
-                 ON CONFLICT (environment, deduplication_key) WHERE deduplication_key IS NOT NULL
-                 DO UPDATE SET task_identifier = EXCLUDED.task_identifier, cron = EXCLUDED.cron,
-                     timezone = EXCLUDED.timezone, updated_at = now(),
-                     next_run_at = CASE
-                         WHEN (schedules.cron, schedules.timezone, schedules.task_identifier)
-                              = (EXCLUDED.cron, EXCLUDED.timezone, EXCLUDED.task_identifier)
-                              AND schedules.next_run_at IS NOT NULL
-                         THEN schedules.next_run_at ELSE EXCLUDED.next_run_at END",
-            )
-            .bind(id)
-            .bind(spec.environment.as_str())
-            .bind(&spec.task_identifier)
-            .bind(&spec.cron)
-            .bind(&spec.timezone)
-            .bind(&spec.deduplication_key)
-            .bind(spec.next_run_at)
+            upsert_declared(&mut tx, id, spec).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes the schedules a task host declares for `task_ids` in
+    /// `environment` exactly `declared` (keys `host:…`), as
+    /// [`Store::sync_declarative_schedules`] does for kiln's own.
+    pub async fn sync_host_schedules(
+        &self,
+        environment: Environment,
+        task_ids: &[String],
+        declared: &[(String, ScheduleSpec)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('kiln.declarative_schedules'))")
             .execute(&mut *tx)
             .await?;
+        let keys: Vec<&str> = declared
+            .iter()
+            .filter_map(|(_, spec)| spec.deduplication_key.as_deref())
+            .collect();
+        sqlx::query(
+            "DELETE FROM schedules WHERE kind = 'DECLARATIVE' AND environment = $1
+                 AND task_identifier = ANY($2) AND deduplication_key LIKE 'host:%'
+                 AND NOT (deduplication_key = ANY($3))",
+        )
+        .bind(environment.as_str())
+        .bind(task_ids)
+        .bind(&keys)
+        .execute(&mut *tx)
+        .await?;
+        for (id, spec) in declared {
+            upsert_declared(&mut tx, id, spec).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -272,4 +287,37 @@ impl Store {
         tx.commit().await?;
         Ok(runs.iter().filter_map(NewRun::ready).collect())
     }
+}
+
+/// Records a declarative schedule, or updates the one holding its key. An
+/// unchanged schedule keeps its next tick; a changed one starts from the
+/// new one.
+async fn upsert_declared(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: &str,
+    spec: &ScheduleSpec,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO schedules (id, environment, kind, task_identifier, cron, timezone,
+             deduplication_key, next_run_at)
+         VALUES ($1, $2, 'DECLARATIVE', $3, $4, $5, $6, $7)
+         ON CONFLICT (environment, deduplication_key) WHERE deduplication_key IS NOT NULL
+         DO UPDATE SET task_identifier = EXCLUDED.task_identifier, cron = EXCLUDED.cron,
+             timezone = EXCLUDED.timezone, updated_at = now(),
+             next_run_at = CASE
+                 WHEN (schedules.cron, schedules.timezone, schedules.task_identifier)
+                      = (EXCLUDED.cron, EXCLUDED.timezone, EXCLUDED.task_identifier)
+                      AND schedules.next_run_at IS NOT NULL
+                 THEN schedules.next_run_at ELSE EXCLUDED.next_run_at END",
+    )
+    .bind(id)
+    .bind(spec.environment.as_str())
+    .bind(&spec.task_identifier)
+    .bind(&spec.cron)
+    .bind(&spec.timezone)
+    .bind(&spec.deduplication_key)
+    .bind(spec.next_run_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

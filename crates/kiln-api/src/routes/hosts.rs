@@ -89,6 +89,16 @@ struct TaskManifest {
     max_duration: Option<f64>,
     #[serde(default)]
     machine: Option<Value>,
+    /// A `schedules.task` with a `cron`: kiln fires it.
+    #[serde(default)]
+    schedule: Option<ScheduleManifest>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ScheduleManifest {
+    cron: String,
+    #[serde(default)]
+    timezone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +203,8 @@ pub async fn register(
         note_limit(queue)?;
     }
     let mut tasks = Vec::new();
+    let mut schedules = Vec::new();
+    let now = chrono::Utc::now();
     let mut shadowed = Vec::new();
     let mut seen = HashSet::new();
     for task in &body.tasks {
@@ -237,6 +249,23 @@ pub async fn register(
                 )));
             }
         };
+        if let Some(schedule) = &task.schedule {
+            let cron = kiln_core::schedule::CronSchedule::parse(&schedule.cron, schedule.timezone.as_deref())
+                .map_err(|e| ApiError::Unprocessable(format!("task {:?}: schedule: {e}", task.id)))?;
+            let key = format!("host:{}:{}:{}", task.id, cron.expression(), cron.timezone());
+            schedules.push((
+                kiln_core::id::new_schedule_id(),
+                kiln_store::schedules::ScheduleSpec {
+                    environment: caller.environment,
+                    task_identifier: task.id.clone(),
+                    cron: cron.expression().to_owned(),
+                    timezone: cron.timezone().to_owned(),
+                    external_id: None,
+                    deduplication_key: Some(key),
+                    next_run_at: cron.next_after(now),
+                },
+            ));
+        }
         tasks.push(HostTask {
             task_id: task.id.clone(),
             queue,
@@ -261,10 +290,15 @@ pub async fn register(
         queue_limits: limits.into_iter().collect(),
     };
     app.store.register_host(&registration).await?;
+    // The host's `schedules.task` crons, as declared now: a cron removed
+    // from the app's code is removed here.
+    app.store
+        .sync_host_schedules(caller.environment, &served, &schedules)
+        .await?;
     app.hosts.refresh(&app.store).await?;
     tracing::info!(host = %host_id, served = served.len(), shadowed = shadowed.len(), "task host registered");
     Ok(Json(
-        json!({ "workerId": host_id, "served": served, "servedByKiln": shadowed }),
+        json!({ "workerId": host_id, "served": served, "servedByKiln": shadowed, "schedules": schedules.len() }),
     ))
 }
 

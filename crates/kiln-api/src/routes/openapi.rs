@@ -391,11 +391,12 @@ fn task_host_schemas() -> Value {
                 "id": string, "filePath": string, "exportName": string,
                 "queue": { "type": "object", "properties": { "name": string, "concurrencyLimit": { "type": "integer" } } },
                 "retry": { "type": "object", "properties": { "maxAttempts": { "type": "integer" } } },
-                "maxDuration": { "type": "number" }, "machine": {} } } },
+                "maxDuration": { "type": "number" }, "machine": {},
+                "schedule": { "type": "object", "required": ["cron"], "properties": { "cron": string, "timezone": string } } } } },
             "queues": { "type": "array", "items": { "type": "object", "properties": {
                 "name": string, "concurrencyLimit": { "type": "integer" } } } } } },
         "HostRegistered": { "type": "object", "required": ["workerId", "served", "servedByKiln"], "properties": {
-            "workerId": string, "served": { "type": "array", "items": string },
+            "workerId": string, "served": { "type": "array", "items": string }, "schedules": { "type": "integer" },
             "servedByKiln": { "type": "array", "items": string } } },
         "ClaimRequest": { "type": "object", "required": ["workerId", "free"], "properties": {
             "workerId": string, "free": { "type": "integer" }, "waitSeconds": { "type": "number" } } },

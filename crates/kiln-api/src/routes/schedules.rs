@@ -80,12 +80,10 @@ fn validate(
     external_id: Option<String>,
     deduplication_key: Option<String>,
 ) -> Result<ScheduleSpec, ApiError> {
-    let Some(registered) = app.registry.get(task) else {
-        return Err(ApiError::Unprocessable(format!(
-            "task {task:?} is not known to kiln (declare it in KILN_TASKS_FILE)"
-        )));
+    let Some(defaults) = app.task_defaults(caller.environment, task) else {
+        return Err(ApiError::Unprocessable(crate::routes::trigger::unknown_task(task)));
     };
-    if let Some(refusal) = registered.defaults.access.refusal(task, caller.environment) {
+    if let Some(refusal) = defaults.access.refusal(task, caller.environment) {
         return Err(ApiError::Forbidden(refusal));
     }
     check_text("externalId", external_id.as_deref())?;
@@ -142,6 +140,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateSchedule>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
+    app.look_for_tasks(caller.environment, [body.task.as_str()]).await?;
     let spec = validate(
         &app,
         &caller,
@@ -216,6 +215,7 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
     let existing = imperative(&app, &caller, &id).await?;
+    app.look_for_tasks(caller.environment, [body.task.as_str()]).await?;
     let spec = validate(
         &app,
         &caller,

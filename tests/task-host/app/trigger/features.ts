@@ -1,4 +1,4 @@
-import { AbortTaskRunError, logger, metadata, retry, task, tasks, wait } from "@trigger.dev/sdk/v3";
+import { AbortTaskRunError, logger, metadata, retry, schedules, task, tasks, wait } from "@trigger.dev/sdk/v3";
 import { greet } from "@/lib/greet";
 
 /** metadata, logger and a path alias; the output is the greeting. */
@@ -103,4 +103,11 @@ export const fetchesWithRetry = task({
     });
     return { status: response.status, body: await response.json() };
   },
+});
+
+/** A declarative schedule: kiln fires it from the cron in the code. */
+export const nightly = schedules.task({
+  id: "host.nightly",
+  cron: "0 3 * * *",
+  run: async (payload) => ({ firedFor: payload.timestamp }),
 });
