@@ -20,6 +20,11 @@ impl Report {
         println!("ok       {what}: {detail}");
     }
 
+    /// Worth knowing, but not this process's fault: not counted as missing.
+    fn warn(&self, what: &str, problem: impl std::fmt::Display, fix: &str) {
+        println!("WARN     {what}: {problem}\n         fix: {fix}");
+    }
+
     fn missing(&mut self, what: &str, problem: impl std::fmt::Display, fix: &str) {
         self.failures += 1;
         println!("MISSING  {what}: {problem}\n         fix: {fix}");
@@ -70,7 +75,12 @@ pub async fn run() -> anyhow::Result<bool> {
             Err(error) => Err(format!("{error:#}")),
         };
         match checked {
-            Ok(()) => report.ok("postgres", "answers"),
+            Ok(()) => {
+                report.ok("postgres", "answers");
+                if let Ok(store) = crate::app::connect_store(database) {
+                    check_task_hosts(&report, &store).await;
+                }
+            }
             Err(error) => report.missing(
                 "postgres",
                 error,
@@ -129,6 +139,72 @@ pub async fn run() -> anyhow::Result<bool> {
         println!("\n{} thing(s) missing", report.failures);
     }
     Ok(report.failures == 0)
+}
+
+/// How long a task host may go unseen (it claims every few seconds) before
+/// its tasks' runs are said to wait.
+const HOST_SILENCE_SECS: i64 = 120;
+
+/// The task hosts and what they serve; a task whose host has gone quiet
+/// is a warning (its runs wait), not a fault of this process.
+async fn check_task_hosts(report: &Report, store: &kiln_store::Store) {
+    let served = match tokio::time::timeout(TIMEOUT, store.served_tasks()).await {
+        Ok(Ok(served)) => served,
+        Ok(Err(error)) => {
+            report.warn("task hosts", error, "run `kiln migrate`");
+            return;
+        }
+        Err(_) => {
+            report.warn("task hosts", "no answer within 3 s", "look at Postgres's load");
+            return;
+        }
+    };
+    if served.is_empty() {
+        report.ok(
+            "task hosts",
+            "none registered (kiln task-host runs an app's own task files)",
+        );
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+    let (quiet, alive): (Vec<_>, Vec<_>) = served
+        .iter()
+        .partition(|task| now - task.last_seen_at.timestamp() > HOST_SILENCE_SECS);
+    if !alive.is_empty() {
+        let mut hosts: Vec<String> = alive
+            .iter()
+            .map(|task| format!("{} ({}, SDK {})", task.hostname, task.environment, task.sdk_version))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        report.ok(
+            "task hosts",
+            format!("{} task(s) served by {}", alive.len(), hosts.join(", ")),
+        );
+    }
+    if !quiet.is_empty() {
+        let tasks: Vec<String> = quiet
+            .iter()
+            .map(|task| {
+                format!(
+                    "{} ({}, last seen {})",
+                    task.task_id,
+                    task.environment,
+                    task.last_seen_at.to_rfc3339()
+                )
+            })
+            .collect();
+        report.warn(
+            "task hosts",
+            format!(
+                "no host has been seen for 2 minutes serving {}; their runs wait",
+                tasks.join(", ")
+            ),
+            "start `kiln task-host --app DIR` beside the app (docs/task-host.md)",
+        );
+    }
 }
 
 async fn check_storage(report: &mut Report, storage: &StorageConfig) {

@@ -202,6 +202,40 @@ async fn a_host_serves_the_tasks_it_registers_and_its_results_are_recorded() {
     )
     .await;
     assert_eq!(beat["cancel"], true, "{beat}");
+    // What the host did shows in /metrics, and `kiln doctor` names it.
+    let scraped = kiln
+        .http
+        .get(kiln.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics");
+    assert!(scraped.contains("kiln_task_hosts_alive 1"), "{scraped}");
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l.starts_with("kiln_host_runs_claimed_total") && l.contains("hostname=\"app-1\"")),
+        "{scraped}"
+    );
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l.starts_with("kiln_host_attempts_finished_total") && l.contains("outcome=\"TIMED_OUT\"")),
+        "{scraped}"
+    );
+    let doctor = std::process::Command::new(crate::helpers::kiln_bin())
+        .arg("doctor")
+        .envs(kiln.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("kiln doctor");
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        said.contains("ok       task hosts: 1 task(s) served by app-1 (dev, SDK 4.1.2)"),
+        "{said}"
+    );
+
     let late = complete(
         &kiln,
         &host,

@@ -19,6 +19,8 @@ pub struct Gauges {
     /// (queue, QUEUED runs, age in seconds of the oldest)
     pub backlog: Vec<(String, i64, f64)>,
     pub active_workers: i64,
+    /// Task hosts seen in the last minute (they claim every few seconds).
+    pub task_hosts_alive: i64,
 }
 
 impl Store {
@@ -34,7 +36,12 @@ impl Store {
         )
         .fetch_one(&self.gauges)
         .await?;
+        let (task_hosts_alive,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM task_hosts WHERE last_seen_at > now() - interval '60 seconds'")
+                .fetch_one(&self.gauges)
+                .await?;
         Ok(Gauges {
+            task_hosts_alive,
             backlog,
             active_workers,
         })

@@ -353,16 +353,7 @@ pub async fn claim(
     let worker = app.clone();
     let environment = caller.environment;
     let claimed = tokio::spawn(async move {
-        claim_runs(
-            &worker,
-            environment,
-            &host.id,
-            &lanes,
-            &served,
-            body.free as usize,
-            wait,
-        )
-        .await
+        claim_runs(&worker, environment, &host, &lanes, &served, body.free as usize, wait).await
     })
     .await
     .map_err(|_| ApiError::Internal("the claim stopped".into()))??;
@@ -372,7 +363,7 @@ pub async fn claim(
 async fn claim_runs(
     app: &AppState,
     environment: Environment,
-    host_id: &str,
+    host: &kiln_store::hosts::HostRow,
     lanes: &[Lane],
     served: &HashMap<String, kiln_store::hosts::ServedTask>,
     free: usize,
@@ -391,12 +382,12 @@ async fn claim_runs(
             let mut runs: Vec<ClaimedRun> = if ids.is_empty() {
                 Vec::new()
             } else {
-                app.store.claim_runs(&ids, HOST_LEASE, host_id).await?
+                app.store.claim_runs(&ids, HOST_LEASE, &host.id).await?
             };
             for delivery in limited_runs {
                 if let Some(run) = app
                     .store
-                    .claim_limited_run(&delivery.run_id, &delivery.queue, HOST_LEASE, host_id)
+                    .claim_limited_run(&delivery.run_id, &delivery.queue, HOST_LEASE, &host.id)
                     .await?
                 {
                     runs.push(run);
@@ -413,12 +404,18 @@ async fn claim_runs(
                 let Some(row) = app.store.get_run(environment, &run.id).await? else {
                     continue;
                 };
-                tracing::info!(run_id = %run.id, host = %host_id, attempt = run.attempt_count, "task host claimed run");
+                tracing::info!(run_id = %run.id, host = %host.id, attempt = run.attempt_count, "task host claimed run");
+                metrics::counter!(
+                    "kiln_host_runs_claimed_total",
+                    "hostname" => host.hostname.clone(),
+                    "task" => run.task_identifier.clone()
+                )
+                .increment(1);
                 answers.push(json!({
                     "runId": run.id,
                     "attempt": run.attempt_count,
                     "leaseMs": HOST_LEASE.as_millis() as u64,
-                    "execution": execution(&row, &run, task, environment, host_id),
+                    "execution": execution(&row, &run, task, environment, &host.id),
                 }));
             }
             if !answers.is_empty() {
@@ -654,7 +651,7 @@ pub async fn complete(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
     check_run_id(&run_id)?;
-    known_host(&app, &caller, &body.worker_id).await?;
+    let host = known_host(&app, &caller, &body.worker_id).await?;
     let Some(row) = app.store.get_run(caller.environment, &run_id).await? else {
         return Err(super::runs::run_not_found(&run_id));
     };
@@ -713,6 +710,7 @@ pub async fn complete(
             },
         }
     };
+    let outcome_name = result.name();
     let outcome = Outcome {
         id: row.id.clone(),
         attempt: body.attempt,
@@ -730,6 +728,13 @@ pub async fn complete(
         .copied()
         .unwrap_or(false);
     tracing::info!(run_id = %row.id, attempt = body.attempt, recorded, "task host reported an attempt");
+    metrics::counter!(
+        "kiln_host_attempts_finished_total",
+        "hostname" => host.hostname,
+        "task" => row.task_identifier.clone(),
+        "outcome" => outcome_name
+    )
+    .increment(1);
     Ok(Json(json!({ "recorded": recorded })))
 }
 

@@ -104,6 +104,11 @@ pub async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap
         );
         let _ = writeln!(
             out,
+            "# HELP kiln_task_hosts_alive Task hosts seen in the last minute.\n# TYPE kiln_task_hosts_alive gauge\nkiln_task_hosts_alive {}",
+            snapshot.task_hosts_alive
+        );
+        let _ = writeln!(
+            out,
             "# HELP kiln_gauges_age_seconds How long ago the gauges above were read from Postgres.\n# TYPE kiln_gauges_age_seconds gauge\nkiln_gauges_age_seconds {:.3}",
             read_at.elapsed().as_secs_f64()
         );
