@@ -96,6 +96,10 @@ fn every_variable_env_example_documents_is_one_kiln_reads() {
         "KILN_PORT",
         "COMPOSE_PROJECT_NAME",
         "RUST_LOG",
+        // The task host example's: its image, directory and key.
+        "APP_IMAGE",
+        "APP_DIR",
+        "TRIGGER_SECRET_KEY",
     ];
     let names: Vec<&str> = example
         .lines()

@@ -271,6 +271,9 @@ async fn every_feature_runs(sdk: Sdk) {
             json!({ "payload": { "teamId": "team_1" } }),
         )
         .await;
+    let large = kiln
+        .trigger("host.large-output", json!({ "payload": { "kib": 300 } }))
+        .await;
 
     let run = wait_for_end(&kiln, &host, &hello).await;
     assert_eq!(run["status"], "COMPLETED", "{run}");
@@ -372,6 +375,14 @@ async fn every_feature_runs(sdk: Sdk) {
             .iter()
             .any(|l| l["level"] == "warn" && l["attributes"]["status"] == 503)),
         "the failure was logged: {logs}"
+    );
+
+    let run = wait_for_end(&kiln, &host, &large).await;
+    assert_eq!(run["status"], "COMPLETED", "{}", run["error"]);
+    assert_eq!(
+        run["output"]["text"].as_str().map(str::len),
+        Some(300 * 1024),
+        "a 300 KiB output came back through its packet"
     );
 
     let run = wait_for_end(&kiln, &host, &sleeps).await;

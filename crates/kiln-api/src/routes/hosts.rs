@@ -669,8 +669,19 @@ pub async fn complete(
         Some(flushed @ Value::Object(_)) => super::metadata::apply_flushed(&app, &caller, &row.id, flushed).await?,
         _ => {}
     }
+    // An output past the SDK's packet limit was uploaded as a packet; the
+    // result names it.
+    let mut output_packet = None;
+    let (output, output_type) = match (report.output, report.output_type) {
+        (Some(Value::String(path)), Some(kind)) if report.ok && kind == "application/store" => {
+            let (text, kind, key) = super::packets::read_packet(&app, &caller, &path).await?;
+            output_packet = Some(key);
+            (Some(Value::String(text)), Some(kind.to_owned()))
+        }
+        other => other,
+    };
     let result = if report.ok {
-        let (output, _) = decode_packet(report.output, report.output_type.as_deref(), "result.output")?;
+        let (output, _) = decode_packet(output, output_type.as_deref(), "result.output")?;
         match super::trigger::refuse_nul("the output", &output) {
             Ok(()) => AttemptResult::Completed { output },
             // Another attempt would make the same output: the run fails
@@ -727,6 +738,7 @@ pub async fn complete(
         .first()
         .copied()
         .unwrap_or(false);
+    super::packets::forget(&app, output_packet).await;
     tracing::info!(run_id = %row.id, attempt = body.attempt, recorded, "task host reported an attempt");
     metrics::counter!(
         "kiln_host_attempts_finished_total",

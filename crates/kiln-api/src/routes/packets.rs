@@ -116,6 +116,20 @@ pub async fn load_offloaded(
             "an application/store payload must be the packet's path".into(),
         ));
     };
+    let path = path.clone();
+    let (text, packet_type, key) = read_packet(app, caller, &path).await?;
+    options.payload_type = Some(packet_type.to_owned());
+    body.payload = Some(Value::String(text));
+    Ok(Some(key))
+}
+
+/// The packet the SDK uploaded at `path` (a large payload, or a task's
+/// large output): its text, its type and its key, to delete once used.
+pub async fn read_packet(
+    app: &AppState,
+    caller: &Caller,
+    path: &str,
+) -> Result<(String, &'static str, ObjectKey), ApiError> {
     let key = packet_key(caller.environment, path)?;
     let limit = app.limits.max_body_bytes as u64;
     let object = storage(app)?.get(&key).await.map_err(|error| match error {
@@ -145,9 +159,8 @@ pub async fn load_offloaded(
     }
     let content_type = object.content_type;
     let text = String::from_utf8(bytes).map_err(|_| ApiError::BadRequest(format!("packet {path:?} is not UTF-8")))?;
-    options.payload_type = Some(packet_type(path, content_type.as_deref(), &text).to_owned());
-    body.payload = Some(Value::String(text));
-    Ok(Some(key))
+    let packet_type = packet_type(path, content_type.as_deref(), &text);
+    Ok((text, packet_type, key))
 }
 
 /// Deletes packets whose runs are recorded; a failure only leaves a file.

@@ -111,3 +111,9 @@ export const nightly = schedules.task({
   cron: "0 3 * * *",
   run: async (payload) => ({ firedFor: payload.timestamp }),
 });
+
+/** An output past the SDK's 128 KiB packet limit: uploaded as a packet. */
+export const large = task({
+  id: "host.large-output",
+  run: async (payload: { kib: number }) => ({ text: "x".repeat(payload.kib * 1024) }),
+});
