@@ -284,6 +284,27 @@ async fn every_feature_runs(sdk: Sdk) {
     );
     assert_eq!(run["metadata"]["progress"], 0.5, "{run}");
     assert_eq!(run["metadata"]["stage"], "greeting");
+    // The progress as a realtime subscription (subscribeToRun) reads it.
+    let (status, shape) = kiln
+        .call_as(
+            reqwest::Method::GET,
+            &format!("/realtime/v1/runs/{hello}?offset=-1"),
+            &kiln.key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{shape}");
+    let seen: Vec<Value> = shape
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|message| message["value"]["metadata"].as_str())
+        .filter_map(|text| serde_json::from_str(text).ok())
+        .collect();
+    assert!(
+        seen.iter().any(|metadata| metadata["progress"] == 0.5),
+        "the realtime feed carries the task's metadata.set: {shape}"
+    );
     let (status, logs) = kiln
         .call_as(
             reqwest::Method::GET,
