@@ -612,7 +612,7 @@ async function supervisorMain() {
 
   const first = new Child(built, major);
   const { manifest } = await first.ready;
-  const registered = await kiln("/worker/v1/register", {
+  const registration = {
     host: { hostname: os.hostname(), pid: process.pid, slots },
     sdk: { version },
     contentHash: built.contentHash,
@@ -627,9 +627,13 @@ async function supervisorMain() {
       schedule: task.schedule?.cron ? { cron: task.schedule.cron, timezone: task.schedule.timezone } : undefined,
     })),
     queues: manifest.queues.map((q) => ({ name: q.name, concurrencyLimit: q.concurrencyLimit ?? undefined })),
-  });
-  const workerId = registered.workerId;
-  log("registered", { workerId, served: registered.served, servedByKiln: registered.servedByKiln });
+  };
+  async function register() {
+    const registered = await kiln("/worker/v1/register", registration);
+    log("registered", { workerId: registered.workerId, served: registered.served, servedByKiln: registered.servedByKiln });
+    return registered.workerId;
+  }
+  let workerId = await register();
   if (process.env.KILN_HOST_READY_FILE) {
     (await import("node:fs")).writeFileSync(process.env.KILN_HOST_READY_FILE, workerId);
   }
@@ -652,6 +656,8 @@ async function supervisorMain() {
   process.on("SIGINT", stop);
 
   async function attempt(claimed) {
+    // The run was claimed under this id; a later registration is another host.
+    const owner = workerId;
     let child = idle.pop();
     if (!child) {
       child = new Child(built, major);
@@ -663,7 +669,7 @@ async function supervisorMain() {
     };
     const beat = setInterval(async () => {
       try {
-        const answer = await kiln(`/worker/v1/runs/${claimed.runId}/heartbeat`, { workerId });
+        const answer = await kiln(`/worker/v1/runs/${claimed.runId}/heartbeat`, { workerId: owner });
         if (answer.cancel && !claimed.canceled) {
           log("run canceled or taken away; stopping it", { run: claimed.runId });
           child.cancel();
@@ -677,11 +683,11 @@ async function supervisorMain() {
       }
     }, Math.max(1_000, Math.floor((claimed.leaseMs ?? 30_000) / 3)));
     try {
-      const result = await child.execute(claimed, workerId);
+      const result = await child.execute(claimed, owner);
       if (!claimed.canceled) {
         for (let tries = 0; ; tries++) {
           try {
-            await kiln(`/worker/v1/runs/${claimed.runId}/complete`, { workerId, attempt: claimed.attempt, result });
+            await kiln(`/worker/v1/runs/${claimed.runId}/complete`, { workerId: owner, attempt: claimed.attempt, result });
             break;
           } catch (error) {
             if (tries >= 5 || (error.status && error.status < 500)) {
@@ -716,6 +722,17 @@ async function supervisorMain() {
       failures = 0;
     } catch (error) {
       failures += 1;
+      if (error.status === 404) {
+        // kiln no longer knows this host (its database was restored, or
+        // the registration was removed): register again and go on.
+        log("kiln does not know this host; registering again");
+        try {
+          workerId = await register();
+          continue;
+        } catch (again) {
+          log("registering again failed; retrying", { error: again.message });
+        }
+      }
       log("claim failed; retrying", { error: error.message });
       await sleep(Math.min(5_000, 200 * 2 ** failures));
       continue;

@@ -414,9 +414,21 @@ async fn every_feature_runs(sdk: Sdk) {
 
 #[tokio::test]
 async fn a_killed_host_loses_no_run_and_a_stopped_one_finishes_its_own() {
-    let kiln = Kiln::dev().await;
+    let mut kiln = Kiln::dev().await;
     let app = app_copy("task-host-faults", Sdk::Own);
     let mut host = Host::start(&kiln, &app, 2).await;
+
+    // kiln no longer knows the host where its key works (as after a
+    // database restore): the host registers again, and its tasks run on.
+    let db = kiln.db().await;
+    sqlx::query("UPDATE task_hosts SET environment = 'prod'")
+        .execute(&db)
+        .await
+        .expect("forget the host");
+    let again = kiln.trigger("host.long", json!({ "payload": { "ms": 10 } })).await;
+    let run = wait_for_end(&kiln, &host, &again).await;
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    assert!(host.log_text().contains("registering again"), "{}", host.log_text());
 
     // SIGKILL mid-run: the run comes back after its lease, on a new host.
     let lost = kiln.trigger("host.long", json!({ "payload": { "ms": 3_000 } })).await;
