@@ -752,6 +752,10 @@ async function supervisorMain() {
 }
 
 if (ROLE === "worker") {
+  // A worker lives only as long as its supervisor: when the supervisor
+  // goes (even by SIGKILL), the IPC channel closes and so does the worker,
+  // instead of lingering with its timers.
+  process.on("disconnect", () => process.exit(0));
   workerMain().catch((error) => {
     console.error(`kiln task-host worker: ${error?.stack ?? error}`);
     process.exit(1);

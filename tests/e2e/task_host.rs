@@ -126,6 +126,24 @@ impl Host {
     }
 }
 
+/// Waits until no process of the host on `app` is left, up to 30 s.
+async fn no_worker_outlives_its_supervisor(app: &Path) {
+    let script = app.join(".kiln/kiln-task-host.mjs").to_string_lossy().into_owned();
+    let gone_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = Command::new("pgrep").args(["-f", &script]).output().expect("pgrep");
+        if left.stdout.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < gone_by,
+            "worker children outlived their supervisor: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_for_end(kiln: &Kiln, host: &Host, run_id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -410,6 +428,12 @@ async fn every_feature_runs(sdk: Sdk) {
     assert_eq!(run["status"], "COMPLETED", "{run}");
     let waited = run["output"]["waitedMs"].as_u64().unwrap_or(0);
     assert!(waited >= 8_000, "wait.for waited {waited} ms");
+
+    // Its worker children, reused and idle now, go when it is SIGKILLed.
+    let mut host = host;
+    let _ = host.child.kill();
+    let _ = host.child.wait();
+    no_worker_outlives_its_supervisor(&app).await;
 }
 
 #[tokio::test]
@@ -433,12 +457,11 @@ async fn a_killed_host_loses_no_run_and_a_stopped_one_finishes_its_own() {
     // SIGKILL mid-run: the run comes back after its lease, on a new host.
     let lost = kiln.trigger("host.long", json!({ "payload": { "ms": 3_000 } })).await;
     kiln.wait_for_status(&lost, "EXECUTING", Duration::from_secs(60)).await;
-    // The host and its worker children, all at once.
-    let _ = Command::new("pkill")
-        .args(["-KILL", "-f", &app.to_string_lossy()])
-        .status();
+    // SIGKILL to the host's supervisor: its worker children go with it,
+    // the one running the attempt too, rather than lingering.
     let _ = host.child.kill();
     let _ = host.child.wait();
+    no_worker_outlives_its_supervisor(&app).await;
     let host = Host::start(&kiln, &app, 2).await;
     let run = wait_for_end(&kiln, &host, &lost).await;
     assert_eq!(run["status"], "COMPLETED", "{run}");

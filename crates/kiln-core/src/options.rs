@@ -185,6 +185,7 @@ impl TriggerOptions {
         };
         let max_duration = match self.max_duration_secs {
             None => defaults.max_duration,
+            Some(secs) if secs >= NO_MAX_DURATION_SECS => None,
             Some(secs) => Some(seconds("maxDuration", secs)?),
         };
         if self.tags.len() > MAX_TAGS {
@@ -229,6 +230,10 @@ fn non_empty_key(field: &'static str, key: Option<String>) -> Result<Option<Stri
     }
 }
 
+/// The SDK's `timeout.None` (the largest 32-bit integer): a `maxDuration`
+/// of this many seconds, or more, means no limit.
+pub const NO_MAX_DURATION_SECS: f64 = 2_147_483_647.0;
+
 fn seconds(field: &'static str, secs: f64) -> Result<Duration, OptionsError> {
     if !secs.is_finite() || secs <= 0.0 || secs > duration::MAX.as_secs_f64() {
         return Err(invalid(field, "must be a positive number of seconds"));
@@ -262,6 +267,22 @@ pub fn parse_time_spec(spec: &TimeSpec, now: DateTime<Utc>) -> Result<DateTime<U
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_sdks_timeout_none_is_no_limit() {
+        let now = Utc::now();
+        let options = TriggerOptions {
+            max_duration_secs: Some(NO_MAX_DURATION_SECS),
+            ..TriggerOptions::default()
+        };
+        let defaults = TaskDefaults {
+            max_duration: Some(Duration::from_secs(60)),
+            ..TaskDefaults::for_task("t")
+        };
+        let spec = options.validate(now, &defaults).map_err(|e| e.to_string());
+        assert_eq!(spec.map(|s| s.max_duration), Ok(None));
+    }
+
     use super::*;
 
     #[test]

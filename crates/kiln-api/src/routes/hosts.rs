@@ -239,7 +239,11 @@ pub async fn register(
             .clamp(1, 100);
         let max_duration_ms = match task.max_duration {
             None => None,
-            Some(seconds) if seconds.is_finite() && seconds > 0.0 && seconds <= 31_536_000.0 => {
+            // `timeout.None`, as Supermark's config sets it.
+            Some(seconds) if seconds >= kiln_core::options::NO_MAX_DURATION_SECS => None,
+            Some(seconds)
+                if seconds.is_finite() && seconds > 0.0 && seconds <= kiln_core::duration::MAX.as_secs_f64() =>
+            {
                 Some((seconds * 1000.0) as i64)
             }
             Some(_) => {
