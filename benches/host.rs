@@ -14,69 +14,20 @@
 
 #[path = "../tests/e2e/helpers.rs"]
 mod helpers;
+#[path = "../tests/support/task_host.rs"]
+mod task_host_app;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use helpers::{Kiln, kiln_bin, temp_dir};
+use helpers::Kiln;
 use serde_json::json;
 use sqlx::PgPool;
+use task_host_app::{Host, Sdk, app_copy};
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The sample project in a directory of its own, on its installed packages.
-fn app_copy() -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/task-host/app");
-    assert!(
-        source.join("node_modules/@trigger.dev/sdk").is_dir(),
-        "run `npm ci` in tests/task-host/app (scripts/bench host does)"
-    );
-    let target = temp_dir("bench-host");
-    for entry in ["package.json", "tsconfig.json", "trigger.config.ts", "trigger", "lib"] {
-        let copied = Command::new("cp")
-            .arg("-r")
-            .arg(source.join(entry))
-            .arg(&target)
-            .status();
-        assert!(copied.is_ok_and(|s| s.success()), "copy {entry}");
-    }
-    std::os::unix::fs::symlink(source.join("node_modules"), target.join("node_modules")).expect("symlink");
-    target
-}
-
-async fn start_host(kiln: &Kiln, app: &Path, slots: usize) -> Host {
-    let ready = app.join("ready");
-    let child = Command::new(kiln_bin())
-        .args(["task-host", "--app"])
-        .arg(app)
-        .args(["--slots", &slots.to_string()])
-        .env("TRIGGER_API_URL", &kiln.base_url)
-        .env("TRIGGER_SECRET_KEY", &kiln.key)
-        .env("KILN_HOST_READY_FILE", &ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn kiln task-host");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "the host never registered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Host(child)
 }
 
 struct Measured {
@@ -165,8 +116,8 @@ async fn main() {
     let clients = setting("BENCH_CLIENTS", 16);
     let mut kiln = Kiln::dev().await;
     let db = kiln.db().await;
-    let app = app_copy();
-    let _host = start_host(&kiln, &app, slots).await;
+    let app = app_copy("bench-host", Sdk::Own);
+    let _host = Host::start(&kiln, &app, slots).await;
     // One run each first, so neither side pays its start-up in a round.
     measure(&kiln, &db, "host.noop", 1, 1).await;
     measure(&kiln, &db, "kiln.noop", 1, 1).await;

@@ -224,6 +224,43 @@ async function workerMain() {
   });
 }
 
+/** The result of an attempt whose task the build does not hold. */
+function notInThisBuild(execution) {
+  return {
+    ok: false,
+    id: execution.run.id,
+    error: { type: "INTERNAL_ERROR", code: "COULD_NOT_FIND_TASK", message: `task ${execution.task.id} is not in this build` },
+  };
+}
+
+/** Asks kiln for the ends of the children `run` waits for while
+ * `stillWaiting()` holds, handing each end not in `seen` to `onEnded`.
+ * The supervisor is told meanwhile, so the waiting attempt holds no slot. */
+async function waitForChildEnds(run, stillWaiting, seen, onEnded) {
+  process.send({ type: "waiting", runId: run.runId, waiting: true });
+  try {
+    while (stillWaiting()) {
+      let answer;
+      try {
+        answer = await kiln(`/worker/v1/runs/${run.runId}/waitpoints/wait`, {
+          workerId: run.workerId,
+          waitSeconds: 20,
+          seen: [...seen],
+        });
+      } catch (error) {
+        log("cannot ask kiln for the children's ends; retrying", { run: run.runId, error: error.message });
+        await sleep(1_000);
+        continue;
+      }
+      const fresh = answer.completedWaitpoints.filter((waitpoint) => !seen.has(waitpoint.id));
+      for (const waitpoint of fresh) seen.add(waitpoint.id);
+      if (fresh.length > 0) await onEnded(fresh);
+    }
+  } finally {
+    process.send({ type: "waiting", runId: run.runId, waiting: false });
+  }
+}
+
 /** The config's retry, maxDuration and machine defaults, applied to the
  * task manifests as Trigger's indexer applies them. */
 function withConfigDefaults(tasks, config) {
@@ -288,29 +325,13 @@ async function v4Adapter(core, workers) {
     },
   };
   const runtimeManager = new workers.SharedRuntimeManager(ipc, false);
-  async function waitForChildren(run) {
-    process.send({ type: "waiting", runId: run.runId, waiting: true });
-    try {
-      while (current === run && runtimeManager.resolversById.size > 0) {
-        let answer;
-        try {
-          answer = await kiln(`/worker/v1/runs/${run.runId}/waitpoints/wait`, {
-            workerId: run.workerId,
-            waitSeconds: 20,
-            seen: [...delivered],
-          });
-        } catch (error) {
-          log("cannot ask kiln for the children's ends; retrying", { run: run.runId, error: error.message });
-          await sleep(1_000);
-          continue;
-        }
-        const fresh = answer.completedWaitpoints.filter((waitpoint) => !delivered.has(waitpoint.id));
-        for (const waitpoint of fresh) delivered.add(waitpoint.id);
-        if (fresh.length > 0) await runtimeManager.resolveWaitpoints(fresh);
-      }
-    } finally {
-      process.send({ type: "waiting", runId: run.runId, waiting: false });
-    }
+  function waitForChildren(run) {
+    return waitForChildEnds(
+      run,
+      () => current === run && runtimeManager.resolversById.size > 0,
+      delivered,
+      (fresh) => runtimeManager.resolveWaitpoints(fresh),
+    );
   }
   const waitForWaitpoint = runtimeManager.waitForWaitpoint.bind(runtimeManager);
   runtimeManager.waitForWaitpoint = (params) => {
@@ -372,11 +393,7 @@ async function v4Adapter(core, workers) {
       });
       const task = core.resourceCatalog.getTask(execution.task.id);
       if (!task) {
-        return {
-          ok: false,
-          id: execution.run.id,
-          error: { type: "INTERNAL_ERROR", code: "COULD_NOT_FIND_TASK", message: `task ${execution.task.id} is not in this build` },
-        };
+        return notInThisBuild(execution);
       }
       metadata.runId = execution.run.id;
       metadata.runIdIsRoot = !execution.run.rootTaskRunId;
@@ -418,27 +435,18 @@ async function v3Adapter(core, workers) {
   // of kiln, as on 4.x, and answered as 3.3's TaskRunExecutionResult.
   let current;
   const ended = new Map();
+  const seen = new Set();
   async function waitForRuns(ids) {
     const run = current;
     if (!run) throw new Error("a wait outside a run");
-    process.send({ type: "waiting", runId: run.runId, waiting: true });
-    try {
-      while (ids.some((id) => !ended.has(id))) {
-        try {
-          const answer = await kiln(`/worker/v1/runs/${run.runId}/waitpoints/wait`, {
-            workerId: run.workerId,
-            waitSeconds: 20,
-            seen: [...ended.values()].map((waitpoint) => waitpoint.id),
-          });
-          for (const waitpoint of answer.completedWaitpoints) ended.set(waitpoint.completedByTaskRun.id, waitpoint);
-        } catch (error) {
-          log("cannot ask kiln for the children's ends; retrying", { run: run.runId, error: error.message });
-          await sleep(1_000);
-        }
-      }
-    } finally {
-      process.send({ type: "waiting", runId: run.runId, waiting: false });
-    }
+    await waitForChildEnds(
+      run,
+      () => ids.some((id) => !ended.has(id)),
+      seen,
+      (fresh) => {
+        for (const waitpoint of fresh) ended.set(waitpoint.completedByTaskRun.id, waitpoint);
+      },
+    );
     return ids.map((id) => {
       const waitpoint = ended.get(id);
       return waitpoint.outputIsError
@@ -484,11 +492,7 @@ async function v3Adapter(core, workers) {
       current = { runId: execution.run.id, workerId };
       const task = catalog.getTask(execution.task.id);
       if (!task) {
-        return {
-          ok: false,
-          id: execution.run.id,
-          error: { type: "INTERNAL_ERROR", code: "COULD_NOT_FIND_TASK", message: `task ${execution.task.id} is not in this build` },
-        };
+        return notInThisBuild(execution);
       }
       metadata.runId = execution.run.id;
       metadata.startPeriodicFlush?.(1_000);

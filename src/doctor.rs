@@ -71,15 +71,14 @@ pub async fn run() -> anyhow::Result<bool> {
             Ok(store) => tokio::time::timeout(TIMEOUT, store.ping())
                 .await
                 .map_err(|_| "no answer within 3 s".to_owned())
-                .and_then(|r| r.map_err(|e| e.to_string())),
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map(|()| store),
             Err(error) => Err(format!("{error:#}")),
         };
         match checked {
-            Ok(()) => {
+            Ok(store) => {
                 report.ok("postgres", "answers");
-                if let Ok(store) = crate::app::connect_store(database) {
-                    check_task_hosts(&report, &store).await;
-                }
+                check_task_hosts(&report, &store).await;
             }
             Err(error) => report.missing(
                 "postgres",

@@ -30,6 +30,8 @@ mod sentinel;
 mod storage;
 mod supermark;
 mod task_host;
+#[path = "../support/task_host.rs"]
+mod task_host_app;
 mod telemetry;
 mod waits;
 mod worker_api;

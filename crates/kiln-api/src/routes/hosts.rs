@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::runs::check_run_id;
-use super::trigger::decode_packet;
+use super::trigger::{decode_packet, refuse_nul_text};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -160,26 +160,26 @@ pub async fn register(
     if body.sdk.version.is_empty() || body.sdk.version.len() > 64 {
         return Err(ApiError::Unprocessable("sdk.version must be 1 to 64 characters".into()));
     }
-    check_text("host.hostname", &body.host.hostname)?;
-    check_text("sdk.version", &body.sdk.version)?;
+    refuse_nul_text("host.hostname", &body.host.hostname)?;
+    refuse_nul_text("sdk.version", &body.sdk.version)?;
     if let Some(hash) = &body.content_hash {
-        check_text("contentHash", hash)?;
+        refuse_nul_text("contentHash", hash)?;
     }
     for task in &body.tasks {
-        check_text("tasks[].filePath", &task.file_path)?;
+        refuse_nul_text("tasks[].filePath", &task.file_path)?;
         if let Some(name) = &task.export_name {
-            check_text("tasks[].exportName", name)?;
+            refuse_nul_text("tasks[].exportName", name)?;
         }
         if let Some(name) = task.queue.as_ref().and_then(|q| q.name.as_deref()) {
-            check_text("tasks[].queue.name", name)?;
+            refuse_nul_text("tasks[].queue.name", name)?;
         }
         if let Some(name) = machine_name(task.machine.as_ref()) {
-            check_text("tasks[].machine", &name)?;
+            refuse_nul_text("tasks[].machine", &name)?;
         }
     }
     for queue in &body.queues {
         if let Some(name) = &queue.name {
-            check_text("queues[].name", name)?;
+            refuse_nul_text("queues[].name", name)?;
         }
     }
     let major = body.sdk.version.split('.').next().and_then(|m| m.parse::<u32>().ok());
@@ -328,11 +328,7 @@ pub async fn claim(
     if !(1..=MAX_CLAIM).contains(&body.free) {
         return Err(ApiError::Unprocessable(format!("free must be 1 to {MAX_CLAIM}")));
     }
-    let wait = match body.wait_seconds {
-        None => Duration::from_secs(20),
-        Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s).min(MAX_CLAIM_WAIT),
-        Some(_) => return Err(ApiError::Unprocessable("waitSeconds must be 0 to 25".into())),
-    };
+    let wait = long_poll_wait(body.wait_seconds)?;
     let host = known_host(&app, &caller, &body.worker_id).await?;
     app.hosts.refresh_if_older(&app.store, Duration::from_secs(2)).await?;
     let served: HashMap<String, kiln_store::hosts::ServedTask> = app
@@ -511,6 +507,16 @@ pub fn execution(
     execution
 }
 
+/// How long a long poll (a claim, a wait for children) may wait: 20 s
+/// unless `waitSeconds` says otherwise, at most [`MAX_CLAIM_WAIT`].
+fn long_poll_wait(wait_seconds: Option<f64>) -> Result<Duration, ApiError> {
+    match wait_seconds {
+        None => Ok(Duration::from_secs(20)),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s).min(MAX_CLAIM_WAIT)),
+        Some(_) => Err(ApiError::Unprocessable("waitSeconds must be 0 to 25".into())),
+    }
+}
+
 /// The registered host `id` of the caller's environment, marked seen.
 async fn known_host(app: &AppState, caller: &Caller, id: &str) -> Result<kiln_store::hosts::HostRow, ApiError> {
     // kiln makes host ids as `host_` and letters and digits; anything else
@@ -525,16 +531,6 @@ async fn known_host(app: &AppState, caller: &Caller, id: &str) -> Result<kiln_st
         .touch_host(caller.environment, id)
         .await?
         .ok_or_else(|| unknown_host(id))
-}
-
-/// Refuses text Postgres cannot store (a NUL character).
-fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.contains('\0') {
-        return Err(ApiError::Unprocessable(format!(
-            "{field} must not contain a NUL character"
-        )));
-    }
-    Ok(())
 }
 
 fn unknown_host(id: &str) -> ApiError {
@@ -783,11 +779,7 @@ pub async fn wait_for_children(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
     check_run_id(&run_id)?;
-    let wait = match body.wait_seconds {
-        None => Duration::from_secs(20),
-        Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s).min(MAX_CLAIM_WAIT),
-        Some(_) => return Err(ApiError::Unprocessable("waitSeconds must be 0 to 25".into())),
-    };
+    let wait = long_poll_wait(body.wait_seconds)?;
     known_host(&app, &caller, &body.worker_id).await?;
     if app.store.get_run(caller.environment, &run_id).await?.is_none() {
         return Err(super::runs::run_not_found(&run_id));

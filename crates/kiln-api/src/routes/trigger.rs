@@ -250,8 +250,8 @@ pub fn new_run(
     .into_iter()
     .chain(spec.tags.iter().map(|tag| ("options.tags", Some(tag.as_str()))))
     {
-        if text.is_some_and(|t| t.contains('\0')) {
-            return Err(nul_refusal(field));
+        if let Some(text) = text {
+            refuse_nul_text(field, text)?;
         }
     }
     Ok(NewRun {
@@ -293,13 +293,21 @@ fn nul_refusal(field: &str) -> ApiError {
     ))
 }
 
+/// Refuses text with a NUL character: Postgres cannot store one.
+pub fn refuse_nul_text(field: &str, text: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        return Err(nul_refusal(field));
+    }
+    Ok(())
+}
+
 /// Refuses a JSON value with a NUL character in a string or a key: Postgres
 /// cannot store one in `jsonb`.
 pub fn refuse_nul(field: &str, value: &Value) -> Result<(), ApiError> {
     let mut pending = vec![value];
     while let Some(value) = pending.pop() {
         match value {
-            Value::String(text) if text.contains('\0') => return Err(nul_refusal(field)),
+            Value::String(text) => refuse_nul_text(field, text)?,
             Value::Array(items) => pending.extend(items),
             Value::Object(fields) => {
                 if fields.keys().any(|key| key.contains('\0')) {
