@@ -4,9 +4,9 @@
 //! Two shortcuts keep the result identical while doing less work:
 //! - a page with no colour (every pixel grey, as most text pages are) is
 //!   encoded with one channel instead of three, both as PNG and as JPEG;
-//! - the PNG encoder stops as soon as its output passes the JPEG's size,
-//!   since it could then only lose the comparison (the JPEG, from
-//!   libjpeg-turbo, is fast enough to make whole).
+//! - the JPEG is made first, whole (libjpeg-turbo cannot stop half-way),
+//!   and the PNG encoder stops as soon as its output passes the JPEG's
+//!   size, since it could then only lose the comparison.
 
 use std::io::Write;
 
@@ -127,17 +127,10 @@ fn bgra_to_rgb(bgra: &[u8], out: &mut Vec<u8>) {
 /// Encodes a `width` × `height` BGRA bitmap (stride `width * 4`) and keeps
 /// the smaller of PNG and JPEG; a tie keeps the PNG, which is lossless.
 ///
-/// `likely` is the format expected to win (the previous page's, pages of a
-/// document being alike): it is encoded whole, and the other stops as soon
-/// as it passes it. The choice is the same either way; only the work done
-/// for the loser shrinks.
-pub fn encode_page(
-    bgra: &[u8],
-    width: u32,
-    height: u32,
-    scratch: &mut Vec<u8>,
-    likely: ImageFormat,
-) -> Result<EncodedPage, EncodeError> {
+/// The JPEG comes first: it is made whole either way, so the PNG, which can
+/// stop early, is the one held to the other's size. Encoding the PNG first
+/// would make both whole on every page.
+pub fn encode_page(bgra: &[u8], width: u32, height: u32, scratch: &mut Vec<u8>) -> Result<EncodedPage, EncodeError> {
     let expected = width as usize * height as usize * 4;
     if bgra.len() != expected {
         return Err(EncodeError::WrongBufferSize {
@@ -148,62 +141,34 @@ pub fn encode_page(
         });
     }
     let mut pixels = convert(bgra, std::mem::take(scratch));
-    let result = encode_converted(bgra, &mut pixels, width, height, likely);
+    let result = encode_converted(bgra, &mut pixels, width, height);
     *scratch = pixels.data;
     result
 }
 
-fn encode_converted(
-    bgra: &[u8],
-    pixels: &mut Pixels,
-    width: u32,
-    height: u32,
-    likely: ImageFormat,
-) -> Result<EncodedPage, EncodeError> {
+fn encode_converted(bgra: &[u8], pixels: &mut Pixels, width: u32, height: u32) -> Result<EncodedPage, EncodeError> {
     // A colour page goes to the JPEG encoder as pdfium drew it: its BGRA
     // path is as fast as its RGB one, and the same pixels make the same
     // JPEG.
     let grayscale = pixels.grayscale;
-    if likely == ImageFormat::Jpeg {
-        let jpeg = encode_jpeg_below(jpeg_input(pixels, bgra), width, height, usize::MAX)?
-            .ok_or(EncodeError::TooLargeForJpeg { width, height })?;
-        // A PNG as large as the JPEG still wins the tie.
-        let png = encode_png_below(pixels, bgra, width, height, jpeg.len())?;
-        let jpeg_size = Some(jpeg.len());
-        return Ok(match png {
-            Some(png) => EncodedPage {
-                format: ImageFormat::Png,
-                png_size: Some(png.len()),
-                bytes: png,
-                jpeg_size,
-                grayscale,
-            },
-            None => EncodedPage {
-                format: ImageFormat::Jpeg,
-                png_size: None,
-                bytes: jpeg,
-                jpeg_size,
-                grayscale,
-            },
-        });
-    }
-    let png = encode_png_below(pixels, bgra, width, height, usize::MAX)?
+    let jpeg = encode_jpeg_below(jpeg_input(pixels, bgra), width, height, usize::MAX)?
         .ok_or(EncodeError::TooLargeForJpeg { width, height })?;
-    let jpeg = encode_jpeg_below(jpeg_input(pixels, bgra), width, height, png.len())?;
-    let png_size = png.len();
-    Ok(match jpeg {
-        Some(jpeg) if jpeg.len() < png_size => EncodedPage {
-            format: ImageFormat::Jpeg,
-            jpeg_size: Some(jpeg.len()),
-            bytes: jpeg,
-            png_size: Some(png_size),
+    // A PNG as large as the JPEG still wins the tie.
+    let png = encode_png_below(pixels, bgra, width, height, jpeg.len())?;
+    let jpeg_size = Some(jpeg.len());
+    Ok(match png {
+        Some(png) => EncodedPage {
+            format: ImageFormat::Png,
+            png_size: Some(png.len()),
+            bytes: png,
+            jpeg_size,
             grayscale,
         },
-        jpeg => EncodedPage {
-            format: ImageFormat::Png,
-            jpeg_size: jpeg.map(|j| j.len()),
-            bytes: png,
-            png_size: Some(png_size),
+        None => EncodedPage {
+            format: ImageFormat::Jpeg,
+            png_size: None,
+            bytes: jpeg,
+            jpeg_size,
             grayscale,
         },
     })
@@ -349,7 +314,7 @@ mod tests {
                 [255, 255, 255, 255]
             }
         });
-        let encoded = encode_page(&page, w, h, &mut Vec::new(), ImageFormat::Png).expect("encode");
+        let encoded = encode_page(&page, w, h, &mut Vec::new()).expect("encode");
         assert_eq!(encoded.format, ImageFormat::Png);
         assert!(encoded.grayscale);
         let decoded = image::load_from_memory(&encoded.bytes).expect("decodes").to_luma8();
@@ -367,11 +332,16 @@ mod tests {
             let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) % 64;
             [(x % 256) as u8, (y % 256) as u8, (128 + n) as u8, 255]
         });
-        let encoded = encode_page(&page, w, h, &mut Vec::new(), ImageFormat::Png).expect("encode");
+        let encoded = encode_page(&page, w, h, &mut Vec::new()).expect("encode");
         assert_eq!(encoded.format, ImageFormat::Jpeg);
         assert!(!encoded.grayscale);
         assert_eq!(encoded.jpeg_size, Some(encoded.bytes.len()));
-        assert!(encoded.png_size.is_some_and(|png| encoded.bytes.len() < png));
+        assert_eq!(encoded.png_size, None, "the PNG stopped once it passed the JPEG");
+        let mut pixels = convert(&page, Vec::new());
+        let whole_png = encode_png_below(&mut pixels, &page, w, h, usize::MAX)
+            .expect("png")
+            .expect("no cap");
+        assert!(encoded.bytes.len() < whole_png.len());
         let decoded = image::load_from_memory_with_format(&encoded.bytes, image::ImageFormat::Jpeg).expect("decodes");
         assert_eq!((decoded.width(), decoded.height()), (w, h));
         let rgb = decoded.to_rgb8();
@@ -426,7 +396,7 @@ mod tests {
     }
 
     #[test]
-    fn the_likely_format_changes_the_work_not_the_choice() {
+    fn the_kept_format_is_the_smaller_of_both_encoded_whole() {
         let text = bgra(300, 200, |x, y| {
             if (x / 7 + y / 11) % 5 == 0 {
                 [0, 0, 0, 255]
@@ -438,17 +408,25 @@ mod tests {
             let v = ((x * 7 + y * 13) ^ (x * y)) % 256;
             [v as u8, (v / 2) as u8, (255 - v) as u8, 255]
         });
-        for page in [&text, &photo] {
-            let png_first = encode_page(page, 300, 200, &mut Vec::new(), ImageFormat::Png).expect("encode");
-            let jpeg_first = encode_page(page, 300, 200, &mut Vec::new(), ImageFormat::Jpeg).expect("encode");
-            assert_eq!(png_first.format, jpeg_first.format);
-            assert_eq!(png_first.bytes, jpeg_first.bytes);
+        for (page, expected) in [(&text, ImageFormat::Png), (&photo, ImageFormat::Jpeg)] {
+            let encoded = encode_page(page, 300, 200, &mut Vec::new()).expect("encode");
+            let mut pixels = convert(page, Vec::new());
+            let whole_png = encode_png_below(&mut pixels, page, 300, 200, usize::MAX)
+                .expect("png")
+                .expect("no cap");
+            let whole_jpeg = encode_jpeg_below(jpeg_input(&pixels, page), 300, 200, usize::MAX)
+                .expect("jpeg")
+                .expect("no cap");
+            assert_eq!(encoded.format, expected);
+            let smaller = if whole_png.len() <= whole_jpeg.len() {
+                whole_png
+            } else {
+                whole_jpeg
+            };
+            assert_eq!(encoded.bytes, smaller);
         }
-        let text_first = encode_page(&text, 300, 200, &mut Vec::new(), ImageFormat::Jpeg).expect("encode");
-        assert_eq!(text_first.format, ImageFormat::Png);
-        let photo_first = encode_page(&photo, 300, 200, &mut Vec::new(), ImageFormat::Jpeg).expect("encode");
-        assert_eq!(photo_first.format, ImageFormat::Jpeg);
-        assert_eq!(photo_first.png_size, None, "the losing PNG was abandoned");
+        let photo = encode_page(&photo, 300, 200, &mut Vec::new()).expect("encode");
+        assert_eq!(photo.png_size, None, "the losing PNG was abandoned");
     }
 
     #[test]
@@ -477,7 +455,7 @@ mod tests {
     #[test]
     fn a_bitmap_of_the_wrong_size_is_an_error_not_a_panic() {
         assert!(matches!(
-            encode_page(&[0; 10], 4, 4, &mut Vec::new(), ImageFormat::Png),
+            encode_page(&[0; 10], 4, 4, &mut Vec::new()),
             Err(EncodeError::WrongBufferSize { .. })
         ));
     }

@@ -197,9 +197,6 @@ fn render(args: &RendererArgs, out: &mut impl Write) -> Result<(), Failure> {
 
     let mut bitmap_bytes: Vec<u8> = Vec::new();
     let mut scratch: Vec<u8> = Vec::new();
-    // Pages of a document are alike: the format that won the last page is
-    // encoded first for the next (see `encode_page`).
-    let mut likely = crate::encode::ImageFormat::Png;
     // With claims, renderer k starts at page k and then takes whatever is
     // left after its last page; renderer 0 looks at every page, so none is
     // missed.
@@ -218,8 +215,7 @@ fn render(args: &RendererArgs, out: &mut impl Write) -> Result<(), Failure> {
         } else {
             index + args.shards.max(1)
         };
-        let report = render_page(&document, index, args, &mut bitmap_bytes, &mut scratch, likely)?;
-        likely = report.format;
+        let report = render_page(&document, index, args, &mut bitmap_bytes, &mut scratch)?;
         emit(out, &Message::Page(report)).map_err(lost_stdout)?;
     }
     Ok(())
@@ -283,7 +279,6 @@ fn render_page(
     args: &RendererArgs,
     bitmap_bytes: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
-    likely: crate::encode::ImageFormat,
 ) -> Result<PageReport, Failure> {
     let page_number = index + 1;
     let page_index = i32::try_from(index).map_err(|_| fail(failure::TOO_MANY_PAGES, "page index out of range"))?;
@@ -305,11 +300,11 @@ fn render_page(
     // A page that cannot be drawn at full scale (no room for its bitmap
     // under the memory limit, or pdfium refuses) is drawn at half, as
     // Supermark does.
-    let (size, half_scale, encoded) = match draw(Some(&page), size, page_number, bitmap_bytes, scratch, likely) {
+    let (size, half_scale, encoded) = match draw(Some(&page), size, page_number, bitmap_bytes, scratch) {
         Ok(encoded) => (size, false, encoded),
         Err(full) => {
             let half = size.halved();
-            match draw(Some(&page), half, page_number, bitmap_bytes, scratch, likely) {
+            match draw(Some(&page), half, page_number, bitmap_bytes, scratch) {
                 Ok(encoded) => (half, true, encoded),
                 Err(_) => return Err(full),
             }
@@ -363,14 +358,7 @@ fn blank_page(
         .layout
         .layout(width_pt, height_pt)
         .map_err(|e| fail(failure::ABSURD_PAGE_SIZE, format!("page {page_number}: {e}")))?;
-    let encoded = draw(
-        None,
-        size,
-        page_number,
-        bitmap_bytes,
-        scratch,
-        crate::encode::ImageFormat::Png,
-    )?;
+    let encoded = draw(None, size, page_number, bitmap_bytes, scratch)?;
     Ok(PageReport {
         blank: true,
         ..write_page(args, page_number, (width_pt, height_pt), size, &encoded)?
@@ -384,7 +372,6 @@ fn draw(
     page_number: u32,
     bitmap_bytes: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
-    likely: crate::encode::ImageFormat,
 ) -> Result<crate::encode::EncodedPage, Failure> {
     let (w, h) = (size.width as i32, size.height as i32);
     let needed = size.width as usize * size.height as usize * 4;
@@ -416,7 +403,7 @@ fn draw(
             )
         })?;
     }
-    encode_page(bitmap_bytes, size.width, size.height, scratch, likely)
+    encode_page(bitmap_bytes, size.width, size.height, scratch)
         .map_err(|e| fail(failure::RENDER_FAILED, format!("page {page_number}: {e}")))
 }
 
