@@ -53,12 +53,10 @@ async fn wait_for_kiln_to_disconnect(db: &PgPool) {
     }
 }
 
-/// Starts a worker that plans its statements while `runs` looks empty
-/// (statistics say so) and has run one of them; answers the test's own
-/// connection, which it names, so that waiting for kiln's sessions to end
-/// does not wait for it, and the worker.
-async fn plan_on_an_empty_table(kiln: &Kiln) -> (PgPool, crate::helpers::Process) {
-    let db = sqlx::postgres::PgPoolOptions::new()
+/// The test's own connection, named so that waiting for kiln's sessions
+/// to end does not wait for it.
+async fn test_connection(kiln: &Kiln) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect_with(
             kiln.database_url
@@ -67,7 +65,15 @@ async fn plan_on_an_empty_table(kiln: &Kiln) -> (PgPool, crate::helpers::Process
                 .application_name("kiln-test"),
         )
         .await
-        .expect("connect to the test database");
+        .expect("connect to the test database")
+}
+
+/// Starts a worker that plans its statements while `runs` looks empty
+/// (statistics say so) and has run one of them; answers the test's own
+/// connection, which it names, so that waiting for kiln's sessions to end
+/// does not wait for it, and the worker.
+async fn plan_on_an_empty_table(kiln: &Kiln) -> (PgPool, crate::helpers::Process) {
+    let db = test_connection(kiln).await;
     sqlx::query("VACUUM ANALYZE runs").execute(&db).await.expect("vacuum");
     let worker = kiln.spawn_worker(&[]);
     let first = kiln.trigger("kiln.noop", noop_body(json!({ "first": true }))).await;
@@ -159,5 +165,90 @@ async fn statements_planned_on_an_empty_table_do_not_scan_a_grown_backlog() {
     assert!(
         read < HISTORY,
         "runs gave out {read} tuples to scans while kiln ran 41 runs beside a backlog of {HISTORY}"
+    );
+}
+
+/// Listing by tag pages through the tag's own runs: a tag whose runs are
+/// all older than a large untagged history must not make each listing
+/// read that history. Walking `runs` newest first and checking each run
+/// for the tag did: at ten million runs, a listing by tag and status took
+/// 150–400 ms (p99) instead of 6.
+#[tokio::test]
+async fn listing_by_tag_reads_the_tags_runs_not_the_newer_history() {
+    const TAGGED: i64 = 1_000;
+    let kiln = Kiln::builder(Mode::Serve).spawn().await;
+    let key = kiln.new_key("prod");
+    let db = test_connection(&kiln).await;
+    // The tagged runs first (ids sort by creation), then a newer history
+    // without the tag.
+    sqlx::query(
+        "WITH tagged AS (
+             INSERT INTO runs (id, environment, task_identifier, queue, status, payload, payload_type,
+                 max_attempts, attempt_count, tags, created_at, updated_at, started_at, completed_at)
+             SELECT format('run_a_tagged%s', lpad(i::text, 8, '0')), 'prod', 'kiln.noop', 'task/kiln.noop',
+                 CASE WHEN i % 10 = 0 THEN 'FAILED' ELSE 'COMPLETED' END, '{}'::jsonb, 'application/json',
+                 1, 1, ARRAY['customer-a'], now(), now(), now(), now()
+             FROM generate_series(1, $1) AS i
+             RETURNING id)
+         INSERT INTO run_tags (tag, run_id) SELECT 'customer-a', id FROM tagged",
+    )
+    .bind(TAGGED)
+    .execute(&db)
+    .await
+    .expect("insert the tagged runs");
+    sqlx::query(
+        "INSERT INTO runs (id, environment, task_identifier, queue, status, payload, payload_type,
+             max_attempts, attempt_count, created_at, updated_at, started_at, completed_at)
+         SELECT format('run_b_history%s', lpad(i::text, 8, '0')), 'prod', 'kiln.noop', 'task/kiln.noop',
+             'COMPLETED', '{}'::jsonb, 'application/json', 1, 1, now(), now(), now(), now()
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(HISTORY)
+    .execute(&db)
+    .await
+    .expect("insert the history");
+    sqlx::query("VACUUM ANALYZE runs, run_tags").execute(&db).await.expect("analyze");
+
+    let list = |query: String| {
+        let (kiln, key) = (&kiln, &key);
+        async move {
+            let (status, page) = kiln
+                .call_as(reqwest::Method::GET, &format!("/api/v1/runs?{query}"), key, None)
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let ids: Vec<String> = page["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .filter_map(|run| run["id"].as_str().map(str::to_owned))
+                .collect();
+            (ids, page["pagination"].clone())
+        }
+    };
+    // The completed ones, newest first: every tenth failed.
+    let expected: Vec<String> = (1..=TAGGED)
+        .rev()
+        .filter(|i| i % 10 != 0)
+        .map(|i| format!("run_a_tagged{i:08}"))
+        .collect();
+    let filter = "filter%5Btag%5D=customer-a&filter%5Bstatus%5D=COMPLETED&page%5Bsize%5D=25";
+    let (first, pagination) = list(filter.to_owned()).await;
+    assert_eq!(first, expected[..25]);
+    let next = pagination["next"].as_str().expect("a next page");
+    let (second, pagination) = list(format!("{filter}&page%5Bafter%5D={next}")).await;
+    assert_eq!(second, expected[25..50]);
+    let previous = pagination["previous"].as_str().expect("a previous page");
+    let (back, _) = list(format!("{filter}&page%5Bbefore%5D={previous}")).await;
+    assert_eq!(back, first);
+    // Two tags: the newest of either, each run once.
+    let (either, _) = list("filter%5Btag%5D=customer-a,nobody&page%5Bsize%5D=3".to_owned()).await;
+    assert_eq!(either, ["run_a_tagged00001000", "run_a_tagged00000999", "run_a_tagged00000998"]);
+
+    drop(kiln);
+    wait_for_kiln_to_disconnect(&db).await;
+    let read = tuples_read(&db).await;
+    assert!(
+        read < HISTORY,
+        "runs gave out {read} tuples to scans for four listings by tag beside a history of {HISTORY}"
     );
 }

@@ -130,6 +130,40 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
+/// The conditions of a listing on `runs`' own columns, unqualified (they
+/// name no column of `run_tags`, so they read the same beside it).
+fn push_run_conditions(query: &mut QueryBuilder<Postgres>, environment: Environment, filter: &ListFilter) {
+    query.push("environment = ").push_bind(environment.as_str());
+    if !filter.statuses.is_empty() {
+        let statuses: Vec<&'static str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        query.push(" AND status = ANY(").push_bind(statuses).push(")");
+    }
+    if !filter.task_identifiers.is_empty() {
+        query
+            .push(" AND task_identifier = ANY(")
+            .push_bind(filter.task_identifiers.clone())
+            .push(")");
+    }
+    if !filter.queues.is_empty() {
+        query
+            .push(" AND queue = ANY(")
+            .push_bind(filter.queues.clone())
+            .push(")");
+    }
+    if let Some(from) = filter.created_from {
+        query.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some(after) = filter.updated_after {
+        query.push(" AND updated_at > ").push_bind(after);
+    }
+    if let Some(to) = filter.created_to {
+        query.push(" AND created_at <= ").push_bind(to);
+    }
+    if let Some(is_test) = filter.is_test {
+        query.push(" AND is_test = ").push_bind(is_test);
+    }
+}
+
 fn millis(duration: Option<std::time::Duration>) -> Option<i64> {
     duration.and_then(|d| i64::try_from(d.as_millis()).ok())
 }
@@ -264,57 +298,55 @@ impl Store {
 
     /// Newest first. Returns up to `limit + 1` rows so the caller can tell
     /// whether another page follows.
+    ///
+    /// With a tag filter, each tag's runs are walked in id order through
+    /// `run_tags`' own index and joined to `runs` one by one, up to a page
+    /// per tag; the page is the newest of those. Filtering while walking
+    /// `runs` newest first instead reads every newer run without the tag:
+    /// a tag whose runs are all older than a million untagged ones made
+    /// each listing read a million rows.
     pub async fn list_runs(&self, environment: Environment, filter: &ListFilter) -> Result<Vec<RunRow>, StoreError> {
-        let mut query: QueryBuilder<Postgres> =
-            QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE environment = "));
-        query.push_bind(environment.as_str());
-        if !filter.statuses.is_empty() {
-            let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
-            query.push(" AND status = ANY(").push_bind(statuses).push(")");
-        }
-        if !filter.task_identifiers.is_empty() {
-            query
-                .push(" AND task_identifier = ANY(")
-                .push_bind(filter.task_identifiers.clone())
-                .push(")");
-        }
-        if !filter.tags.is_empty() {
-            query
-                .push(" AND id IN (SELECT run_id FROM run_tags WHERE tag = ANY(")
-                .push_bind(filter.tags.clone())
-                .push("))");
-        }
-        if !filter.queues.is_empty() {
-            query
-                .push(" AND queue = ANY(")
-                .push_bind(filter.queues.clone())
-                .push(")");
-        }
-        if let Some(from) = filter.created_from {
-            query.push(" AND created_at >= ").push_bind(from);
-        }
-        if let Some(after) = filter.updated_after {
-            query.push(" AND updated_at > ").push_bind(after);
-        }
-        if let Some(to) = filter.created_to {
-            query.push(" AND created_at <= ").push_bind(to);
-        }
-        if let Some(is_test) = filter.is_test {
-            query.push(" AND is_test = ").push_bind(is_test);
-        }
         let limit = i64::from(filter.limit) + 1;
-        if let Some(before) = &filter.before {
-            query.push(" AND id > ").push_bind(before.clone());
-            query.push(" ORDER BY id ASC LIMIT ").push_bind(limit);
-            let mut rows = query.build_query_as::<RunRow>().fetch_all(&self.pool).await?;
+        // Newest first, or (for the previous page) oldest first and
+        // reversed after.
+        let (cursor, newest_first) = match (&filter.before, &filter.after) {
+            (Some(before), _) => (Some((" > ", before)), false),
+            (None, Some(after)) => (Some((" < ", after)), true),
+            (None, None) => (None, true),
+        };
+        let order = if newest_first { " DESC" } else { " ASC" };
+        let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM runs WHERE "));
+        if filter.tags.is_empty() {
+            push_run_conditions(&mut query, environment, filter);
+            if let Some((operator, id)) = cursor {
+                query.push(" AND id").push(operator).push_bind(id.clone());
+            }
+        } else {
+            query
+                .push("id IN (SELECT page.run_id FROM unnest(")
+                .push_bind(filter.tags.clone())
+                .push(
+                    "::text[]) AS wanted(tag) CROSS JOIN LATERAL (
+                     SELECT run_tags.run_id FROM run_tags JOIN runs ON runs.id = run_tags.run_id
+                     WHERE run_tags.tag = wanted.tag AND ",
+                );
+            push_run_conditions(&mut query, environment, filter);
+            if let Some((operator, id)) = cursor {
+                query.push(" AND run_tags.run_id").push(operator).push_bind(id.clone());
+            }
+            query
+                .push(" ORDER BY run_tags.run_id")
+                .push(order)
+                .push(" LIMIT ")
+                .push_bind(limit)
+                .push(") AS page)");
+        }
+        query.push(" ORDER BY id").push(order).push(" LIMIT ").push_bind(limit);
+        let mut rows = query.build_query_as::<RunRow>().fetch_all(&self.pool).await?;
+        if !newest_first {
             rows.reverse();
-            return Ok(rows);
         }
-        if let Some(after) = &filter.after {
-            query.push(" AND id < ").push_bind(after.clone());
-        }
-        query.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
-        Ok(query.build_query_as::<RunRow>().fetch_all(&self.pool).await?)
+        Ok(rows)
     }
 
     /// Cancels a run that has not ended. Returns the run's status after the
