@@ -53,6 +53,22 @@ async fn wait_for_kiln_to_disconnect(db: &PgPool) {
     }
 }
 
+/// HISTORY completed prod runs of kiln.noop, with ids `<prefix>00000001`…
+async fn insert_finished_runs(db: &PgPool, prefix: &str) {
+    sqlx::query(
+        "INSERT INTO runs (id, environment, task_identifier, queue, status, payload, payload_type,
+             max_attempts, attempt_count, created_at, updated_at, started_at, completed_at)
+         SELECT $1 || lpad(i::text, 8, '0'), 'prod', 'kiln.noop', 'task/kiln.noop',
+             'COMPLETED', '{}'::jsonb, 'application/json', 1, 1, now(), now(), now(), now()
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind(prefix)
+    .bind(HISTORY)
+    .execute(db)
+    .await
+    .expect("insert a history of finished runs");
+}
+
 /// The test's own connection, named so that waiting for kiln's sessions
 /// to end does not wait for it.
 async fn test_connection(kiln: &Kiln) -> PgPool {
@@ -87,17 +103,7 @@ async fn statements_planned_on_an_empty_table_do_not_scan_a_grown_history() {
     let (db, worker) = plan_on_an_empty_table(&kiln).await;
 
     // A history grows that no plan has seen.
-    sqlx::query(
-        "INSERT INTO runs (id, environment, task_identifier, queue, status, payload, payload_type,
-             max_attempts, attempt_count, created_at, updated_at, started_at, completed_at)
-         SELECT format('run_history%s', lpad(i::text, 8, '0')), 'prod', 'kiln.noop', 'task/kiln.noop',
-             'COMPLETED', '{}'::jsonb, 'application/json', 1, 1, now(), now(), now(), now()
-         FROM generate_series(1, $1) AS i",
-    )
-    .bind(HISTORY)
-    .execute(&db)
-    .await
-    .expect("insert history");
+    insert_finished_runs(&db, "run_history").await;
 
     // A delayed run is pushed by a scheduler tick once its delay is over:
     // by the time it completes, the schedulers have looked a few times.
@@ -196,17 +202,7 @@ async fn listing_by_tag_reads_the_tags_runs_not_the_newer_history() {
     .execute(&db)
     .await
     .expect("insert the tagged runs");
-    sqlx::query(
-        "INSERT INTO runs (id, environment, task_identifier, queue, status, payload, payload_type,
-             max_attempts, attempt_count, created_at, updated_at, started_at, completed_at)
-         SELECT format('run_b_history%s', lpad(i::text, 8, '0')), 'prod', 'kiln.noop', 'task/kiln.noop',
-             'COMPLETED', '{}'::jsonb, 'application/json', 1, 1, now(), now(), now(), now()
-         FROM generate_series(1, $1) AS i",
-    )
-    .bind(HISTORY)
-    .execute(&db)
-    .await
-    .expect("insert the history");
+    insert_finished_runs(&db, "run_b_history").await;
     sqlx::query("VACUUM ANALYZE runs, run_tags").execute(&db).await.expect("analyze");
 
     let list = |query: String| {
