@@ -203,7 +203,10 @@ async fn listing_by_tag_reads_the_tags_runs_not_the_newer_history() {
     .await
     .expect("insert the tagged runs");
     insert_finished_runs(&db, "run_b_history").await;
-    sqlx::query("VACUUM ANALYZE runs, run_tags").execute(&db).await.expect("analyze");
+    sqlx::query("VACUUM ANALYZE runs, run_tags")
+        .execute(&db)
+        .await
+        .expect("analyze");
 
     let list = |query: String| {
         let (kiln, key) = (&kiln, &key);
@@ -238,7 +241,10 @@ async fn listing_by_tag_reads_the_tags_runs_not_the_newer_history() {
     assert_eq!(back, first);
     // Two tags: the newest of either, each run once.
     let (either, _) = list("filter%5Btag%5D=customer-a,nobody&page%5Bsize%5D=3".to_owned()).await;
-    assert_eq!(either, ["run_a_tagged00001000", "run_a_tagged00000999", "run_a_tagged00000998"]);
+    assert_eq!(
+        either,
+        ["run_a_tagged00001000", "run_a_tagged00000999", "run_a_tagged00000998"]
+    );
 
     drop(kiln);
     wait_for_kiln_to_disconnect(&db).await;
