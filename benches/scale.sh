@@ -39,10 +39,11 @@ trap cleanup EXIT
 db_url() { echo "${admin%/*}/$1"; }
 sql() { psql "$(db_url "$1")" -qAt -c "$2"; }
 
+# Called in a command substitution (a subshell): the caller records the
+# name for clean-up.
 fresh_database() {
   local db="kiln_bench_scale_$1_$$"
   psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
-  databases+=("$db")
   DATABASE_URL=$(db_url "$db") REDIS_URL=$redis KILN_SECRET=bench-server-secret-0123456789abcdef \
     "$kiln_bin" migrate >/dev/null
   echo "$db"
@@ -141,6 +142,7 @@ measure() {
 
 echo "kiln with $runs finished runs beside an empty database, $rounds rounds"
 echo
+databases=(kiln_bench_scale_empty_$$ kiln_bench_scale_filled_$$)
 empty=$(fresh_database empty)
 filled=$(fresh_database filled)
 filled_at=$(date +%s)
