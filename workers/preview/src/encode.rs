@@ -42,8 +42,8 @@ pub struct EncodedPage {
     pub bytes: Vec<u8>,
     /// `None` when the PNG was abandoned for being larger than the JPEG.
     pub png_size: Option<usize>,
-    /// `None` when the JPEG was abandoned for being larger than the PNG.
-    pub jpeg_size: Option<usize>,
+    /// The JPEG is always made whole (it is encoded first).
+    pub jpeg_size: usize,
     pub grayscale: bool,
 }
 
@@ -151,11 +151,10 @@ fn encode_converted(bgra: &[u8], pixels: &mut Pixels, width: u32, height: u32) -
     // path is as fast as its RGB one, and the same pixels make the same
     // JPEG.
     let grayscale = pixels.grayscale;
-    let jpeg = encode_jpeg_below(jpeg_input(pixels, bgra), width, height, usize::MAX)?
-        .ok_or(EncodeError::TooLargeForJpeg { width, height })?;
+    let jpeg = encode_jpeg(jpeg_input(pixels, bgra), width, height)?;
     // A PNG as large as the JPEG still wins the tie.
     let png = encode_png_below(pixels, bgra, width, height, jpeg.len())?;
-    let jpeg_size = Some(jpeg.len());
+    let jpeg_size = jpeg.len();
     Ok(match png {
         Some(png) => EncodedPage {
             format: ImageFormat::Png,
@@ -234,8 +233,8 @@ fn write_png(
     Ok(())
 }
 
-/// A writer that refuses to grow past `limit` bytes, so the JPEG encoder
-/// gives up once it has lost to the PNG.
+/// A writer that refuses to grow past `limit` bytes, so the PNG encoder
+/// gives up once it has lost to the JPEG.
 struct CappedWriter {
     bytes: Vec<u8>,
     limit: usize,
@@ -246,7 +245,7 @@ impl Write for CappedWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.bytes.len() + buf.len() > self.limit {
             self.exceeded = true;
-            return Err(std::io::Error::other("larger than the PNG"));
+            return Err(std::io::Error::other("larger than the JPEG"));
         }
         self.bytes.extend_from_slice(buf);
         Ok(buf.len())
@@ -264,13 +263,8 @@ enum JpegInput<'a> {
     Bgra(&'a [u8]),
 }
 
-/// The JPEG, or `None` when it is `limit` bytes or more.
-fn encode_jpeg_below(
-    input: JpegInput<'_>,
-    width: u32,
-    height: u32,
-    limit: usize,
-) -> Result<Option<Vec<u8>>, EncodeError> {
+/// The JPEG, at Papermark's quality.
+fn encode_jpeg(input: JpegInput<'_>, width: u32, height: u32) -> Result<Vec<u8>, EncodeError> {
     // JPEG's own limit on a side.
     if width > 65_535 || height > 65_535 {
         return Err(EncodeError::TooLargeForJpeg { width, height });
@@ -287,7 +281,7 @@ fn encode_jpeg_below(
         format,
     };
     let jpeg = turbojpeg::compress(image, i32::from(JPEG_QUALITY), subsampling)?;
-    Ok((jpeg.len() < limit).then(|| jpeg.to_vec()))
+    Ok(jpeg.to_vec())
 }
 
 #[cfg(test)]
@@ -335,7 +329,7 @@ mod tests {
         let encoded = encode_page(&page, w, h, &mut Vec::new()).expect("encode");
         assert_eq!(encoded.format, ImageFormat::Jpeg);
         assert!(!encoded.grayscale);
-        assert_eq!(encoded.jpeg_size, Some(encoded.bytes.len()));
+        assert_eq!(encoded.jpeg_size, encoded.bytes.len());
         assert_eq!(encoded.png_size, None, "the PNG stopped once it passed the JPEG");
         let mut pixels = convert(&page, Vec::new());
         let whole_png = encode_png_below(&mut pixels, &page, w, h, usize::MAX)
@@ -384,9 +378,7 @@ mod tests {
             [(x % 256) as u8, (y % 256) as u8, (128 + n) as u8, 255]
         });
         let mut pixels = convert(&noise, Vec::new());
-        let jpeg = encode_jpeg_below(JpegInput::Bgra(&noise), w, h, usize::MAX)
-            .expect("jpeg")
-            .expect("no cap");
+        let jpeg = encode_jpeg(JpegInput::Bgra(&noise), w, h).expect("jpeg");
         let capped = encode_png_below(&mut pixels, &noise, w, h, jpeg.len()).expect("png");
         let full = encode_png_below(&mut pixels, &noise, w, h, usize::MAX)
             .expect("png")
@@ -414,9 +406,7 @@ mod tests {
             let whole_png = encode_png_below(&mut pixels, page, 300, 200, usize::MAX)
                 .expect("png")
                 .expect("no cap");
-            let whole_jpeg = encode_jpeg_below(jpeg_input(&pixels, page), 300, 200, usize::MAX)
-                .expect("jpeg")
-                .expect("no cap");
+            let whole_jpeg = encode_jpeg(jpeg_input(&pixels, page), 300, 200).expect("jpeg");
             assert_eq!(encoded.format, expected);
             let smaller = if whole_png.len() <= whole_jpeg.len() {
                 whole_png
@@ -438,9 +428,7 @@ mod tests {
         let mut rgb = Vec::new();
         bgra_to_rgb(&page, &mut rgb);
         assert_eq!(&rgb[..3], &page[..3].iter().rev().copied().collect::<Vec<u8>>()[..]);
-        let from_bgra = encode_jpeg_below(JpegInput::Bgra(&page), w, h, usize::MAX)
-            .expect("jpeg")
-            .expect("no cap");
+        let from_bgra = encode_jpeg(JpegInput::Bgra(&page), w, h).expect("jpeg");
         let rgb = turbojpeg::Image {
             pixels: &rgb[..],
             width: w as usize,

@@ -339,7 +339,7 @@ fn write_page(
         original_height,
         scale_factor: size.exact_scale,
         png_size: encoded.png_size,
-        jpeg_size: encoded.jpeg_size,
+        jpeg_size: Some(encoded.jpeg_size),
         links: Vec::new(),
         blank: false,
         half_scale: false,
