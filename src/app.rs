@@ -408,15 +408,27 @@ pub async fn run(
     }
     if let Some(listener) = listener {
         let state = api_state(&config, &store, &queue, &registry, &storage)?.with_process_metrics(process_metrics);
+        let dashboard = kiln_dashboard::router(
+            state.clone(),
+            kiln_dashboard::DashboardConfig {
+                password: config.dashboard_password.clone(),
+                secure_cookies: config.served_over_https,
+                storage: Some((Arc::clone(&storage.storage), config.storage_scopes.clone())),
+            },
+        );
         let local = listener.local_addr()?;
-        tracing::info!(addr = %local, "api listening");
+        tracing::info!(addr = %local, dashboard = config.dashboard_password.is_some(), "api listening");
         // Tests and scripts read this line to find the port.
         println!("kiln listening on http://{local}");
         let token = shutdown.clone();
         parts.spawn(async move {
-            kiln_api::serve(listener, state, token.cancelled_owned())
-                .await
-                .context("the api server failed")?;
+            kiln_api::serve_router(
+                listener,
+                kiln_api::router(state).merge(dashboard),
+                token.cancelled_owned(),
+            )
+            .await
+            .context("the api server failed")?;
             Ok("api")
         });
     }

@@ -139,6 +139,12 @@ pub struct RuntimeConfig {
     pub realtime_max_per_key: usize,
     /// When set, `/metrics` wants it as a bearer token.
     pub metrics_token: Option<String>,
+    /// `KILN_DASHBOARD_PASSWORD`: the operators' password for
+    /// `/dashboard`; `None` leaves the dashboard off.
+    pub dashboard_password: Option<String>,
+    /// kiln is reached over HTTPS (`KILN_PUBLIC_URL` says so): the
+    /// dashboard's session cookie is then `Secure`.
+    pub served_over_https: bool,
     /// Where a process without the API role (`kiln worker`, `kiln
     /// scheduler`) serves its own `/metrics`; `None`: it serves none.
     pub metrics_addr: Option<SocketAddr>,
@@ -321,6 +327,9 @@ impl RuntimeConfig {
                 max
             },
             metrics_token: var("KILN_METRICS_TOKEN"),
+            dashboard_password: dashboard_password()?,
+            served_over_https: var_or("KILN_PUBLIC_URL", "API_ORIGIN")
+                .is_some_and(|(_, url)| url.starts_with("https://")),
             metrics_addr: var("KILN_METRICS_ADDR")
                 .map(|addr| {
                     addr.parse().map_err(|_| {
@@ -340,6 +349,22 @@ impl RuntimeConfig {
                 message: e.message,
             })?,
         })
+    }
+}
+
+/// The dashboard's password: long enough that the sign-in limit (a few
+/// failures a minute per address) makes guessing hopeless.
+const MIN_DASHBOARD_PASSWORD: usize = 12;
+
+fn dashboard_password() -> Result<Option<String>, ConfigError> {
+    match std::env::var("KILN_DASHBOARD_PASSWORD") {
+        Ok(password) if password.is_empty() => Ok(None),
+        Ok(password) if password.chars().count() < MIN_DASHBOARD_PASSWORD => Err(error(
+            "KILN_DASHBOARD_PASSWORD",
+            format!("must be at least {MIN_DASHBOARD_PASSWORD} characters"),
+        )),
+        Ok(password) => Ok(Some(password)),
+        Err(_) => Ok(None),
     }
 }
 

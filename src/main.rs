@@ -20,7 +20,7 @@ mod telemetry;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kiln_core::auth::{Environment, KeyVault, SecretKey};
+use kiln_core::auth::{Environment, KeyVault};
 
 use crate::app::Roles;
 use crate::config::{DatabaseConfig, RuntimeConfig, StorageConfig};
@@ -360,12 +360,7 @@ async fn create_key(database: &DatabaseConfig, env: KeyEnv) -> anyhow::Result<()
         KeyEnv::Dev => Environment::Dev,
         KeyEnv::Prod => Environment::Prod,
     };
-    let key = SecretKey::generate(environment);
-    let (nonce, sealed) = vault.encrypt(&key);
-    let id = format!("key_{}", kiln_core::id::random_alphanumeric(16));
-    store
-        .insert_key(&id, environment, &vault.lookup_hash(key.expose()), &nonce, &sealed)
-        .await?;
+    let (id, key) = kiln_api::auth::create_key(&store, &vault, environment).await?;
     println!(
         "created {} key {id}; set it as TRIGGER_SECRET_KEY:",
         environment.as_str()

@@ -135,7 +135,31 @@ pub struct KeyCache {
     ttl: std::time::Duration,
 }
 
+/// Makes a new secret key for `environment`, stores it sealed with
+/// `vault`, and answers its id and the key: the only time the key is seen.
+pub async fn create_key(
+    store: &Store,
+    vault: &KeyVault,
+    environment: kiln_core::auth::Environment,
+) -> Result<(String, kiln_core::auth::SecretKey), kiln_store::StoreError> {
+    let key = kiln_core::auth::SecretKey::generate(environment);
+    let (nonce, sealed) = vault.encrypt(&key);
+    let id = format!("key_{}", kiln_core::id::random_alphanumeric(16));
+    store
+        .insert_key(&id, environment, &vault.lookup_hash(key.expose()), &nonce, &sealed)
+        .await?;
+    Ok((id, key))
+}
+
 impl KeyCache {
+    /// [`create_key`] with this cache's store and vault.
+    pub async fn create_key(
+        &self,
+        environment: kiln_core::auth::Environment,
+    ) -> Result<(String, kiln_core::auth::SecretKey), kiln_store::StoreError> {
+        create_key(&self.store, &self.vault, environment).await
+    }
+
     pub fn new(store: Store, vault: KeyVault) -> Self {
         Self {
             store,

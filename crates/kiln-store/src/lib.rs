@@ -23,6 +23,7 @@
 pub mod batch;
 pub mod batches;
 pub mod changes;
+pub mod dashboard;
 pub mod hosts;
 pub mod keys;
 pub mod lifecycle;

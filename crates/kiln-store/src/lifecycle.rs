@@ -129,7 +129,7 @@ const STARTED_UNRECORDED: &str = "(runs.status = 'QUEUED') IS TRUE AND runs.atte
 
 /// No limit on the run's queue: such runs are claimed without counting.
 const UNLIMITED_QUEUE: &str = "NOT EXISTS (SELECT 1 FROM queues q
-    WHERE q.environment = runs.environment AND q.name = runs.queue AND q.concurrency_limit IS NOT NULL)";
+    WHERE q.environment = runs.environment AND q.name = runs.queue AND (q.concurrency_limit IS NOT NULL OR q.paused))";
 
 /// The distinct lanes (environment, queue) of runs matching `predicate`,
 /// found by skipping through an index one lane at a time (a loose index
@@ -272,7 +272,7 @@ impl Store {
                     WHERE busy.status = 'EXECUTING' AND busy.queue = runs.queue
                       AND busy.environment = runs.environment
                       AND busy.concurrency_key IS NOT DISTINCT FROM runs.concurrency_key)
-                 < COALESCE((SELECT concurrency_limit FROM queues
+                 < COALESCE((SELECT CASE WHEN paused THEN 0 ELSE concurrency_limit END FROM queues
                              WHERE environment = runs.environment AND name = runs.queue), 2147483647)
              {CLAIM_RETURNING}"
         );
@@ -298,7 +298,7 @@ impl Store {
     pub async fn limited_among(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT runs.id FROM runs JOIN queues q ON q.environment = runs.environment AND q.name = runs.queue
-             WHERE runs.id = ANY($1) AND q.concurrency_limit IS NOT NULL AND {CLAIMABLE}"
+             WHERE runs.id = ANY($1) AND (q.concurrency_limit IS NOT NULL OR q.paused) AND {CLAIMABLE}"
         )))
         .bind(ids)
         .fetch_all(&self.pool)
@@ -357,7 +357,7 @@ impl Store {
             hand_back.push(back);
         }
         let recorded: Vec<(String, String, String, Option<String>, bool)> = sqlx::query_as(AssertSqlSafe(format!(
-            "UPDATE runs SET status = u.status, output = u.output,
+            "WITH done AS (UPDATE runs SET status = u.status, output = u.output,
                  error = COALESCE(u.error, runs.error),
                  attempt_count = CASE WHEN u.hand_back THEN u.attempt - 1 ELSE u.attempt END,
                  started_at = CASE WHEN u.hand_back THEN runs.started_at
@@ -373,7 +373,17 @@ impl Store {
              WHERE runs.id = ANY($1) AND runs.id = u.id AND CASE
                  WHEN u.claimed THEN runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
                  ELSE {STARTED_UNRECORDED} END
-             RETURNING runs.id, runs.environment, runs.queue, runs.concurrency_key, NOT {UNLIMITED_QUEUE}"
+             RETURNING runs.id, runs.environment, runs.queue, runs.concurrency_key, NOT {UNLIMITED_QUEUE} AS limited,
+                 runs.status),
+             counted AS (
+                 INSERT INTO queue_minutes (environment, queue, minute, shard, completed, failed)
+                 SELECT environment, queue, date_trunc('minute', now()), pg_backend_pid() % 16,
+                        count(*) FILTER (WHERE status = 'COMPLETED'), count(*) FILTER (WHERE status <> 'COMPLETED')
+                 FROM done WHERE status <> 'QUEUED' GROUP BY environment, queue
+                 ON CONFLICT (environment, queue, minute, shard) DO UPDATE
+                     SET completed = queue_minutes.completed + EXCLUDED.completed,
+                         failed = queue_minutes.failed + EXCLUDED.failed)
+             SELECT id, environment, queue, concurrency_key, limited FROM done"
         )))
         .bind(&ids)
         .bind(&attempts)
@@ -616,7 +626,7 @@ impl Store {
                         WHERE busy.status = 'EXECUTING' AND busy.queue = p.queue
                           AND busy.environment = p.environment
                           AND busy.concurrency_key IS NOT DISTINCT FROM p.concurrency_key)
-                     < COALESCE(q.concurrency_limit, 2147483647)
+                     < COALESCE(CASE WHEN q.paused THEN 0 ELSE q.concurrency_limit END, 2147483647)
                  ORDER BY p.id LIMIT $1 FOR UPDATE OF p SKIP LOCKED)
              UPDATE runs SET parked = false, enqueued_at = NULL, updated_at = now()
              WHERE runs.id = ANY(ARRAY(SELECT candidates.id FROM candidates))",

@@ -123,6 +123,8 @@ pub struct ListFilter {
     /// Runs changed after this instant (realtime subscriptions).
     pub updated_after: Option<DateTime<Utc>>,
     pub is_test: Option<bool>,
+    /// Runs one `batch.trigger` call made.
+    pub batch_id: Option<String>,
     /// Runs older than this id (the next page, newest first).
     pub after: Option<String>,
     /// Runs newer than this id (the previous page).
@@ -132,7 +134,7 @@ pub struct ListFilter {
 
 /// The conditions of a listing on `runs`' own columns, unqualified (they
 /// name no column of `run_tags`, so they read the same beside it).
-fn push_run_conditions(query: &mut QueryBuilder<Postgres>, environment: Environment, filter: &ListFilter) {
+pub(crate) fn push_run_conditions(query: &mut QueryBuilder<Postgres>, environment: Environment, filter: &ListFilter) {
     query.push("environment = ").push_bind(environment.as_str());
     if !filter.statuses.is_empty() {
         let statuses: Vec<&'static str> = filter.statuses.iter().map(|s| s.as_str()).collect();
@@ -161,6 +163,14 @@ fn push_run_conditions(query: &mut QueryBuilder<Postgres>, environment: Environm
     }
     if let Some(is_test) = filter.is_test {
         query.push(" AND is_test = ").push_bind(is_test);
+    }
+    if let Some(batch) = &filter.batch_id {
+        query
+            .push(" AND id = ANY((SELECT b.run_ids FROM batches b WHERE b.id = ")
+            .push_bind(batch.clone())
+            .push(" AND b.environment = ")
+            .push_bind(environment.as_str())
+            .push("))");
     }
 }
 
@@ -483,12 +493,13 @@ impl Store {
         Ok(())
     }
 
-    /// Every queue name that has a concurrency limit in some environment,
-    /// with its largest limit: runs of these queues are claimed one by one,
-    /// counting slots in their own environment.
+    /// Every queue name that has a concurrency limit, or is paused, in some
+    /// environment, with its largest limit (0 paused): runs of these queues
+    /// are claimed one by one, counting slots in their own environment.
     pub async fn limited_queues(&self) -> Result<Vec<(String, u32)>, StoreError> {
         let rows: Vec<(String, i32)> = sqlx::query_as(
-            "SELECT name, max(concurrency_limit) FROM queues WHERE concurrency_limit IS NOT NULL GROUP BY name",
+            "SELECT name, max(CASE WHEN paused THEN 0 ELSE COALESCE(concurrency_limit, 2147483647) END)::int4
+             FROM queues WHERE concurrency_limit IS NOT NULL OR paused GROUP BY name",
         )
         .fetch_all(&self.pool)
         .await?;

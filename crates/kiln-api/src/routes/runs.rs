@@ -85,22 +85,36 @@ pub async fn replay(
 ) -> Result<Response, ApiError> {
     caller.require_secret_key()?;
     let original = find_run(&app, &caller, &run_id).await?;
-    app.look_for_tasks(caller.environment, [original.task_identifier.as_str()])
+    let id = replay_run(&app, caller.environment, original).await?;
+    tracing::Span::current().record("run_id", id.as_str());
+    Ok(with_run_token(&caller, &id, Json(json!({ "id": id }))))
+}
+
+/// Records the replay of `original` in `environment`: a new run of the
+/// same task with the same payload, queue, tags and metadata. Refused when
+/// no one serves the task any more or its access rules forbid it.
+pub async fn replay_run(
+    app: &AppState,
+    environment: kiln_core::auth::Environment,
+    original: RunRow,
+) -> Result<String, ApiError> {
+    let run_id = original.id.clone();
+    app.look_for_tasks(environment, [original.task_identifier.as_str()])
         .await?;
-    let Some(defaults) = app.task_defaults(caller.environment, &original.task_identifier) else {
+    let Some(defaults) = app.task_defaults(environment, &original.task_identifier) else {
         return Err(ApiError::NotFound(format!(
             "task {:?} of run {run_id} is no longer known to kiln",
             original.task_identifier
         )));
     };
-    if let Some(refusal) = defaults.access.refusal(&original.task_identifier, caller.environment) {
+    if let Some(refusal) = defaults.access.refusal(&original.task_identifier, environment) {
         return Err(ApiError::Forbidden(refusal));
     }
     let now = Utc::now();
     let ms = |value: Option<i64>| value.and_then(|v| u64::try_from(v).ok()).map(Duration::from_millis);
     let run = NewRun {
         id: RunId::generate(u64::try_from(now.timestamp_millis()).unwrap_or(0)),
-        environment: caller.environment,
+        environment,
         task_identifier: original.task_identifier,
         payload: original.payload,
         payload_type: original.payload_type,
@@ -123,8 +137,7 @@ pub async fn replay(
         parent_run_id: None,
     };
     let (id, _) = app.recorder.record(run).await?;
-    tracing::Span::current().record("run_id", id.as_str());
-    Ok(with_run_token(&caller, &id, Json(json!({ "id": id }))))
+    Ok(id)
 }
 
 fn list_of(value: &str) -> Vec<String> {
@@ -202,7 +215,8 @@ fn parse_filter(query: &HashMap<String, String>) -> Result<ListFilter, ApiError>
             "page[before]" => filter.before = Some(value.clone()),
             // Trigger filters on things kiln does not have (deploy versions,
             // bulk actions…): refuse rather than silently match everything.
-            "filter[version]" | "filter[bulkAction]" | "filter[schedule]" | "filter[batch]" | "filter[machine]" => {
+            "filter[batch]" => filter.batch_id = Some(value.clone()),
+            "filter[version]" | "filter[bulkAction]" | "filter[schedule]" | "filter[machine]" => {
                 return Err(ApiError::BadRequest(format!("{key} is not supported by kiln")));
             }
             _ => {}

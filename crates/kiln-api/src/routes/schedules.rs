@@ -248,15 +248,26 @@ pub async fn delete(
 
 async fn set_active(app: &AppState, caller: &Caller, id: &str, active: bool) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
+    let row = set_schedule_active(app, caller.environment, id, active).await?;
+    Ok(Json(present(&row)))
+}
+
+/// Activates a schedule (from its next tick after now: ticks missed while
+/// inactive do not fire) or deactivates it.
+pub async fn set_schedule_active(
+    app: &AppState,
+    environment: kiln_core::auth::Environment,
+    id: &str,
+    active: bool,
+) -> Result<kiln_store::schedules::ScheduleRow, ApiError> {
     let row = app
         .store
-        .get_schedule(caller.environment, id)
+        .get_schedule(environment, id)
         .await?
         .ok_or_else(|| not_found(id))?;
     let next_run_at = if active {
         let schedule =
             CronSchedule::parse(&row.cron, Some(&row.timezone)).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-        // Activating resumes from now: ticks missed while inactive do not fire.
         Some(
             schedule
                 .next_after(Utc::now())
@@ -265,12 +276,10 @@ async fn set_active(app: &AppState, caller: &Caller, id: &str, active: bool) -> 
     } else {
         None
     };
-    let row = app
-        .store
-        .set_schedule_active(caller.environment, id, next_run_at)
+    app.store
+        .set_schedule_active(environment, id, next_run_at)
         .await?
-        .ok_or_else(|| not_found(id))?;
-    Ok(Json(present(&row)))
+        .ok_or_else(|| not_found(id))
 }
 
 pub async fn activate(

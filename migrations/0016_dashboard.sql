@@ -1,0 +1,29 @@
+-- The dashboard's sign-in sessions: only a hash of the cookie's token is
+-- kept, so a leaked table signs nobody in. Each session has its own CSRF
+-- token, sent back with every form.
+CREATE TABLE dashboard_sessions (
+    token_hash BYTEA PRIMARY KEY,
+    csrf_token TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX dashboard_sessions_expiry ON dashboard_sessions (expires_at);
+
+-- A paused queue starts no run: its runs wait (parked) as runs of a full
+-- queue do, and resuming it releases them.
+ALTER TABLE queues ADD COLUMN paused BOOLEAN NOT NULL DEFAULT false;
+
+-- Runs finished per queue and minute, for the dashboard's throughput
+-- chart: written by the statement that records outcomes, so every worker
+-- and task host counts. `shard` (the writing connection's pid, modulo 16)
+-- keeps two outcome writers from waiting on one row's lock. Kept a day.
+CREATE TABLE queue_minutes (
+    environment TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    minute TIMESTAMPTZ NOT NULL,
+    shard SMALLINT NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (environment, queue, minute, shard)
+);
+CREATE INDEX queue_minutes_minute ON queue_minutes (minute);
