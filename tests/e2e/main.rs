@@ -7,6 +7,7 @@
 
 mod cli;
 mod convert;
+mod dashboard;
 mod deploy;
 mod errors;
 mod export;

@@ -15,7 +15,9 @@ for (const region of document.querySelectorAll("[data-live]")) {
         if (!response.ok) break;
         const page = new DOMParser().parseFromString(await response.text(), "text/html");
         const fresh = page.getElementById(region.id);
-        if (fresh) region.innerHTML = fresh.innerHTML;
+        // Unchanged content is left alone: a button about to be clicked
+        // stays the same button.
+        if (fresh && fresh.innerHTML !== region.innerHTML) region.innerHTML = fresh.innerHTML;
       } while (again);
     } finally {
       busy = false;

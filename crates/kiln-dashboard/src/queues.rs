@@ -64,9 +64,6 @@ pub(crate) async fn list(
             .filter(|task| task.environment == environment.as_str())
             .map(|task| task.queue),
     );
-    known.sort();
-    known.dedup();
-    let states = app.store.queue_states(environment, &known).await?;
     let now = Utc::now();
     let this_minute = now.duration_trunc(Duration::minutes(1)).unwrap_or(now);
     let since = this_minute - Duration::minutes(CHART_MINUTES - 1);
@@ -78,6 +75,11 @@ pub(crate) async fn list(
             .or_default()
             .insert(ago, (minute.completed, minute.failed));
     }
+    // A queue that finished runs within the hour is shown, idle or not.
+    known.extend(minutes.keys().cloned());
+    known.sort();
+    known.dedup();
+    let states = app.store.queue_states(environment, &known).await?;
     let queues = states
         .into_iter()
         .map(|state| {

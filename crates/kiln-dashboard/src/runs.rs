@@ -200,7 +200,9 @@ fn progress(metadata: Option<&Value>) -> Option<(u32, String)> {
         return Some((percent.round() as u32, format!("{current} / {total} pages")));
     }
     let value = metadata.get("progress").and_then(Value::as_f64)?;
-    let percent = if value <= 1.0 { value * 100.0 } else { value }.clamp(0.0, 100.0);
+    // kiln's tasks report a percentage; a fraction below 1 (0.25) is read
+    // as one, as some apps write it.
+    let percent = if value > 0.0 && value < 1.0 { value * 100.0 } else { value }.clamp(0.0, 100.0);
     let text = metadata
         .get("text")
         .or_else(|| metadata.get("status"))
@@ -630,6 +632,7 @@ mod tests {
     #[test]
     fn progress_reads_a_fraction_a_percentage_or_pages() {
         assert_eq!(progress(Some(&json!({ "progress": 0.5 }))).map(|p| p.0), Some(50));
+        assert_eq!(progress(Some(&json!({ "progress": 1 }))).map(|p| p.0), Some(1));
         assert_eq!(progress(Some(&json!({ "progress": 75 }))).map(|p| p.0), Some(75));
         assert_eq!(
             progress(Some(&json!({ "currentPage": 3, "totalPages": 12 }))).map(|p| p.0),

@@ -97,10 +97,15 @@ impl Scheduler {
             if let Err(error) = self.tick(ticks.is_multiple_of(SWEEP_EVERY_TICKS)).await {
                 tracing::warn!(%error, "scheduler tick failed");
             }
-            if ticks.is_multiple_of(RETENTION_EVERY_TICKS)
-                && let Err(error) = self.sweep_history().await
-            {
-                tracing::warn!(%error, "retention sweep failed");
+            if ticks.is_multiple_of(RETENTION_EVERY_TICKS) {
+                if let Err(error) = self.sweep_history().await {
+                    tracing::warn!(%error, "retention sweep failed");
+                }
+                // The dashboard charts the last hour; a day is kept.
+                let day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+                if let Err(error) = self.store.prune_queue_minutes(day_ago).await {
+                    tracing::warn!(%error, "pruning queue throughput failed");
+                }
             }
         }
     }

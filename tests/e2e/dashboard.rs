@@ -1,0 +1,582 @@
+//! The dashboard, driven as an operator drives it: in Chromium (Debian's
+//! `chromium` and `chromium-driver`, through fantoccini), against the real
+//! kiln binary. One browser test walks every action, writing a screenshot
+//! of each page to `target/dashboard-screenshots/`; the security tests
+//! speak plain HTTP, as an attacker would.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::helpers::{Kiln, Mode, free_port, noop_body};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Polls `check` every 100 ms until it answers `Some`, or panics naming
+/// `what` after `within`.
+async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn kiln_with_dashboard(extra: &[(&str, &str)]) -> Kiln {
+    let mut builder = Kiln::builder(Mode::Dev)
+        .env("KILN_DASHBOARD_PASSWORD", PASSWORD)
+        // A revoked key is refused at once.
+        .env("KILN_KEY_CACHE_TTL", "1ms");
+    for (name, value) in extra {
+        builder = builder.env(name, *value);
+    }
+    builder.spawn().await
+}
+
+/// chromedriver on a free port, and a headless Chromium session through it.
+struct Browser {
+    client: Client,
+    driver: Child,
+    base: String,
+    shots: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    async fn open(base: &str) -> Browser {
+        // Another test of this process may have installed it already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (Debian's chromium-driver; scripts/test installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                             "--window-size=1400,1000"] }),
+        );
+        let client = eventually(Duration::from_secs(30), "chromedriver accepts a session", || {
+            let (url, capabilities) = (url.clone(), capabilities.clone());
+            async move {
+                ClientBuilder::rustls()
+                    .ok()?
+                    .capabilities(capabilities)
+                    .connect(&url)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
+        std::fs::create_dir_all(&shots).expect("create the screenshots folder");
+        Browser {
+            client,
+            driver,
+            base: base.to_owned(),
+            shots,
+        }
+    }
+
+    async fn go(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    }
+
+    async fn path(&self) -> String {
+        let url = self.client.current_url().await.expect("current url");
+        format!("{}{}", url.path(), url.query().map(|q| format!("?{q}")).unwrap_or_default())
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"))
+            .text()
+            .await
+            .expect("element text")
+    }
+
+    /// Clicks the element; on a live page it may be replaced between
+    /// finding and clicking it, and is then found again.
+    async fn click(&self, css: &str) {
+        for _ in 0..5 {
+            let element = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("find {css}: {e}"));
+            match element.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                {
+                    continue;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
+        panic!("click {css}: the element kept being replaced");
+    }
+
+    /// Clicks a button that submits a form, and waits for the page it
+    /// leads to (a new document, loaded).
+    async fn submit(&self, css: &str) {
+        self.client
+            .execute("window.kilnOldPage = true; return true;", vec![])
+            .await
+            .expect("mark the page");
+        self.click(css).await;
+        eventually(Duration::from_secs(20), "the next page loads", || async {
+            let loaded = self
+                .client
+                .execute(
+                    "return window.kilnOldPage !== true && document.readyState === 'complete';",
+                    vec![],
+                )
+                .await
+                .ok()?;
+            (loaded == json!(true)).then_some(())
+        })
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let field = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"));
+        field.clear().await.expect("clear the field");
+        field.send_keys(text).await.expect("type");
+    }
+
+    /// The run ids of the runs table's rows.
+    async fn listed_runs(&self) -> BTreeSet<String> {
+        let mut ids = BTreeSet::new();
+        for row in self
+            .client
+            .find_all(Locator::Css("#runs tr[data-run]"))
+            .await
+            .expect("runs rows")
+        {
+            ids.insert(row.attr("data-run").await.expect("attr").unwrap_or_default());
+        }
+        ids
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("write the screenshot");
+    }
+}
+
+async fn status_of(kiln: &Kiln, run_id: &str) -> String {
+    kiln.retrieve(run_id).await["status"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn trigger_tagged(kiln: &Kiln, task: &str, payload: Value, options: Value) -> String {
+    kiln.trigger(task, json!({ "payload": payload, "options": options })).await
+}
+
+#[tokio::test]
+async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
+    let kiln = kiln_with_dashboard(&[]).await;
+    let red: Vec<String> = futures::future::join_all(
+        (0..3).map(|i| trigger_tagged(&kiln, "kiln.noop", json!({ "i": i }), json!({ "tags": ["red"] }))),
+    )
+    .await;
+    let _blue = trigger_tagged(&kiln, "kiln.noop", json!({}), json!({ "tags": ["blue"] })).await;
+    let failed = trigger_tagged(&kiln, "kiln.fail", json!({}), json!({ "tags": ["red"], "maxAttempts": 1 })).await;
+    kiln.wait_for_status(&failed, "FAILED", Duration::from_secs(30)).await;
+    for id in &red {
+        kiln.wait_for_status(id, "COMPLETED", Duration::from_secs(30)).await;
+    }
+
+    let browser = Browser::open(&kiln.base_url).await;
+
+    // Signing in: any page sends a stranger to the sign-in form first.
+    browser.go("/dashboard/dev/runs").await;
+    assert!(browser.path().await.starts_with("/dashboard/sign-in"));
+    browser.screenshot("sign-in").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.submit("#sign-in").await;
+    assert_eq!(browser.path().await, "/dashboard/dev/runs");
+    assert!(browser.listed_runs().await.len() >= 5);
+    browser.screenshot("runs").await;
+
+    // Filtering by tag and status.
+    browser.type_into("#filter-tag", "red").await;
+    browser
+        .client
+        .find(Locator::Css("#filter-status"))
+        .await
+        .expect("status filter")
+        .select_by_value("FAILED")
+        .await
+        .expect("choose FAILED");
+    browser.submit("#apply-filters").await;
+    assert_eq!(browser.listed_runs().await, BTreeSet::from([failed.clone()]));
+    browser.type_into("#filter-tag", "red").await;
+    browser
+        .client
+        .find(Locator::Css("#filter-status"))
+        .await
+        .expect("status filter")
+        .select_by_value("COMPLETED")
+        .await
+        .expect("choose COMPLETED");
+    browser.submit("#apply-filters").await;
+    assert_eq!(browser.listed_runs().await, red.iter().cloned().collect());
+
+    // Replaying the failed run: a new run of the same task and payload.
+    browser.go(&format!("/dashboard/dev/runs/{failed}")).await;
+    assert_eq!(browser.text("#run-status").await, "FAILED");
+    assert!(browser.text("#run-error").await.contains("kiln.fail failed"));
+    browser.submit("#replay-run").await;
+    let replay_path = browser.path().await;
+    let replay = replay_path
+        .trim_start_matches("/dashboard/dev/runs/")
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(replay.starts_with("run_") && replay != failed, "{replay_path}");
+    assert_eq!(kiln.retrieve(&replay).await["taskIdentifier"], "kiln.fail");
+    assert!(browser.text("#notice").await.contains("replay"));
+
+    // Watching a run's progress change live, without reloading the page.
+    let sleeper = kiln.trigger("kiln.sleep", noop_body(json!({ "ms": 8000 }))).await;
+    browser.go(&format!("/dashboard/dev/runs/{sleeper}")).await;
+    browser
+        .client
+        .execute("window.kilnNotReloaded = true; return true;", vec![])
+        .await
+        .expect("mark the page");
+    eventually(Duration::from_secs(20), "the live script listens", || async {
+        let state = browser
+            .client
+            .execute("return document.getElementById('live').dataset.liveState || '';", vec![])
+            .await
+            .ok()?;
+        (state == "listening").then_some(())
+    })
+    .await;
+    let first = eventually(Duration::from_secs(20), "a progress figure shows", || async {
+        let text = browser.client.find(Locator::Css("#run-progress-text")).await.ok()?.text().await.ok()?;
+        Some(text)
+    })
+    .await;
+    browser.screenshot("run").await;
+    let later = eventually(Duration::from_secs(30), "the progress moves on the open page", || async {
+        let text = browser.client.find(Locator::Css("#run-progress-text")).await.ok()?.text().await.ok()?;
+        (text != first).then_some(text)
+    })
+    .await;
+    assert_ne!(later, first);
+    let same_page = browser
+        .client
+        .execute("return window.kilnNotReloaded === true;", vec![])
+        .await
+        .expect("read the mark");
+    assert_eq!(same_page, json!(true), "the page reloaded instead of updating");
+    eventually(Duration::from_secs(30), "the page shows the run completed", || async {
+        let status = browser.client.find(Locator::Css("#run-status")).await.ok()?.text().await.ok()?;
+        (status == "COMPLETED").then_some(())
+    })
+    .await;
+
+    // Canceling a delayed run.
+    let delayed = kiln.trigger("kiln.noop", json!({ "payload": {}, "options": { "delay": "1h" } })).await;
+    browser.go(&format!("/dashboard/dev/runs/{delayed}")).await;
+    assert_eq!(browser.text("#run-status").await, "DELAYED");
+    browser.submit("#cancel-run").await;
+    assert_eq!(browser.text("#run-status").await, "CANCELED");
+    assert_eq!(status_of(&kiln, &delayed).await, "CANCELED");
+
+    // Bulk-canceling twenty runs, after a confirmation that counts them.
+    let bulk: Vec<String> = futures::future::join_all((0..20).map(|i| {
+        trigger_tagged(&kiln, "kiln.noop", json!({ "i": i }), json!({ "delay": "1h", "tags": ["bulk"] }))
+    }))
+    .await;
+    browser.go("/dashboard/dev/runs?tag=bulk").await;
+    assert_eq!(browser.listed_runs().await.len(), 20);
+    browser.submit("#bulk-cancel").await;
+    assert!(browser.text("#bulk-count").await.contains("20 runs"));
+    browser.screenshot("bulk-confirm").await;
+    browser.submit("#confirm-bulk").await;
+    assert!(browser.text("#notice").await.contains("20 runs were canceled"));
+    for id in &bulk {
+        assert_eq!(status_of(&kiln, id).await, "CANCELED");
+    }
+
+    // Pausing a queue: its run waits; resuming it lets the run complete.
+    let warm = kiln
+        .trigger("kiln.noop", json!({ "payload": {}, "options": { "queue": { "name": "paused-q" } } }))
+        .await;
+    kiln.wait_for_status(&warm, "COMPLETED", Duration::from_secs(30)).await;
+    browser.go("/dashboard/dev/queues").await;
+    browser.submit("tr[data-queue='paused-q'] .queue-action").await;
+    assert!(browser.text("#notice").await.contains("paused"));
+    let waiting = kiln
+        .trigger("kiln.noop", json!({ "payload": {}, "options": { "queue": { "name": "paused-q" } } }))
+        .await;
+    // The run reaches a worker (which parks it) well within this time; a
+    // run that started would be COMPLETED by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status_of(&kiln, &waiting).await, "QUEUED");
+    browser.go("/dashboard/dev/queues").await;
+    assert_eq!(browser.text("tr[data-queue='paused-q'] .queued").await, "1");
+    browser.screenshot("queues").await;
+    browser.submit("tr[data-queue='paused-q'] .queue-action").await;
+    assert!(browser.text("#notice").await.contains("resumed"));
+    kiln.wait_for_status(&waiting, "COMPLETED", Duration::from_secs(30)).await;
+
+    // A key: made (shown once), working, revoked, refused.
+    browser.go("/dashboard/keys").await;
+    browser
+        .client
+        .find(Locator::Css("#new-key-environment"))
+        .await
+        .expect("environment choice")
+        .select_by_value("dev")
+        .await
+        .expect("choose dev");
+    browser.submit("#create-key").await;
+    let secret = browser.text("#new-key-secret").await;
+    assert!(secret.starts_with("tr_dev_"), "{secret}");
+    browser.screenshot("keys").await;
+    let (status, _) = kiln.call_as(reqwest::Method::GET, "/api/v1/runs", &secret, None).await;
+    assert_eq!(status, 200);
+    browser.go("/dashboard/keys").await;
+    assert!(!browser.client.source().await.expect("page source").contains(&secret));
+    let rows = browser
+        .client
+        .find_all(Locator::Css("#keys tr[data-key]"))
+        .await
+        .expect("key rows");
+    assert_eq!(rows.len(), 2, "the test's own key and the new one");
+    browser.submit("#keys tr[data-key]:last-child .revoke-key").await;
+    assert!(browser.text("#notice").await.contains("revoked"));
+    eventually(Duration::from_secs(10), "the revoked key is refused", || async {
+        let (status, _) = kiln.call_as(reqwest::Method::GET, "/api/v1/runs", &secret, None).await;
+        (status == 401).then_some(())
+    })
+    .await;
+    let (status, _) = kiln.call_as(reqwest::Method::GET, "/api/v1/runs", &kiln.key, None).await;
+    assert_eq!(status, 200, "the other key still works");
+
+    for page in ["schedules", "workers"] {
+        browser.go(&format!("/dashboard/dev/{page}")).await;
+        browser.screenshot(page).await;
+    }
+    browser.submit("#sign-out").await;
+    assert!(browser.path().await.starts_with("/dashboard/sign-in"));
+    browser.go("/dashboard/dev/runs").await;
+    assert!(browser.path().await.starts_with("/dashboard/sign-in"), "signed out means signed out");
+    let _ = browser.client.clone().close().await;
+}
+
+/// A client that keeps no cookies and follows no redirects, to read each
+/// answer as it is.
+fn plain_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client")
+}
+
+async fn sign_in(http: &reqwest::Client, kiln: &Kiln, password: &str) -> reqwest::Response {
+    http.post(kiln.url("/dashboard/sign-in"))
+        .form(&[("password", password), ("next", "/dashboard/dev/runs")])
+        .send()
+        .await
+        .expect("post the sign-in form")
+}
+
+/// The session cookie a successful sign-in sets, as `name=value`.
+async fn session(http: &reqwest::Client, kiln: &Kiln) -> String {
+    let signed_in = sign_in(http, kiln, PASSWORD).await;
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_owned();
+    cookie.split(';').next().unwrap_or_default().to_owned()
+}
+
+async fn page(http: &reqwest::Client, kiln: &Kiln, cookie: &str, path: &str) -> (u16, String) {
+    let answer = http
+        .get(kiln.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("get a page");
+    let status = answer.status().as_u16();
+    (status, answer.text().await.unwrap_or_default())
+}
+
+/// The session's CSRF token, read from a page's forms.
+fn csrf_token(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a form with a CSRF token") + marker.len();
+    html[start..].split('"').next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn run_data_is_shown_as_text_and_forms_need_their_csrf_token() {
+    let kiln = kiln_with_dashboard(&[]).await;
+    let http = plain_http();
+    let cookie = session(&http, &kiln).await;
+    let run = kiln
+        .trigger(
+            "kiln.noop",
+            json!({ "payload": { "html": "<script>alert('x')</script><img src=x onerror=alert(1)>" },
+                    "options": { "delay": "1h", "tags": ["<b>tag</b>"] } }),
+        )
+        .await;
+    let (status, html) = page(&http, &kiln, &cookie, &format!("/dashboard/dev/runs/{run}")).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("<script>alert"), "a payload's script reached the page as markup");
+    assert!(!html.contains("<img src=x"));
+    assert!(!html.contains("<b>tag</b>"));
+    assert!(html.contains("&#60;script&#62;alert("), "the payload is shown, escaped");
+    let (_, list) = page(&http, &kiln, &cookie, "/dashboard/dev/runs").await;
+    assert!(list.contains("&#60;b&#62;tag&#60;/b&#62;") && !list.contains("<b>tag</b>"));
+
+    // Every page forbids framing and other origins.
+    let answer = http
+        .get(kiln.url(&format!("/dashboard/dev/runs/{run}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get the run page");
+    assert_eq!(answer.headers()["x-frame-options"], "DENY");
+    let policy = answer.headers()["content-security-policy"].to_str().unwrap_or_default().to_owned();
+    assert!(policy.contains("default-src 'none'") && policy.contains("script-src 'self'"), "{policy}");
+
+    // A cancel without the token, or with another, is refused; the run
+    // keeps its status.
+    let cancel = kiln.url(&format!("/dashboard/dev/runs/{run}/cancel"));
+    for form in [vec![], vec![("csrf", "0".repeat(48))]] {
+        let refused = http
+            .post(&cancel)
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+            .await
+            .expect("post a cancel");
+        assert_eq!(refused.status(), 403);
+        assert_eq!(status_of(&kiln, &run).await, "DELAYED");
+    }
+    // With the session's own token it is done.
+    let token = csrf_token(&html);
+    let done = http
+        .post(&cancel)
+        .header("cookie", &cookie)
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .expect("post a cancel");
+    assert_eq!(done.status(), 303);
+    assert_eq!(status_of(&kiln, &run).await, "CANCELED");
+
+    // Without a session, an action sends the visitor to sign in.
+    let stranger = http
+        .post(kiln.url("/dashboard/dev/queues/pause"))
+        .form(&[("csrf", token.as_str()), ("queue", "q")])
+        .send()
+        .await
+        .expect("post a pause");
+    assert_eq!(stranger.status(), 303);
+    assert!(stranger.headers()["location"].to_str().unwrap_or_default().starts_with("/dashboard/sign-in"));
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_and_repeated_failures_are_held_off() {
+    let kiln = kiln_with_dashboard(&[]).await;
+    let http = plain_http();
+    for _ in 0..5 {
+        let refused = sign_in(&http, &kiln, "not the password at all").await;
+        assert_eq!(refused.status(), 401);
+        assert!(refused.headers().get("set-cookie").is_none());
+    }
+    // The sixth try is held off, even with the right password.
+    let held = sign_in(&http, &kiln, PASSWORD).await;
+    assert_eq!(held.status(), 429);
+    assert!(held.headers().get("retry-after").is_some());
+    assert!(held.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn the_session_cookie_carries_its_flags_and_signing_out_ends_it() {
+    let kiln = kiln_with_dashboard(&[("KILN_PUBLIC_URL", "https://kiln.example.com")]).await;
+    let http = plain_http();
+    let signed_in = sign_in(&http, &kiln, PASSWORD).await;
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap_or_default().to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/dashboard"] {
+        assert!(cookie.contains(flag), "{flag} missing from {cookie}");
+    }
+    let session = cookie.split(';').next().unwrap_or_default().to_owned();
+    let (status, html) = page(&http, &kiln, &session, "/dashboard/dev/runs").await;
+    assert_eq!(status, 200);
+    let out = http
+        .post(kiln.url("/dashboard/sign-out"))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf_token(&html).as_str())])
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(out.status(), 303);
+    let (status, _) = page(&http, &kiln, &session, "/dashboard/dev/runs").await;
+    assert_eq!(status, 303, "the old cookie no longer signs in");
+}
+
+#[tokio::test]
+async fn without_a_password_every_dashboard_route_says_it_is_off() {
+    let kiln = Kiln::builder(Mode::Dev).spawn().await;
+    let http = plain_http();
+    for path in [
+        "/dashboard",
+        "/dashboard/",
+        "/dashboard/sign-in",
+        "/dashboard/dev/runs",
+        "/dashboard/prod/queues",
+        "/dashboard/keys",
+        "/dashboard/assets/style.css",
+    ] {
+        let answer = http.get(kiln.url(path)).send().await.expect("get");
+        assert_eq!(answer.status(), 404, "{path}");
+        let text = answer.text().await.unwrap_or_default();
+        assert!(text.contains("KILN_DASHBOARD_PASSWORD"), "{path}: {text}");
+    }
+    let posted = sign_in(&http, &kiln, "anything at all here").await;
+    assert_eq!(posted.status(), 404);
+    assert!(posted.headers().get("set-cookie").is_none());
+}
