@@ -108,7 +108,11 @@ impl Browser {
 
     async fn path(&self) -> String {
         let url = self.client.current_url().await.expect("current url");
-        format!("{}{}", url.path(), url.query().map(|q| format!("?{q}")).unwrap_or_default())
+        format!(
+            "{}{}",
+            url.path(),
+            url.query().map(|q| format!("?{q}")).unwrap_or_default()
+        )
     }
 
     async fn text(&self, css: &str) -> String {
@@ -196,11 +200,15 @@ impl Browser {
 }
 
 async fn status_of(kiln: &Kiln, run_id: &str) -> String {
-    kiln.retrieve(run_id).await["status"].as_str().unwrap_or_default().to_owned()
+    kiln.retrieve(run_id).await["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 async fn trigger_tagged(kiln: &Kiln, task: &str, payload: Value, options: Value) -> String {
-    kiln.trigger(task, json!({ "payload": payload, "options": options })).await
+    kiln.trigger(task, json!({ "payload": payload, "options": options }))
+        .await
 }
 
 #[tokio::test]
@@ -211,7 +219,13 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
     )
     .await;
     let _blue = trigger_tagged(&kiln, "kiln.noop", json!({}), json!({ "tags": ["blue"] })).await;
-    let failed = trigger_tagged(&kiln, "kiln.fail", json!({}), json!({ "tags": ["red"], "maxAttempts": 1 })).await;
+    let failed = trigger_tagged(
+        &kiln,
+        "kiln.fail",
+        json!({}),
+        json!({ "tags": ["red"], "maxAttempts": 1 }),
+    )
+    .await;
     kiln.wait_for_status(&failed, "FAILED", Duration::from_secs(30)).await;
     for id in &red {
         kiln.wait_for_status(id, "COMPLETED", Duration::from_secs(30)).await;
@@ -280,22 +294,43 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
     eventually(Duration::from_secs(20), "the live script listens", || async {
         let state = browser
             .client
-            .execute("return document.getElementById('live').dataset.liveState || '';", vec![])
+            .execute(
+                "return document.getElementById('live').dataset.liveState || '';",
+                vec![],
+            )
             .await
             .ok()?;
         (state == "listening").then_some(())
     })
     .await;
     let first = eventually(Duration::from_secs(20), "a progress figure shows", || async {
-        let text = browser.client.find(Locator::Css("#run-progress-text")).await.ok()?.text().await.ok()?;
+        let text = browser
+            .client
+            .find(Locator::Css("#run-progress-text"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         Some(text)
     })
     .await;
     browser.screenshot("run").await;
-    let later = eventually(Duration::from_secs(30), "the progress moves on the open page", || async {
-        let text = browser.client.find(Locator::Css("#run-progress-text")).await.ok()?.text().await.ok()?;
-        (text != first).then_some(text)
-    })
+    let later = eventually(
+        Duration::from_secs(30),
+        "the progress moves on the open page",
+        || async {
+            let text = browser
+                .client
+                .find(Locator::Css("#run-progress-text"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (text != first).then_some(text)
+        },
+    )
     .await;
     assert_ne!(later, first);
     let same_page = browser
@@ -305,13 +340,22 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
         .expect("read the mark");
     assert_eq!(same_page, json!(true), "the page reloaded instead of updating");
     eventually(Duration::from_secs(30), "the page shows the run completed", || async {
-        let status = browser.client.find(Locator::Css("#run-status")).await.ok()?.text().await.ok()?;
+        let status = browser
+            .client
+            .find(Locator::Css("#run-status"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         (status == "COMPLETED").then_some(())
     })
     .await;
 
     // Canceling a delayed run.
-    let delayed = kiln.trigger("kiln.noop", json!({ "payload": {}, "options": { "delay": "1h" } })).await;
+    let delayed = kiln
+        .trigger("kiln.noop", json!({ "payload": {}, "options": { "delay": "1h" } }))
+        .await;
     browser.go(&format!("/dashboard/dev/runs/{delayed}")).await;
     assert_eq!(browser.text("#run-status").await, "DELAYED");
     browser.submit("#cancel-run").await;
@@ -320,7 +364,12 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
 
     // Bulk-canceling twenty runs, after a confirmation that counts them.
     let bulk: Vec<String> = futures::future::join_all((0..20).map(|i| {
-        trigger_tagged(&kiln, "kiln.noop", json!({ "i": i }), json!({ "delay": "1h", "tags": ["bulk"] }))
+        trigger_tagged(
+            &kiln,
+            "kiln.noop",
+            json!({ "i": i }),
+            json!({ "delay": "1h", "tags": ["bulk"] }),
+        )
     }))
     .await;
     browser.go("/dashboard/dev/runs?tag=bulk").await;
@@ -336,14 +385,20 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
 
     // Pausing a queue: its run waits; resuming it lets the run complete.
     let warm = kiln
-        .trigger("kiln.noop", json!({ "payload": {}, "options": { "queue": { "name": "paused-q" } } }))
+        .trigger(
+            "kiln.noop",
+            json!({ "payload": {}, "options": { "queue": { "name": "paused-q" } } }),
+        )
         .await;
     kiln.wait_for_status(&warm, "COMPLETED", Duration::from_secs(30)).await;
     browser.go("/dashboard/dev/queues").await;
     browser.submit("tr[data-queue='paused-q'] .queue-action").await;
     assert!(browser.text("#notice").await.contains("paused"));
     let waiting = kiln
-        .trigger("kiln.noop", json!({ "payload": {}, "options": { "queue": { "name": "paused-q" } } }))
+        .trigger(
+            "kiln.noop",
+            json!({ "payload": {}, "options": { "queue": { "name": "paused-q" } } }),
+        )
         .await;
     // The run reaches a worker (which parks it) well within this time; a
     // run that started would be COMPLETED by now.
@@ -354,7 +409,8 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
     browser.screenshot("queues").await;
     browser.submit("tr[data-queue='paused-q'] .queue-action").await;
     assert!(browser.text("#notice").await.contains("resumed"));
-    kiln.wait_for_status(&waiting, "COMPLETED", Duration::from_secs(30)).await;
+    kiln.wait_for_status(&waiting, "COMPLETED", Duration::from_secs(30))
+        .await;
 
     // A key: made (shown once), working, revoked, refused.
     browser.go("/dashboard/keys").await;
@@ -387,7 +443,9 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
         (status == 401).then_some(())
     })
     .await;
-    let (status, _) = kiln.call_as(reqwest::Method::GET, "/api/v1/runs", &kiln.key, None).await;
+    let (status, _) = kiln
+        .call_as(reqwest::Method::GET, "/api/v1/runs", &kiln.key, None)
+        .await;
     assert_eq!(status, 200, "the other key still works");
 
     for page in ["schedules", "workers"] {
@@ -397,7 +455,10 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
     browser.submit("#sign-out").await;
     assert!(browser.path().await.starts_with("/dashboard/sign-in"));
     browser.go("/dashboard/dev/runs").await;
-    assert!(browser.path().await.starts_with("/dashboard/sign-in"), "signed out means signed out");
+    assert!(
+        browser.path().await.starts_with("/dashboard/sign-in"),
+        "signed out means signed out"
+    );
     let _ = browser.client.clone().close().await;
 }
 
@@ -463,7 +524,10 @@ async fn run_data_is_shown_as_text_and_forms_need_their_csrf_token() {
         .await;
     let (status, html) = page(&http, &kiln, &cookie, &format!("/dashboard/dev/runs/{run}")).await;
     assert_eq!(status, 200);
-    assert!(!html.contains("<script>alert"), "a payload's script reached the page as markup");
+    assert!(
+        !html.contains("<script>alert"),
+        "a payload's script reached the page as markup"
+    );
     assert!(!html.contains("<img src=x"));
     assert!(!html.contains("<b>tag</b>"));
     assert!(html.contains("&#60;script&#62;alert("), "the payload is shown, escaped");
@@ -478,8 +542,14 @@ async fn run_data_is_shown_as_text_and_forms_need_their_csrf_token() {
         .await
         .expect("get the run page");
     assert_eq!(answer.headers()["x-frame-options"], "DENY");
-    let policy = answer.headers()["content-security-policy"].to_str().unwrap_or_default().to_owned();
-    assert!(policy.contains("default-src 'none'") && policy.contains("script-src 'self'"), "{policy}");
+    let policy = answer.headers()["content-security-policy"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        policy.contains("default-src 'none'") && policy.contains("script-src 'self'"),
+        "{policy}"
+    );
 
     // A cancel without the token, or with another, is refused; the run
     // keeps its status.
@@ -515,7 +585,12 @@ async fn run_data_is_shown_as_text_and_forms_need_their_csrf_token() {
         .await
         .expect("post a pause");
     assert_eq!(stranger.status(), 303);
-    assert!(stranger.headers()["location"].to_str().unwrap_or_default().starts_with("/dashboard/sign-in"));
+    assert!(
+        stranger.headers()["location"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("/dashboard/sign-in")
+    );
 }
 
 #[tokio::test]
@@ -539,7 +614,10 @@ async fn the_session_cookie_carries_its_flags_and_signing_out_ends_it() {
     let kiln = kiln_with_dashboard(&[("KILN_PUBLIC_URL", "https://kiln.example.com")]).await;
     let http = plain_http();
     let signed_in = sign_in(&http, &kiln, PASSWORD).await;
-    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap_or_default().to_owned();
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
     for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/dashboard"] {
         assert!(cookie.contains(flag), "{flag} missing from {cookie}");
     }

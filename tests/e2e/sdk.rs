@@ -1,6 +1,6 @@
 //! The official `@trigger.dev/sdk` from npm drives kiln, unchanged, in
 //! three generations (3.3.17, 4.1.2, the latest 4.x): the scripts in
-//! `tests/sdk` (`compat.mjs`, `batch.mjs`, `realtime.mjs`) assert what each
+//! `tests/sdk` (`compat.mjs`, `batch.mjs`, `realtime.mjs`, `queues.mjs`) assert what each
 //! SDK call answers.
 //! `scripts/test` installs the SDK (`npm ci` in `tests/sdk`).
 
@@ -154,4 +154,23 @@ async fn realtime_subscriptions_work_with_sdk_3() {
 #[tokio::test]
 async fn realtime_subscriptions_work_with_the_latest_sdk() {
     realtime(SDK_LATEST).await;
+}
+
+const QUEUE_STEPS: &[&str] = &["pause", "paused queue holds its run", "list and retrieve", "resume"];
+
+/// `queues.*` exists from SDK 4.0 on.
+async fn queues(package: &str) {
+    let kiln = Kiln::dev().await;
+    let stdout = run_sdk_script(&kiln, "queues.mjs", package).await;
+    assert_steps(&stdout, QUEUE_STEPS);
+}
+
+#[tokio::test]
+async fn queues_pause_and_resume_with_sdk_4_1() {
+    queues(SDK_4_1).await;
+}
+
+#[tokio::test]
+async fn queues_pause_and_resume_with_the_latest_sdk() {
+    queues(SDK_LATEST).await;
 }

@@ -55,15 +55,6 @@ pub(crate) async fn list(
 ) -> Result<Html<String>, DashboardError> {
     let environment = environment(&env)?;
     let app = &dashboard.app;
-    let mut known = app.registry.default_queues();
-    known.extend(
-        app.store
-            .served_tasks()
-            .await?
-            .into_iter()
-            .filter(|task| task.environment == environment.as_str())
-            .map(|task| task.queue),
-    );
     let now = Utc::now();
     let this_minute = now.duration_trunc(Duration::minutes(1)).unwrap_or(now);
     let since = this_minute - Duration::minutes(CHART_MINUTES - 1);
@@ -76,10 +67,7 @@ pub(crate) async fn list(
             .insert(ago, (minute.completed, minute.failed));
     }
     // A queue that finished runs within the hour is shown, idle or not.
-    known.extend(minutes.keys().cloned());
-    known.sort();
-    known.dedup();
-    let states = app.store.queue_states(environment, &known).await?;
+    let states = kiln_api::routes::queues::queue_states(app, environment, minutes.keys().cloned()).await?;
     let queues = states
         .into_iter()
         .map(|state| {

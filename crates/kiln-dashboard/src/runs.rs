@@ -202,7 +202,12 @@ fn progress(metadata: Option<&Value>) -> Option<(u32, String)> {
     let value = metadata.get("progress").and_then(Value::as_f64)?;
     // kiln's tasks report a percentage; a fraction below 1 (0.25) is read
     // as one, as some apps write it.
-    let percent = if value > 0.0 && value < 1.0 { value * 100.0 } else { value }.clamp(0.0, 100.0);
+    let percent = if value > 0.0 && value < 1.0 {
+        value * 100.0
+    } else {
+        value
+    }
+    .clamp(0.0, 100.0);
     let text = metadata
         .get("text")
         .or_else(|| metadata.get("status"))

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod packets;
+pub mod queues;
 pub mod realtime;
 pub mod runs;
 pub mod schedules;
@@ -336,6 +337,27 @@ pub fn catalogue() -> (Router<AppState>, Vec<Operation>) {
         "/api/v1/schedules/{schedule_id}/deactivate",
         post(schedules::deactivate),
         &[op("post", "Deactivate a schedule", "Schedule")],
+    )
+    .route(
+        "/api/v1/queues",
+        get(queues::list),
+        &[op("get", "List queues: waiting, running, paused", "QueueList")
+            .query(&[("page", "integer"), ("perPage", "integer")])
+            .errors(&[400])],
+    )
+    .route(
+        "/api/v1/queues/{queue}",
+        get(queues::retrieve),
+        &[op("get", "Retrieve a queue", "Queue")
+            .query(&[("type", "string")])
+            .errors(&[400, 404])],
+    )
+    .route(
+        "/api/v1/queues/{queue}/pause",
+        post(queues::pause),
+        &[op("post", "Pause or resume a queue", "Queue")
+            .takes("PauseQueueRequest")
+            .errors(&[400, 404])],
     )
     .route(
         "/api/v1/timezones",

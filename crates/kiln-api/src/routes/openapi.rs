@@ -361,6 +361,17 @@ fn schemas() -> Value {
             "data": { "type": "array", "items": { "$ref": "#/components/schemas/Schedule" } },
             "pagination": { "type": "object", "required": ["currentPage", "totalPages", "count"], "properties": {
                 "currentPage": { "type": "integer" }, "totalPages": { "type": "integer" }, "count": { "type": "integer" } } } } },
+        "Queue": { "type": "object", "required": ["id", "name", "type", "running", "queued", "paused", "concurrencyLimit"],
+            "properties": { "id": string, "name": string, "type": { "type": "string", "enum": ["task", "custom"] },
+                "running": { "type": "integer" }, "queued": { "type": "integer" }, "paused": { "type": "boolean" },
+                "concurrencyLimit": { "type": "integer", "nullable": true } } },
+        "QueueList": { "type": "object", "required": ["data", "pagination"], "properties": {
+            "data": { "type": "array", "items": { "$ref": "#/components/schemas/Queue" } },
+            "pagination": { "type": "object", "required": ["currentPage", "totalPages", "count"], "properties": {
+                "currentPage": { "type": "integer" }, "totalPages": { "type": "integer" }, "count": { "type": "integer" } } } } },
+        "PauseQueueRequest": { "type": "object", "required": ["action"], "properties": {
+            "type": { "type": "string", "enum": ["id", "task", "custom"] },
+            "action": { "type": "string", "enum": ["pause", "resume"] } } },
         "Timezones": { "type": "object", "required": ["timezones"], "properties": {
             "timezones": { "type": "array", "items": string } } },
         "ShapeMessages": { "type": "array", "items": { "type": "object", "required": ["headers"] } },
