@@ -12,7 +12,10 @@
 #   runs per second counted in Postgres until every accepted run is done);
 # - then on the filled database with `KILN_RUN_RETENTION=30d` (half the
 #   history is past it): trigger p99 in 5-second slices while the retention
-#   sweep deletes, beside the slices in which it deletes nothing.
+#   sweep deletes, beside the slices in which it deletes nothing;
+# - the dashboard's pages on each, signed in (wrk, 4 connections): the
+#   runs list, the list filtered by tag and status and by a status alone,
+#   a run's page, and the queues page.
 #
 # Needs wrk, psql, Postgres and Redis (scripts/bench installs them).
 # Settings: BENCH_SCALE_RUNS, BENCH_ROUNDS (2), BENCH_PG_ADMIN_URL,
@@ -83,7 +86,7 @@ start_kiln() {
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   local env=(DATABASE_URL="$(db_url "$db")" REDIS_URL="$redis" KILN_REDIS_PREFIX="kiln_bench_scale_${db}_$RANDOM"
     KILN_SECRET=bench-server-secret-0123456789abcdef KILN_ADDR="127.0.0.1:$port" KILN_OFFICE_WARM_UP=false
-    RUST_LOG=warn KILN_STORAGE_DIR="$work/objects" "$@")
+    RUST_LOG=warn KILN_STORAGE_DIR="$work/objects" KILN_DASHBOARD_PASSWORD=bench-dashboard-password "$@")
   key=$(env "${env[@]}" "$kiln_bin" keys create --env prod | tail -1 | tr -d ' ')
   env "${env[@]}" "$kiln_bin" dev >"$work/kiln-$db.log" 2>&1 &
   kiln_pid=$!
@@ -140,6 +143,22 @@ measure() {
     "$(p99_ms <<<"$out")" "$(echo "$finished / ($now - $started)" | bc -l)"
 }
 
+# The dashboard's pages on $1, signed in; appends a table row to
+# $dashboard_rows.
+dashboard_rows=()
+measure_dashboard() {
+  local label=$1 run_id=$2 base="http://127.0.0.1:$port/dashboard/prod" cookie runs filtered failed run queues
+  cookie=$(curl -s -o /dev/null -D - -d "password=bench-dashboard-password&next=/dashboard/prod/runs" \
+    "http://127.0.0.1:$port/dashboard/sign-in" | awk -F'[ ;]' 'tolower($1) == "set-cookie:" { print $2 }')
+  local header="Cookie: $cookie"
+  runs=$(wrk -t1 -c4 -d5s --latency -H "$header" "$base/runs" | p99_ms)
+  filtered=$(wrk -t1 -c4 -d5s --latency -H "$header" "$base/runs?tag=customer-7&status=COMPLETED" | p99_ms)
+  failed=$(wrk -t1 -c4 -d5s --latency -H "$header" "$base/runs?status=FAILED" | p99_ms)
+  run=$(wrk -t1 -c4 -d5s --latency -H "$header" "$base/runs/$run_id" | p99_ms)
+  queues=$(wrk -t1 -c4 -d5s --latency -H "$header" "$base/queues" | p99_ms)
+  dashboard_rows+=("$(printf '| %s | %s | %s | %s | %s | %s |' "$label" "$runs" "$filtered" "$failed" "$run" "$queues")")
+}
+
 echo "kiln with $runs finished runs beside an empty database, $rounds rounds"
 echo
 databases=(kiln_bench_scale_empty_$$ kiln_bench_scale_filled_$$)
@@ -162,12 +181,21 @@ for ((round = 1; round <= rounds; round++)); do
       curl -sf -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d '{"payload":{}}' \
         "http://127.0.0.1:$port/api/v1/tasks/kiln.noop/trigger" >/dev/null
       measure "$db" "empty" "$(sql "$db" "SELECT min(id) FROM runs")"
+      measure_dashboard "empty" "$(sql "$db" "SELECT min(id) FROM runs WHERE environment = 'prod'")"
     else
       measure "$db" "$runs runs" "run_00$(printf '%024d' $((runs / 2 + 1)))"
+      measure_dashboard "$runs runs" "run_00$(printf '%024d' $((runs / 2 + 1)))"
     fi
     stop_kiln
   done
 done
+
+echo
+echo "The dashboard, signed in: page p99 ms (wrk, 4 connections, 5 s each)"
+echo
+echo "| database | runs | runs by tag and status | runs by status FAILED | a run | queues |"
+echo "|---|---:|---:|---:|---:|---:|"
+printf '%s\n' "${dashboard_rows[@]}"
 
 echo
 echo "Retention sweeping the filled database (KILN_RUN_RETENTION=30d): trigger p99 in 5-second slices"

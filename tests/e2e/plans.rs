@@ -254,3 +254,57 @@ async fn listing_by_tag_reads_the_tags_runs_not_the_newer_history() {
         "runs gave out {read} tuples to scans for four listings by tag beside a history of {HISTORY}"
     );
 }
+
+#[tokio::test]
+async fn listing_by_a_rare_status_reads_those_runs_not_the_newer_history() {
+    const CANCELED: i64 = 30;
+    let kiln = Kiln::builder(Mode::Serve).spawn().await;
+    let key = kiln.new_key("prod");
+    let db = test_connection(&kiln).await;
+    // A few canceled runs, then a newer history that completed.
+    sqlx::query(
+        "INSERT INTO runs (id, environment, task_identifier, queue, status, payload, payload_type,
+             max_attempts, attempt_count, created_at, updated_at, completed_at)
+         SELECT format('run_a_canceled%s', lpad(i::text, 6, '0')), 'prod', 'kiln.noop', 'task/kiln.noop',
+             'CANCELED', '{}'::jsonb, 'application/json', 1, 0, now(), now(), now()
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(CANCELED)
+    .execute(&db)
+    .await
+    .expect("insert the canceled runs");
+    insert_finished_runs(&db, "run_b_history").await;
+    sqlx::query("VACUUM ANALYZE runs").execute(&db).await.expect("analyze");
+
+    let list = |query: String| {
+        let (kiln, key) = (&kiln, &key);
+        async move {
+            let (status, page) = kiln
+                .call_as(reqwest::Method::GET, &format!("/api/v1/runs?{query}"), key, None)
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let ids: Vec<String> = page["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .filter_map(|run| run["id"].as_str().map(str::to_owned))
+                .collect();
+            (ids, page["pagination"].clone())
+        }
+    };
+    let expected: Vec<String> = (1..=CANCELED).rev().map(|i| format!("run_a_canceled{i:06}")).collect();
+    let filter = "filter%5Bstatus%5D=CANCELED&page%5Bsize%5D=25";
+    let (first, pagination) = list(filter.to_owned()).await;
+    assert_eq!(first, expected[..25]);
+    let next = pagination["next"].as_str().expect("a next page");
+    let (second, _) = list(format!("{filter}&page%5Bafter%5D={next}")).await;
+    assert_eq!(second, expected[25..]);
+
+    drop(kiln);
+    wait_for_kiln_to_disconnect(&db).await;
+    let read = tuples_read(&db).await;
+    assert!(
+        read < HISTORY,
+        "runs gave out {read} tuples to scans for two listings of canceled runs beside a history of {HISTORY}"
+    );
+}
