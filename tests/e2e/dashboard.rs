@@ -658,3 +658,64 @@ async fn without_a_password_every_dashboard_route_says_it_is_off() {
     assert_eq!(posted.status(), 404);
     assert!(posted.headers().get("set-cookie").is_none());
 }
+
+#[tokio::test]
+async fn the_runs_of_one_batch_are_listed_by_its_id_in_the_api_and_the_dashboard() {
+    let kiln = kiln_with_dashboard(&[]).await;
+    let _other = kiln.trigger("kiln.noop", noop_body(json!({ "alone": true }))).await;
+    let items: Vec<Value> = (0..3)
+        .map(|i| json!({ "task": "kiln.noop", "payload": { "i": i }, "options": { "delay": "1h" } }))
+        .collect();
+    let (status, batch) = kiln
+        .call_as(
+            reqwest::Method::POST,
+            "/api/v1/tasks/batch",
+            &kiln.key,
+            Some(&json!({ "items": items })),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    let batch_id = batch["id"].as_str().expect("a batch id").to_owned();
+    let (status, listing) = kiln
+        .call_as(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs?filter%5Bbatch%5D={batch_id}"),
+            &kiln.key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{listing}");
+    let listed: BTreeSet<String> = listing["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|run| run["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(listed.len(), 3);
+    for run in &listed {
+        assert!(kiln.retrieve(run).await["payload"]["i"].is_number());
+    }
+    // Another environment's key finds nothing of the batch.
+    let prod = kiln.new_key("prod");
+    let (_, elsewhere) = kiln
+        .call_as(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs?filter%5Bbatch%5D={batch_id}"),
+            &prod,
+            None,
+        )
+        .await;
+    assert_eq!(elsewhere["data"].as_array().map(Vec::len), Some(0));
+
+    let http = plain_http();
+    let cookie = session(&http, &kiln).await;
+    let (status, html) = page(&http, &kiln, &cookie, &format!("/dashboard/dev/runs?batch={batch_id}")).await;
+    assert_eq!(status, 200);
+    let shown: BTreeSet<String> = listed
+        .iter()
+        .filter(|id| html.contains(&format!("data-run=\"{id}\"")))
+        .cloned()
+        .collect();
+    assert_eq!(shown, listed);
+    assert_eq!(html.matches("data-run=\"").count(), 3);
+}

@@ -166,11 +166,12 @@ pub(crate) fn push_run_conditions(query: &mut QueryBuilder<Postgres>, environmen
     }
     if let Some(batch) = &filter.batch_id {
         query
-            .push(" AND id = ANY((SELECT b.run_ids FROM batches b WHERE b.id = ")
+            // COALESCE makes the sub-select one array, not a set of them.
+            .push(" AND id = ANY(COALESCE((SELECT b.run_ids FROM batches b WHERE b.id = ")
             .push_bind(batch.clone())
             .push(" AND b.environment = ")
             .push_bind(environment.as_str())
-            .push("))");
+            .push("), '{}'::text[]))");
     }
 }
 
