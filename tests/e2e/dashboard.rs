@@ -179,6 +179,17 @@ impl Browser {
         field.send_keys(text).await.expect("type");
     }
 
+    /// Picks the option `value` of the select `css`.
+    async fn choose(&self, css: &str, value: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"))
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("choose {value} in {css}: {e}"));
+    }
+
     /// The run ids of the runs table's rows.
     async fn listed_runs(&self) -> BTreeSet<String> {
         let mut ids = BTreeSet::new();
@@ -245,25 +256,11 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
 
     // Filtering by tag and status.
     browser.type_into("#filter-tag", "red").await;
-    browser
-        .client
-        .find(Locator::Css("#filter-status"))
-        .await
-        .expect("status filter")
-        .select_by_value("FAILED")
-        .await
-        .expect("choose FAILED");
+    browser.choose("#filter-status", "FAILED").await;
     browser.submit("#apply-filters").await;
     assert_eq!(browser.listed_runs().await, BTreeSet::from([failed.clone()]));
     browser.type_into("#filter-tag", "red").await;
-    browser
-        .client
-        .find(Locator::Css("#filter-status"))
-        .await
-        .expect("status filter")
-        .select_by_value("COMPLETED")
-        .await
-        .expect("choose COMPLETED");
+    browser.choose("#filter-status", "COMPLETED").await;
     browser.submit("#apply-filters").await;
     assert_eq!(browser.listed_runs().await, red.iter().cloned().collect());
 
@@ -414,14 +411,7 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
 
     // A key: made (shown once), working, revoked, refused.
     browser.go("/dashboard/keys").await;
-    browser
-        .client
-        .find(Locator::Css("#new-key-environment"))
-        .await
-        .expect("environment choice")
-        .select_by_value("dev")
-        .await
-        .expect("choose dev");
+    browser.choose("#new-key-environment", "dev").await;
     browser.submit("#create-key").await;
     let secret = browser.text("#new-key-secret").await;
     assert!(secret.starts_with("tr_dev_"), "{secret}");

@@ -69,6 +69,22 @@ async fn insert_finished_runs(db: &PgPool, prefix: &str) {
     .expect("insert a history of finished runs");
 }
 
+/// `GET /api/v1/runs?{query}` with `key`: the ids listed and the
+/// pagination.
+async fn list_runs(kiln: &Kiln, key: &str, query: String) -> (Vec<String>, serde_json::Value) {
+    let (status, page) = kiln
+        .call_as(reqwest::Method::GET, &format!("/api/v1/runs?{query}"), key, None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<String> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|run| run["id"].as_str().map(str::to_owned))
+        .collect();
+    (ids, page["pagination"].clone())
+}
+
 /// The test's own connection, named so that waiting for kiln's sessions
 /// to end does not wait for it.
 async fn test_connection(kiln: &Kiln) -> PgPool {
@@ -208,22 +224,7 @@ async fn listing_by_tag_reads_the_tags_runs_not_the_newer_history() {
         .await
         .expect("analyze");
 
-    let list = |query: String| {
-        let (kiln, key) = (&kiln, &key);
-        async move {
-            let (status, page) = kiln
-                .call_as(reqwest::Method::GET, &format!("/api/v1/runs?{query}"), key, None)
-                .await;
-            assert_eq!(status, 200, "{page}");
-            let ids: Vec<String> = page["data"]
-                .as_array()
-                .expect("data")
-                .iter()
-                .filter_map(|run| run["id"].as_str().map(str::to_owned))
-                .collect();
-            (ids, page["pagination"].clone())
-        }
-    };
+    let list = |query: String| list_runs(&kiln, &key, query);
     // The completed ones, newest first: every tenth failed.
     let expected: Vec<String> = (1..=TAGGED)
         .rev()
@@ -276,22 +277,7 @@ async fn listing_by_a_rare_status_reads_those_runs_not_the_newer_history() {
     insert_finished_runs(&db, "run_b_history").await;
     sqlx::query("VACUUM ANALYZE runs").execute(&db).await.expect("analyze");
 
-    let list = |query: String| {
-        let (kiln, key) = (&kiln, &key);
-        async move {
-            let (status, page) = kiln
-                .call_as(reqwest::Method::GET, &format!("/api/v1/runs?{query}"), key, None)
-                .await;
-            assert_eq!(status, 200, "{page}");
-            let ids: Vec<String> = page["data"]
-                .as_array()
-                .expect("data")
-                .iter()
-                .filter_map(|run| run["id"].as_str().map(str::to_owned))
-                .collect();
-            (ids, page["pagination"].clone())
-        }
-    };
+    let list = |query: String| list_runs(&kiln, &key, query);
     let expected: Vec<String> = (1..=CANCELED).rev().map(|i| format!("run_a_canceled{i:06}")).collect();
     let filter = "filter%5Bstatus%5D=CANCELED&page%5Bsize%5D=25";
     let (first, pagination) = list(filter.to_owned()).await;

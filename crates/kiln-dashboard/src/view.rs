@@ -38,7 +38,11 @@ impl Layout {
             env: environment.as_str(),
             csrf: csrf.to_owned(),
             section,
-            other_env_path: format!("/dashboard/{}/{section}", other.as_str()),
+            // Keys belong to no environment: the switch leads to runs.
+            other_env_path: match section {
+                "keys" => format!("/dashboard/{}/runs", other.as_str()),
+                _ => format!("/dashboard/{}/{section}", other.as_str()),
+            },
             other_env: other.as_str(),
         }
     }
