@@ -709,3 +709,75 @@ async fn the_runs_of_one_batch_are_listed_by_its_id_in_the_api_and_the_dashboard
     assert_eq!(shown, listed);
     assert_eq!(html.matches("data-run=\"").count(), 3);
 }
+
+#[tokio::test]
+async fn a_preview_runs_pages_show_as_thumbnails_served_from_the_dashboard() {
+    let (kiln, storage) =
+        crate::helpers::kiln_with_storage("dashboard-objects", &[("KILN_DASHBOARD_PASSWORD", PASSWORD)]).await;
+    let pdf = crate::pdfgen::build(&[
+        crate::pdfgen::Page::new(612.0, 792.0).with_text(&["First page"]),
+        crate::pdfgen::Page::new(612.0, 792.0).with_text(&["Second page"]),
+    ]);
+    crate::helpers::put_object(&storage, "docs/two.pdf", &pdf);
+    let run = kiln
+        .trigger(
+            "kiln.pdf.preview",
+            json!({ "payload": { "source": { "key": "docs/two.pdf" }, "outputPrefix": "previews/two" } }),
+        )
+        .await;
+    let done = kiln
+        .wait_for(&run, Duration::from_secs(240), |run| run["isCompleted"] == true)
+        .await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+
+    let browser = Browser::open(&kiln.base_url).await;
+    browser.go("/dashboard/sign-in").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.submit("#sign-in").await;
+    browser.go(&format!("/dashboard/dev/runs/{run}")).await;
+    let loaded = eventually(Duration::from_secs(20), "both thumbnails load", || async {
+        let widths = browser
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll('#files img')).map(img => img.complete ? img.naturalWidth : 0);",
+                vec![],
+            )
+            .await
+            .ok()?;
+        let widths: Vec<u64> = widths.as_array()?.iter().filter_map(Value::as_u64).collect();
+        (widths.len() == 2 && widths.iter().all(|w| *w > 0)).then_some(widths)
+    })
+    .await;
+    assert_eq!(loaded.len(), 2);
+    browser.screenshot("preview-run").await;
+
+    // Only the keys the output names are served.
+    let http = plain_http();
+    let cookie = session(&http, &kiln).await;
+    let (status, _) = page(
+        &http,
+        &kiln,
+        &cookie,
+        &format!("/dashboard/dev/runs/{run}/file?key=docs/two.pdf"),
+    )
+    .await;
+    assert_eq!(status, 404, "the source is not a file the run's output names");
+    let first = done["output"]["pages"][0]["key"]
+        .as_str()
+        .expect("a page key")
+        .to_owned();
+    let answer = http
+        .get(kiln.url(&format!("/dashboard/dev/runs/{run}/file?key={first}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get a page image");
+    assert_eq!(answer.status(), 200);
+    assert!(
+        answer.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("image/")
+    );
+    let _ = browser.client.clone().close().await;
+}
