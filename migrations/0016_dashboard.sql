@@ -34,3 +34,20 @@ CREATE INDEX queue_minutes_minute ON queue_minutes (minute);
 -- common path writes nothing more.
 CREATE INDEX runs_by_unusual_status ON runs (environment, status, id)
     WHERE status IN ('DELAYED', 'FAILED', 'CANCELED', 'EXPIRED', 'TIMED_OUT', 'CRASHED', 'SYSTEM_FAILURE');
+
+-- The runs a schedule fired carry its id in their payload (Trigger's
+-- scheduled payload): listing them by schedule reads this index. Only
+-- those runs enter it.
+CREATE INDEX runs_by_schedule ON runs ((payload->>'scheduleId'), id) WHERE payload ? 'scheduleId';
+
+-- The error of each failed attempt of a run: `runs.error` keeps only the
+-- last. Written by the statement that records outcomes, for failed
+-- attempts only; deleted with the run.
+CREATE TABLE run_attempts (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    error JSONB NOT NULL,
+    started_at TIMESTAMPTZ,
+    ended_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, attempt)
+);

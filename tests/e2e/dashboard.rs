@@ -781,3 +781,82 @@ async fn a_preview_runs_pages_show_as_thumbnails_served_from_the_dashboard() {
     );
     let _ = browser.client.clone().close().await;
 }
+
+#[tokio::test]
+async fn the_runs_a_schedule_fired_are_listed_by_its_id_in_the_api_and_the_dashboard() {
+    let kiln = kiln_with_dashboard(&[("KILN_CRON_TICK", "100ms")]).await;
+    let unscheduled = kiln.trigger("kiln.noop", noop_body(json!({ "by": "hand" }))).await;
+    let (status, schedule) = kiln
+        .call_as(
+            reqwest::Method::POST,
+            "/api/v1/schedules",
+            &kiln.key,
+            Some(&json!({ "task": "kiln.noop", "cron": "* * * * * *" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{schedule}");
+    let schedule_id = schedule["id"].as_str().expect("a schedule id").to_owned();
+    let list_query = format!("/api/v1/runs?filter%5Bschedule%5D={schedule_id}");
+    eventually(Duration::from_secs(30), "the schedule fires twice", || async {
+        let (_, listing) = kiln.call_as(reqwest::Method::GET, &list_query, &kiln.key, None).await;
+        (listing["data"].as_array().map_or(0, Vec::len) >= 2).then_some(())
+    })
+    .await;
+    let (status, _) = kiln
+        .call_as(
+            reqwest::Method::POST,
+            &format!("/api/v1/schedules/{schedule_id}/deactivate"),
+            &kiln.key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, listing) = kiln.call_as(reqwest::Method::GET, &list_query, &kiln.key, None).await;
+    let listed: Vec<String> = listing["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|run| run["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(listed.len() >= 2 && !listed.contains(&unscheduled));
+    for run in &listed {
+        assert_eq!(kiln.retrieve(run).await["payload"]["scheduleId"], schedule_id.as_str());
+    }
+
+    let http = plain_http();
+    let cookie = session(&http, &kiln).await;
+    let (_, schedules) = page(&http, &kiln, &cookie, "/dashboard/dev/schedules").await;
+    assert!(schedules.contains(&format!("/dashboard/dev/runs?schedule={schedule_id}")));
+    let (status, html) = page(
+        &http,
+        &kiln,
+        &cookie,
+        &format!("/dashboard/dev/runs?schedule={schedule_id}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for run in &listed {
+        assert!(html.contains(&format!("data-run=\"{run}\"")), "{run} is not listed");
+    }
+    assert!(!html.contains(&format!("data-run=\"{unscheduled}\"")));
+}
+
+#[tokio::test]
+async fn a_runs_page_shows_each_attempt_with_its_own_error() {
+    let kiln = kiln_with_dashboard(&[("KILN_RETRY_MIN_DELAY", "10ms"), ("KILN_RETRY_MAX_DELAY", "50ms")]).await;
+    let run = kiln
+        .trigger("kiln.fail", json!({ "payload": {}, "options": { "maxAttempts": 3 } }))
+        .await;
+    kiln.wait_for_status(&run, "FAILED", Duration::from_secs(60)).await;
+    let http = plain_http();
+    let cookie = session(&http, &kiln).await;
+    let (status, html) = page(&http, &kiln, &cookie, &format!("/dashboard/dev/runs/{run}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("data-attempt=\"").count(), 3);
+    for attempt in 1..=3 {
+        assert!(
+            html.contains(&format!("kiln.fail failed attempt {attempt}")),
+            "attempt {attempt}'s error is not shown"
+        );
+    }
+}

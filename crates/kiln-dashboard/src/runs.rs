@@ -58,6 +58,7 @@ fn read_filter(fields: &HashMap<String, String>) -> Result<(ListFilter, FilterFo
         tag: field("tag"),
         queue: field("queue"),
         batch: field("batch"),
+        schedule: field("schedule"),
         from: field("from"),
         to: field("to"),
     };
@@ -83,6 +84,7 @@ fn read_filter(fields: &HashMap<String, String>) -> Result<(ListFilter, FilterFo
     filter.tags = one(&form.tag);
     filter.queues = one(&form.queue);
     filter.batch_id = (!form.batch.is_empty()).then(|| form.batch.clone());
+    filter.schedule_id = (!form.schedule.is_empty()).then(|| form.schedule.clone());
     if !form.from.is_empty() {
         filter.created_from = Some(instant("from", &form.from)?);
     }
@@ -268,7 +270,9 @@ pub(crate) async fn show(
     let store = &dashboard.app.store;
     let (parent, children) = store.related_runs(environment, &row).await?;
     let logs = store.run_logs(environment, &row.id).await?;
+    let failed = store.failed_attempts(environment, &row.id).await?;
     let status = row.status()?;
+    let attempt_lines = attempt_lines(&row, status, failed);
     let mut timeline = vec![view::Moment {
         label: "created",
         at: view::time(row.created_at),
@@ -348,6 +352,7 @@ pub(crate) async fn show(
         is_final: status.is_final(),
         is_delayed: status == RunStatus::Delayed,
         attempts: format!("{} of {}", row.attempt_count, row.max_attempts),
+        attempt_lines,
         timeline,
         payload: view::pretty(&row.payload),
         output: row.output.as_ref().map(view::pretty),
@@ -373,6 +378,46 @@ pub(crate) async fn show(
         status: row.status,
     };
     Ok(Html(view::render(&page)?))
+}
+
+/// Every attempt of `row` so far: a failed one with its error, the last
+/// one with the run's outcome (or as running).
+fn attempt_lines(
+    row: &RunRow,
+    status: RunStatus,
+    failed: Vec<kiln_store::dashboard::FailedAttempt>,
+) -> Vec<view::AttemptLine> {
+    let mut failed: HashMap<i32, kiln_store::dashboard::FailedAttempt> =
+        failed.into_iter().map(|attempt| (attempt.attempt, attempt)).collect();
+    (1..=row.attempt_count)
+        .map(|number| match failed.remove(&number) {
+            Some(attempt) => view::AttemptLine {
+                number,
+                outcome: "failed".into(),
+                outcome_class: "bad",
+                at: view::time(attempt.ended_at),
+                error: Some(view::pretty(&attempt.error)),
+            },
+            None if number == row.attempt_count => view::AttemptLine {
+                number,
+                outcome: match status {
+                    RunStatus::Executing => "running".into(),
+                    RunStatus::Queued => "waiting to retry".into(),
+                    other => other.as_str().to_lowercase(),
+                },
+                outcome_class: view::status_class(&row.status),
+                at: row.completed_at.map(view::time).unwrap_or_default(),
+                error: None,
+            },
+            None => view::AttemptLine {
+                number,
+                outcome: "ended".into(),
+                outcome_class: "quiet",
+                at: String::new(),
+                error: None,
+            },
+        })
+        .collect()
 }
 
 /// `change` events while the run changes (the run change feed), so the

@@ -74,6 +74,7 @@ pub(crate) struct FilterForm {
     pub tag: String,
     pub queue: String,
     pub batch: String,
+    pub schedule: String,
     pub from: String,
     pub to: String,
 }
@@ -87,6 +88,7 @@ impl FilterForm {
             ("tag", &self.tag),
             ("queue", &self.queue),
             ("batch", &self.batch),
+            ("schedule", &self.schedule),
             ("from", &self.from),
             ("to", &self.to),
         ]
@@ -144,6 +146,14 @@ pub(crate) struct Related {
     pub status: String,
 }
 
+pub(crate) struct AttemptLine {
+    pub number: i32,
+    pub outcome: String,
+    pub outcome_class: &'static str,
+    pub at: String,
+    pub error: Option<String>,
+}
+
 pub(crate) struct LogLine {
     pub at: String,
     pub level: String,
@@ -168,6 +178,8 @@ pub(crate) struct RunPage {
     pub is_final: bool,
     pub is_delayed: bool,
     pub attempts: String,
+    /// Every attempt so far, first first, each failed one with its error.
+    pub attempt_lines: Vec<AttemptLine>,
     pub timeline: Vec<Moment>,
     pub tags: Vec<String>,
     pub payload: String,

@@ -1,5 +1,5 @@
 //! What the dashboard reads and writes beyond runs: its sign-in sessions,
-//! each queue's state (depth, oldest wait, executing, limit, paused) and
+//! a run's failed attempts, each queue's state (depth, oldest wait, executing, limit, paused) and
 //! throughput, pausing and resuming queues, and counting a filtered
 //! selection of runs before a bulk action.
 //!
@@ -42,7 +42,33 @@ pub struct QueueMinute {
     pub failed: i64,
 }
 
+/// A failed attempt of a run, with its error.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FailedAttempt {
+    pub attempt: i32,
+    pub error: serde_json::Value,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: DateTime<Utc>,
+}
+
 impl Store {
+    /// The failed attempts of run `run_id` of `environment`, first first.
+    pub async fn failed_attempts(
+        &self,
+        environment: Environment,
+        run_id: &str,
+    ) -> Result<Vec<FailedAttempt>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT a.attempt, a.error, a.started_at, a.ended_at FROM run_attempts a
+             JOIN runs r ON r.id = a.run_id AND r.environment = $1
+             WHERE a.run_id = $2 ORDER BY a.attempt",
+        )
+        .bind(environment.as_str())
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Records a session until `expires_at`; forgets expired ones.
     pub async fn create_dashboard_session(
         &self,
@@ -109,7 +135,7 @@ impl Store {
                  UNION SELECT queue FROM executing WHERE queue IS NOT NULL
                  UNION SELECT name FROM queues WHERE environment = $1
                  UNION SELECT unnest($2::text[])
-             ), states AS (
+             ), states AS MATERIALIZED (
                  SELECT n.name, q.concurrency_limit, COALESCE(q.paused, false) AS paused, q.name IS NOT NULL AS configured,
                      (SELECT count(*) FROM runs r WHERE r.status = 'QUEUED' AND r.queue = n.name
                          AND r.environment = $1) AS queued,

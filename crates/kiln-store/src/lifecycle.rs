@@ -374,7 +374,13 @@ impl Store {
                  WHEN u.claimed THEN runs.status = 'EXECUTING' AND runs.attempt_count = u.attempt
                  ELSE {STARTED_UNRECORDED} END
              RETURNING runs.id, runs.environment, runs.queue, runs.concurrency_key, NOT {UNLIMITED_QUEUE} AS limited,
-                 runs.status),
+                 runs.status, u.attempt, u.error AS attempt_error, u.started_at AS attempt_started_at),
+             -- Each failed attempt's error, so a run's earlier attempts
+             -- keep theirs (the run keeps only the last).
+             failed_attempts AS (
+                 INSERT INTO run_attempts (run_id, attempt, error, started_at)
+                 SELECT id, attempt, attempt_error, attempt_started_at FROM done WHERE attempt_error IS NOT NULL
+                 ON CONFLICT (run_id, attempt) DO NOTHING),
              counted AS (
                  INSERT INTO queue_minutes (environment, queue, minute, shard, completed, failed)
                  SELECT environment, queue, date_trunc('minute', now()), pg_backend_pid() % 16,

@@ -216,7 +216,8 @@ fn parse_filter(query: &HashMap<String, String>) -> Result<ListFilter, ApiError>
             // Trigger filters on things kiln does not have (deploy versions,
             // bulk actions…): refuse rather than silently match everything.
             "filter[batch]" => filter.batch_id = Some(value.clone()),
-            "filter[version]" | "filter[bulkAction]" | "filter[schedule]" | "filter[machine]" => {
+            "filter[schedule]" => filter.schedule_id = Some(value.clone()),
+            "filter[version]" | "filter[bulkAction]" | "filter[machine]" => {
                 return Err(ApiError::BadRequest(format!("{key} is not supported by kiln")));
             }
             _ => {}
