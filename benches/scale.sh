@@ -143,6 +143,18 @@ measure() {
     "$(p99_ms <<<"$out")" "$(echo "$finished / ($now - $started)" | bc -l)"
 }
 
+# A page's p99 in milliseconds; a page that timed out (10 s) or answered
+# anything but 2xx says so instead.
+page_p99() {
+  local out
+  out=$(wrk -t1 -c4 -d5s --timeout 10s --latency -H "$1" "$2")
+  if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
+    echo "failed: $(grep "Non-2xx\|Socket errors" <<<"$out" | tr -s ' ' | tr '\n' ' ')"
+  else
+    p99_ms <<<"$out"
+  fi
+}
+
 # The dashboard's pages on $1, signed in; appends a table row to
 # $dashboard_rows.
 dashboard_rows=()
@@ -151,11 +163,11 @@ measure_dashboard() {
   cookie=$(curl -s -o /dev/null -D - -d "password=bench-dashboard-password&next=/dashboard/prod/runs" \
     "http://127.0.0.1:$port/dashboard/sign-in" | awk -F'[ ;]' 'tolower($1) == "set-cookie:" { print $2 }')
   local header="Cookie: $cookie"
-  runs=$(wrk -t1 -c4 -d5s --latency -H "$header" "$base/runs" | p99_ms)
-  filtered=$(wrk -t1 -c4 -d5s --latency -H "$header" "$base/runs?tag=customer-7&status=COMPLETED" | p99_ms)
-  failed=$(wrk -t1 -c4 -d5s --latency -H "$header" "$base/runs?status=FAILED" | p99_ms)
-  run=$(wrk -t1 -c4 -d5s --latency -H "$header" "$base/runs/$run_id" | p99_ms)
-  queues=$(wrk -t1 -c4 -d5s --latency -H "$header" "$base/queues" | p99_ms)
+  runs=$(page_p99 "$header" "$base/runs")
+  filtered=$(page_p99 "$header" "$base/runs?tag=customer-7&status=COMPLETED")
+  failed=$(page_p99 "$header" "$base/runs?status=FAILED")
+  run=$(page_p99 "$header" "$base/runs/$run_id")
+  queues=$(page_p99 "$header" "$base/queues")
   dashboard_rows+=("$(printf '| %s | %s | %s | %s | %s | %s |' "$label" "$runs" "$filtered" "$failed" "$run" "$queues")")
 }
 
