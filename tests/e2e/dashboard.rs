@@ -115,14 +115,18 @@ impl Browser {
         )
     }
 
+    /// The element's text, read in one script (a live region may replace
+    /// it between finding and reading).
     async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
+        let text = self
+            .client
+            .execute(
+                "const element = document.querySelector(arguments[0]); return element ? element.innerText.trim() : null;",
+                vec![json!(css)],
+            )
             .await
-            .unwrap_or_else(|e| panic!("find {css}: {e}"))
-            .text()
-            .await
-            .expect("element text")
+            .unwrap_or_else(|e| panic!("read {css}: {e}"));
+        text.as_str().unwrap_or_else(|| panic!("no element {css}")).to_owned()
     }
 
     /// Clicks the element; on a live page it may be replaced between
@@ -190,18 +194,22 @@ impl Browser {
             .unwrap_or_else(|e| panic!("choose {value} in {css}: {e}"));
     }
 
-    /// The run ids of the runs table's rows.
+    /// The run ids of the runs table's rows, read in one script: the live
+    /// list may replace its rows between two WebDriver calls.
     async fn listed_runs(&self) -> BTreeSet<String> {
-        let mut ids = BTreeSet::new();
-        for row in self
+        let ids = self
             .client
-            .find_all(Locator::Css("#runs tr[data-run]"))
+            .execute(
+                "return Array.from(document.querySelectorAll('#runs tr[data-run]')).map(row => row.dataset.run);",
+                vec![],
+            )
             .await
-            .expect("runs rows")
-        {
-            ids.insert(row.attr("data-run").await.expect("attr").unwrap_or_default());
-        }
-        ids
+            .expect("read the runs rows");
+        ids.as_array()
+            .expect("an array of ids")
+            .iter()
+            .filter_map(|id| id.as_str().map(str::to_owned))
+            .collect()
     }
 
     async fn screenshot(&self, name: &str) {
@@ -253,6 +261,39 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
     assert_eq!(browser.path().await, "/dashboard/dev/runs");
     assert!(browser.listed_runs().await.len() >= 5);
     browser.screenshot("runs").await;
+
+    // A run triggered while the list is open appears in it, without a
+    // reload.
+    browser
+        .client
+        .execute("window.kilnNotReloaded = true; return true;", vec![])
+        .await
+        .expect("mark the page");
+    eventually(Duration::from_secs(20), "the runs list listens", || async {
+        let state = browser
+            .client
+            .execute(
+                "return document.getElementById('live-runs').dataset.liveState || '';",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (state == "listening").then_some(())
+    })
+    .await;
+    let newcomer = kiln.trigger("kiln.noop", noop_body(json!({ "new": true }))).await;
+    eventually(
+        Duration::from_secs(20),
+        "the new run shows in the open list",
+        || async { browser.listed_runs().await.contains(&newcomer).then_some(()) },
+    )
+    .await;
+    let same_page = browser
+        .client
+        .execute("return window.kilnNotReloaded === true;", vec![])
+        .await
+        .expect("read the mark");
+    assert_eq!(same_page, json!(true), "the list reloaded instead of updating");
 
     // Filtering by tag and status.
     browser.type_into("#filter-tag", "red").await;

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::header::{CACHE_CONTROL, LOCATION};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -102,6 +102,7 @@ pub fn router(app: AppState, config: DashboardConfig) -> Router {
         .route("/dashboard/{env}", get(environment_home))
         .route("/dashboard/{env}/runs", get(runs::list))
         .route("/dashboard/{env}/runs/bulk", post(runs::bulk))
+        .route("/dashboard/{env}/runs/events", get(runs::list_events))
         .route("/dashboard/{env}/runs/{id}", get(runs::show))
         .route("/dashboard/{env}/runs/{id}/events", get(runs::events))
         .route("/dashboard/{env}/runs/{id}/file", get(runs::file))
@@ -237,5 +238,3 @@ async fn sign_out(
     auth::set_cookie(&mut response, &dashboard.gate.cleared_cookie());
     Ok(response)
 }
-
-use axum::extract::FromRequest;

@@ -438,11 +438,34 @@ pub(crate) async fn events(
             id: row.id,
         })
         .await;
+    Ok(change_events(receiver))
+}
+
+/// `change` events while runs of the environment change, so the runs
+/// list's script fetches its page again.
+pub(crate) async fn list_events(
+    State(dashboard): State<Dashboard>,
+    _operator: Operator,
+    Path(env): Path<String>,
+) -> Result<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>, DashboardError> {
+    let environment = environment(&env)?;
+    let receiver = dashboard
+        .app
+        .run_changes()
+        .subscribe(Interest::Environment {
+            environment: environment.as_str().to_owned(),
+        })
+        .await;
+    Ok(change_events(receiver))
+}
+
+/// One `change` event per wake-up of `receiver`.
+fn change_events(receiver: kiln_store::ChangeReceiver) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let stream = futures::stream::unfold(receiver, |receiver| async move {
         receiver.changed().await;
-        Some((Ok(Event::default().event("change").data("run")), receiver))
+        Some((Ok(Event::default().event("change").data("runs")), receiver))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// A file a run's output names, read from storage in the run's

@@ -81,18 +81,21 @@ impl RunChange {
     }
 }
 
-/// What a subscriber watches: one run, or the runs with any of some tags,
-/// of one environment.
+/// What a subscriber watches: one run, the runs with any of some tags, or
+/// every run, of one environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interest {
     Run { environment: String, id: String },
     Tags { environment: String, tags: Vec<String> },
+    Environment { environment: String },
 }
 
 impl Interest {
     fn environment(&self) -> &str {
         match self {
-            Interest::Run { environment, .. } | Interest::Tags { environment, .. } => environment,
+            Interest::Run { environment, .. }
+            | Interest::Tags { environment, .. }
+            | Interest::Environment { environment } => environment,
         }
     }
 
@@ -104,6 +107,7 @@ impl Interest {
                 .iter()
                 .map(|tag| (environment.clone(), Key::Tag(tag.clone())))
                 .collect(),
+            Interest::Environment { environment } => vec![(environment.clone(), Key::Every)],
         }
     }
 }
@@ -112,6 +116,8 @@ impl Interest {
 enum Key {
     Run(String),
     Tag(String),
+    /// Any run of the environment.
+    Every,
 }
 
 /// The subscribers of one process, found by what they watch.
@@ -128,6 +134,11 @@ impl Subscribers {
         let mut woken = HashSet::new();
         match change {
             RunChange::Runs { environment, runs } => {
+                if !runs.is_empty()
+                    && let Some(ids) = self.by_key.get(&(environment.clone(), Key::Every))
+                {
+                    woken.extend(ids.iter().copied());
+                }
                 for (id, tags) in runs {
                     let keys = std::iter::once(Key::Run(id.clone())).chain(tags.iter().cloned().map(Key::Tag));
                     for key in keys {
@@ -417,6 +428,29 @@ mod tests {
         assert_eq!(subscribers.wake(&RunChange::Environment("dev".into())), 2);
         assert!(woken(&of_dev_run) && woken(&of_dev_tag));
         assert!(!woken(&of_run));
+    }
+
+    #[test]
+    fn an_environments_subscriber_hears_of_every_run_in_it_and_no_other() {
+        let mut subscribers = Subscribers::default();
+        let (_, of_prod) = subscribers.add(Interest::Environment {
+            environment: "prod".into(),
+        });
+        let (_, of_dev) = subscribers.add(Interest::Environment {
+            environment: "dev".into(),
+        });
+        let woken = |notify: &Arc<Notify>| {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable()
+        };
+        let change = RunChange::Runs {
+            environment: "prod".into(),
+            runs: vec![("run_a".into(), vec![]), ("run_b".into(), vec!["t".into()])],
+        };
+        assert_eq!(subscribers.wake(&change), 1);
+        assert!(woken(&of_prod));
+        assert!(!woken(&of_dev));
     }
 
     #[test]
