@@ -183,6 +183,39 @@ impl Browser {
         field.send_keys(text).await.expect("type");
     }
 
+    /// Marks the open page, so [`Browser::still_marked`] can tell it was
+    /// updated in place rather than loaded again.
+    async fn mark_page(&self) {
+        self.client
+            .execute("window.kilnNotReloaded = true; return true;", vec![])
+            .await
+            .expect("mark the page");
+    }
+
+    async fn still_marked(&self) -> bool {
+        self.client
+            .execute("return window.kilnNotReloaded === true;", vec![])
+            .await
+            .expect("read the mark")
+            == json!(true)
+    }
+
+    /// Waits until the live region `id` listens on its event stream.
+    async fn wait_until_listening(&self, id: &str) {
+        eventually(Duration::from_secs(20), "the live region listens", || async {
+            let state = self
+                .client
+                .execute(
+                    "const region = document.getElementById(arguments[0]); return region ? region.dataset.liveState || '' : '';",
+                    vec![json!(id)],
+                )
+                .await
+                .ok()?;
+            (state == "listening").then_some(())
+        })
+        .await;
+    }
+
     /// Picks the option `value` of the select `css`.
     async fn choose(&self, css: &str, value: &str) {
         self.client
@@ -264,23 +297,8 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
 
     // A run triggered while the list is open appears in it, without a
     // reload.
-    browser
-        .client
-        .execute("window.kilnNotReloaded = true; return true;", vec![])
-        .await
-        .expect("mark the page");
-    eventually(Duration::from_secs(20), "the runs list listens", || async {
-        let state = browser
-            .client
-            .execute(
-                "return document.getElementById('live-runs').dataset.liveState || '';",
-                vec![],
-            )
-            .await
-            .ok()?;
-        (state == "listening").then_some(())
-    })
-    .await;
+    browser.mark_page().await;
+    browser.wait_until_listening("live-runs").await;
     let newcomer = kiln.trigger("kiln.noop", noop_body(json!({ "new": true }))).await;
     eventually(
         Duration::from_secs(20),
@@ -288,12 +306,7 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
         || async { browser.listed_runs().await.contains(&newcomer).then_some(()) },
     )
     .await;
-    let same_page = browser
-        .client
-        .execute("return window.kilnNotReloaded === true;", vec![])
-        .await
-        .expect("read the mark");
-    assert_eq!(same_page, json!(true), "the list reloaded instead of updating");
+    assert!(browser.still_marked().await, "the list reloaded instead of updating");
 
     // Filtering by tag and status.
     browser.type_into("#filter-tag", "red").await;
@@ -324,23 +337,8 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
     // Watching a run's progress change live, without reloading the page.
     let sleeper = kiln.trigger("kiln.sleep", noop_body(json!({ "ms": 8000 }))).await;
     browser.go(&format!("/dashboard/dev/runs/{sleeper}")).await;
-    browser
-        .client
-        .execute("window.kilnNotReloaded = true; return true;", vec![])
-        .await
-        .expect("mark the page");
-    eventually(Duration::from_secs(20), "the live script listens", || async {
-        let state = browser
-            .client
-            .execute(
-                "return document.getElementById('live').dataset.liveState || '';",
-                vec![],
-            )
-            .await
-            .ok()?;
-        (state == "listening").then_some(())
-    })
-    .await;
+    browser.mark_page().await;
+    browser.wait_until_listening("live").await;
     let first = eventually(Duration::from_secs(20), "a progress figure shows", || async {
         let text = browser
             .client
@@ -371,12 +369,7 @@ async fn an_operator_finds_watches_and_acts_on_runs_in_a_browser() {
     )
     .await;
     assert_ne!(later, first);
-    let same_page = browser
-        .client
-        .execute("return window.kilnNotReloaded === true;", vec![])
-        .await
-        .expect("read the mark");
-    assert_eq!(same_page, json!(true), "the page reloaded instead of updating");
+    assert!(browser.still_marked().await, "the page reloaded instead of updating");
     eventually(Duration::from_secs(30), "the page shows the run completed", || async {
         let status = browser
             .client
