@@ -516,13 +516,33 @@ async fn session(http: &reqwest::Client, kiln: &Kiln) -> String {
     cookie.split(';').next().unwrap_or_default().to_owned()
 }
 
-async fn page(http: &reqwest::Client, kiln: &Kiln, cookie: &str, path: &str) -> (u16, String) {
-    let answer = http
-        .get(kiln.url(path))
+/// `GET path` with the session `cookie`.
+async fn get_signed_in(http: &reqwest::Client, kiln: &Kiln, cookie: &str, path: &str) -> reqwest::Response {
+    http.get(kiln.url(path))
         .header("cookie", cookie)
         .send()
         .await
-        .expect("get a page");
+        .unwrap_or_else(|e| panic!("get {path}: {e}"))
+}
+
+/// `POST path` of `form` with the session `cookie`.
+async fn post_signed_in(
+    http: &reqwest::Client,
+    kiln: &Kiln,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    http.post(kiln.url(path))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("post {path}: {e}"))
+}
+
+async fn page(http: &reqwest::Client, kiln: &Kiln, cookie: &str, path: &str) -> (u16, String) {
+    let answer = get_signed_in(http, kiln, cookie, path).await;
     let status = answer.status().as_u16();
     (status, answer.text().await.unwrap_or_default())
 }
@@ -559,12 +579,7 @@ async fn run_data_is_shown_as_text_and_forms_need_their_csrf_token() {
     assert!(list.contains("&#60;b&#62;tag&#60;/b&#62;") && !list.contains("<b>tag</b>"));
 
     // Every page forbids framing and other origins.
-    let answer = http
-        .get(kiln.url(&format!("/dashboard/dev/runs/{run}")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("get the run page");
+    let answer = get_signed_in(&http, &kiln, &cookie, &format!("/dashboard/dev/runs/{run}")).await;
     assert_eq!(answer.headers()["x-frame-options"], "DENY");
     let policy = answer.headers()["content-security-policy"]
         .to_str()
@@ -577,27 +592,16 @@ async fn run_data_is_shown_as_text_and_forms_need_their_csrf_token() {
 
     // A cancel without the token, or with another, is refused; the run
     // keeps its status.
-    let cancel = kiln.url(&format!("/dashboard/dev/runs/{run}/cancel"));
-    for form in [vec![], vec![("csrf", "0".repeat(48))]] {
-        let refused = http
-            .post(&cancel)
-            .header("cookie", &cookie)
-            .form(&form)
-            .send()
-            .await
-            .expect("post a cancel");
+    let cancel = format!("/dashboard/dev/runs/{run}/cancel");
+    let wrong = "0".repeat(48);
+    for form in [&[][..], &[("csrf", wrong.as_str())][..]] {
+        let refused = post_signed_in(&http, &kiln, &cookie, &cancel, form).await;
         assert_eq!(refused.status(), 403);
         assert_eq!(status_of(&kiln, &run).await, "DELAYED");
     }
     // With the session's own token it is done.
     let token = csrf_token(&html);
-    let done = http
-        .post(&cancel)
-        .header("cookie", &cookie)
-        .form(&[("csrf", token.as_str())])
-        .send()
-        .await
-        .expect("post a cancel");
+    let done = post_signed_in(&http, &kiln, &cookie, &cancel, &[("csrf", token.as_str())]).await;
     assert_eq!(done.status(), 303);
     assert_eq!(status_of(&kiln, &run).await, "CANCELED");
 
@@ -648,13 +652,15 @@ async fn the_session_cookie_carries_its_flags_and_signing_out_ends_it() {
     let session = cookie.split(';').next().unwrap_or_default().to_owned();
     let (status, html) = page(&http, &kiln, &session, "/dashboard/dev/runs").await;
     assert_eq!(status, 200);
-    let out = http
-        .post(kiln.url("/dashboard/sign-out"))
-        .header("cookie", &session)
-        .form(&[("csrf", csrf_token(&html).as_str())])
-        .send()
-        .await
-        .expect("sign out");
+    let token = csrf_token(&html);
+    let out = post_signed_in(
+        &http,
+        &kiln,
+        &session,
+        "/dashboard/sign-out",
+        &[("csrf", token.as_str())],
+    )
+    .await;
     assert_eq!(out.status(), 303);
     let (status, _) = page(&http, &kiln, &session, "/dashboard/dev/runs").await;
     assert_eq!(status, 303, "the old cookie no longer signs in");
@@ -800,12 +806,13 @@ async fn a_preview_runs_pages_show_as_thumbnails_served_from_the_dashboard() {
         .as_str()
         .expect("a page key")
         .to_owned();
-    let answer = http
-        .get(kiln.url(&format!("/dashboard/dev/runs/{run}/file?key={first}")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("get a page image");
+    let answer = get_signed_in(
+        &http,
+        &kiln,
+        &cookie,
+        &format!("/dashboard/dev/runs/{run}/file?key={first}"),
+    )
+    .await;
     assert_eq!(answer.status(), 200);
     assert!(
         answer.headers()["content-type"]

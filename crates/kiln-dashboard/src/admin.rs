@@ -4,14 +4,13 @@
 
 use std::collections::HashMap;
 
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, Redirect};
 use chrono::Utc;
 use kiln_core::auth::Environment;
 use kiln_core::schedule::CronSchedule;
 
-use crate::auth::Operator;
+use crate::auth::{Action, Operator};
 use crate::error::DashboardError;
 use crate::view::{self, Layout};
 use crate::{Dashboard, environment};
@@ -64,15 +63,7 @@ pub(crate) async fn schedules(
     Ok(Html(view::render(&page)?))
 }
 
-async fn set_schedule(
-    dashboard: &Dashboard,
-    operator: &Operator,
-    env: &str,
-    id: &str,
-    form: &HashMap<String, String>,
-    active: bool,
-) -> Result<Redirect, DashboardError> {
-    operator.check_csrf(form.get("csrf").map(String::as_str))?;
+async fn set_schedule(dashboard: &Dashboard, env: &str, id: &str, active: bool) -> Result<Redirect, DashboardError> {
     let environment = environment(env)?;
     kiln_api::routes::schedules::set_schedule_active(&dashboard.app, environment, id, active).await?;
     let done = if active { "activated" } else { "deactivated" };
@@ -84,20 +75,18 @@ async fn set_schedule(
 
 pub(crate) async fn activate_schedule(
     State(dashboard): State<Dashboard>,
-    operator: Operator,
     Path((env, id)): Path<(String, String)>,
-    Form(form): Form<HashMap<String, String>>,
+    _action: Action,
 ) -> Result<Redirect, DashboardError> {
-    set_schedule(&dashboard, &operator, &env, &id, &form, true).await
+    set_schedule(&dashboard, &env, &id, true).await
 }
 
 pub(crate) async fn deactivate_schedule(
     State(dashboard): State<Dashboard>,
-    operator: Operator,
     Path((env, id)): Path<(String, String)>,
-    Form(form): Form<HashMap<String, String>>,
+    _action: Action,
 ) -> Result<Redirect, DashboardError> {
-    set_schedule(&dashboard, &operator, &env, &id, &form, false).await
+    set_schedule(&dashboard, &env, &id, false).await
 }
 
 async fn keys_page(
@@ -144,10 +133,8 @@ pub(crate) async fn keys(
 /// or show another).
 pub(crate) async fn create_key(
     State(dashboard): State<Dashboard>,
-    operator: Operator,
-    Form(form): Form<HashMap<String, String>>,
+    Action { operator, form }: Action,
 ) -> Result<Html<String>, DashboardError> {
-    operator.check_csrf(form.get("csrf").map(String::as_str))?;
     let environment = form
         .get("environment")
         .and_then(|e| Environment::parse(e))
@@ -159,11 +146,9 @@ pub(crate) async fn create_key(
 
 pub(crate) async fn revoke_key(
     State(dashboard): State<Dashboard>,
-    operator: Operator,
     Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    _action: Action,
 ) -> Result<Redirect, DashboardError> {
-    operator.check_csrf(form.get("csrf").map(String::as_str))?;
     if !dashboard.app.store.revoke_key(&id).await? {
         return Err(DashboardError::NotFound(format!("there is no live key {id:?}")));
     }

@@ -12,12 +12,14 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::Form;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln_core::auth::{constant_time_eq, hmac_sha256};
+use kiln_core::id::random_alphanumeric;
 use rand::RngCore;
 
 use crate::Dashboard;
@@ -117,25 +119,22 @@ impl Gate {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buffer);
-    hex::encode(buffer)
-}
-
 fn token_hash(token: &str) -> [u8; 32] {
     hmac_sha256(SESSION_HASH_KEY, token.as_bytes())
 }
 
+/// Characters of a session token: 320 random bits.
+const TOKEN_LEN: usize = 64;
+
 /// Starts a session; answers the cookie's token.
 pub(crate) async fn start_session(dashboard: &Dashboard) -> Result<String, DashboardError> {
-    let token = random_hex(32);
+    let token = random_alphanumeric(TOKEN_LEN);
     let expires = chrono::Utc::now()
         + chrono::Duration::from_std(SESSION_LIFETIME).unwrap_or_else(|_| chrono::Duration::hours(12));
     dashboard
         .app
         .store
-        .create_dashboard_session(&token_hash(&token), &random_hex(24), expires)
+        .create_dashboard_session(&token_hash(&token), &random_alphanumeric(48), expires)
         .await?;
     Ok(token)
 }
@@ -154,7 +153,7 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE_NAME)
         .map(|(_, value)| value.to_owned())
-        .filter(|value| value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|value| value.len() == TOKEN_LEN && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
 }
 
 /// A signed-in operator: what every page but sign-in needs.
@@ -173,6 +172,30 @@ impl Operator {
                 "this form's CSRF token is missing or stale; reload the page and try again".into(),
             )),
         }
+    }
+}
+
+/// A form a signed-in operator posted, its CSRF token checked: what every
+/// action takes, so none can skip the check. Not signed in: sent to sign
+/// in; a missing or stale token: 403.
+pub(crate) struct Action {
+    pub operator: Operator,
+    pub form: HashMap<String, String>,
+}
+
+impl FromRequest<Dashboard> for Action {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, dashboard: &Dashboard) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let operator = Operator::from_request_parts(&mut parts, dashboard).await?;
+        let Form(form) = Form::<HashMap<String, String>>::from_request(Request::from_parts(parts, body), &())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        operator
+            .check_csrf(form.get("csrf").map(String::as_str))
+            .map_err(IntoResponse::into_response)?;
+        Ok(Action { operator, form })
     }
 }
 

@@ -65,6 +65,20 @@ impl DashboardError {
     }
 }
 
+impl DashboardError {
+    /// `html` with `status`, and when too many sign-ins failed, how long to
+    /// wait (`Retry-After`).
+    pub(crate) fn answer(&self, status: StatusCode, html: String) -> Response {
+        let mut response = (status, Html(html)).into_response();
+        if let DashboardError::TooManyAttempts(seconds) = self
+            && let Ok(value) = seconds.to_string().parse()
+        {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
 impl IntoResponse for DashboardError {
     fn into_response(self) -> Response {
         if let DashboardError::Internal(detail) = &self {
@@ -75,12 +89,6 @@ impl IntoResponse for DashboardError {
             status: status.as_u16(),
             message: self.to_string(),
         };
-        let mut response = (status, Html(crate::view::render_or_plain(&page))).into_response();
-        if let DashboardError::TooManyAttempts(seconds) = self
-            && let Ok(value) = seconds.to_string().parse()
-        {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
-        }
-        response
+        self.answer(status, crate::view::render_or_plain(&page))
     }
 }

@@ -213,13 +213,7 @@ async fn sign_in(State(dashboard): State<Dashboard>, request: Request) -> Result
             next,
             message: error.to_string(),
         };
-        let mut response = (status, Html(view::render(&page)?)).into_response();
-        if let DashboardError::TooManyAttempts(seconds) = error
-            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
-        {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
-        }
-        return Ok(response);
+        return Ok(error.answer(status, view::render(&page)?));
     }
     let token = auth::start_session(&dashboard).await?;
     let mut response = (StatusCode::SEE_OTHER, [(LOCATION, next)]).into_response();
@@ -229,10 +223,8 @@ async fn sign_in(State(dashboard): State<Dashboard>, request: Request) -> Result
 
 async fn sign_out(
     State(dashboard): State<Dashboard>,
-    operator: auth::Operator,
-    Form(form): Form<HashMap<String, String>>,
+    auth::Action { operator, .. }: auth::Action,
 ) -> Result<Response, DashboardError> {
-    operator.check_csrf(form.get("csrf").map(String::as_str))?;
     auth::end_session(&dashboard, &operator.session_token).await?;
     let mut response = Redirect::to("/dashboard/sign-in").into_response();
     auth::set_cookie(&mut response, &dashboard.gate.cleared_cookie());

@@ -6,12 +6,11 @@
 
 use std::collections::HashMap;
 
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, Redirect};
 use chrono::{Duration, DurationRound, Utc};
 
-use crate::auth::Operator;
+use crate::auth::{Action, Operator};
 use crate::error::DashboardError;
 use crate::view::{self, Layout};
 use crate::{Dashboard, environment};
@@ -111,11 +110,9 @@ fn queue_name(form: &HashMap<String, String>) -> Result<String, DashboardError> 
 
 pub(crate) async fn pause(
     State(dashboard): State<Dashboard>,
-    operator: Operator,
     Path(env): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    Action { form, .. }: Action,
 ) -> Result<Redirect, DashboardError> {
-    operator.check_csrf(form.get("csrf").map(String::as_str))?;
     let environment = environment(&env)?;
     let queue = queue_name(&form)?;
     dashboard.app.store.pause_queue(environment, &queue).await?;
@@ -128,11 +125,9 @@ pub(crate) async fn pause(
 
 pub(crate) async fn resume(
     State(dashboard): State<Dashboard>,
-    operator: Operator,
     Path(env): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    Action { form, .. }: Action,
 ) -> Result<Redirect, DashboardError> {
-    operator.check_csrf(form.get("csrf").map(String::as_str))?;
     let environment = environment(&env)?;
     let queue = queue_name(&form)?;
     let released = dashboard.app.store.resume_queue(environment, &queue).await?;

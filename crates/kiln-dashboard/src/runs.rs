@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Form;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
@@ -16,10 +15,10 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use kiln_core::RunStatus;
 use kiln_core::auth::Environment;
-use kiln_store::{Interest, ListFilter, RunRow};
+use kiln_store::{Interest, ListFilter, RunPage, RunRow};
 use serde_json::Value;
 
-use crate::auth::Operator;
+use crate::auth::{Action, Operator};
 use crate::error::DashboardError;
 use crate::view::{self, FilterForm, Layout};
 use crate::{Dashboard, environment};
@@ -139,36 +138,21 @@ pub(crate) async fn list(
     if filter.after.is_some() && filter.before.is_some() {
         return Err(DashboardError::BadRequest("after and before cannot be combined".into()));
     }
-    let mut rows = dashboard.app.store.list_runs(environment, &filter).await?;
-    let more = rows.len() > PAGE_SIZE as usize;
-    let going_back = filter.before.is_some();
-    if more {
-        if going_back {
-            rows.remove(0);
-        } else {
-            rows.truncate(PAGE_SIZE as usize);
-        }
-    }
+    let listed = RunPage::of(dashboard.app.store.list_runs(environment, &filter).await?, &filter);
     let base = form.query();
-    let page_query = |cursor: &str, id: &str| {
+    let page_query = |cursor: &str, id: String| {
         if base.is_empty() {
             format!("{cursor}={id}")
         } else {
             format!("{base}&{cursor}={id}")
         }
     };
-    let older = (more || going_back)
-        .then(|| rows.last())
-        .flatten()
-        .map(|run| page_query("after", &run.id));
-    let newer = (filter.after.is_some() || (going_back && more))
-        .then(|| rows.first())
-        .flatten()
-        .map(|run| page_query("before", &run.id));
+    let older = listed.older.map(|id| page_query("after", id));
+    let newer = listed.newer.map(|id| page_query("before", id));
     let page = view::RunsPage {
         layout: Layout::new(environment, &operator.csrf_token, "runs"),
         statuses: RunStatus::ALL.iter().map(|s| s.as_str()).collect(),
-        runs: rows.iter().map(run_line).collect(),
+        runs: listed.runs.iter().map(run_line).collect(),
         filter: form,
         older,
         newer,
@@ -178,15 +162,7 @@ pub(crate) async fn list(
 }
 
 async fn find_run(dashboard: &Dashboard, environment: Environment, run_id: &str) -> Result<RunRow, DashboardError> {
-    if kiln_core::RunId::parse(run_id).is_none() {
-        return Err(not_found(run_id));
-    }
-    dashboard
-        .app
-        .store
-        .get_run(environment, run_id)
-        .await?
-        .ok_or_else(|| not_found(run_id))
+    Ok(kiln_api::routes::runs::find_run_in(&dashboard.app, environment, run_id).await?)
 }
 
 /// The progress a run's metadata tells, 0–100: `progress` as a fraction
@@ -510,21 +486,15 @@ pub(crate) async fn file(
         .into_response())
 }
 
-fn form_csrf(form: &HashMap<String, String>) -> Option<&str> {
-    form.get("csrf").map(String::as_str)
-}
-
 fn run_path(environment: Environment, run_id: &str, done: &str) -> String {
     format!("/dashboard/{}/runs/{run_id}?done={done}", environment.as_str())
 }
 
 pub(crate) async fn cancel(
     State(dashboard): State<Dashboard>,
-    operator: Operator,
     Path((env, run_id)): Path<(String, String)>,
-    Form(form): Form<HashMap<String, String>>,
+    _action: Action,
 ) -> Result<Redirect, DashboardError> {
-    operator.check_csrf(form_csrf(&form))?;
     let environment = environment(&env)?;
     let row = find_run(&dashboard, environment, &run_id).await?;
     let before = row.status()?;
@@ -545,11 +515,9 @@ pub(crate) async fn cancel(
 
 pub(crate) async fn replay(
     State(dashboard): State<Dashboard>,
-    operator: Operator,
     Path((env, run_id)): Path<(String, String)>,
-    Form(form): Form<HashMap<String, String>>,
+    _action: Action,
 ) -> Result<Redirect, DashboardError> {
-    operator.check_csrf(form_csrf(&form))?;
     let environment = environment(&env)?;
     let row = find_run(&dashboard, environment, &run_id).await?;
     let new_id = kiln_api::routes::runs::replay_run(&dashboard.app, environment, row).await?;
@@ -559,11 +527,9 @@ pub(crate) async fn replay(
 
 pub(crate) async fn reschedule(
     State(dashboard): State<Dashboard>,
-    operator: Operator,
     Path((env, run_id)): Path<(String, String)>,
-    Form(form): Form<HashMap<String, String>>,
+    Action { form, .. }: Action,
 ) -> Result<Redirect, DashboardError> {
-    operator.check_csrf(form_csrf(&form))?;
     let environment = environment(&env)?;
     let delay = form.get("delay").map(|d| d.trim().to_owned()).unwrap_or_default();
     let until = kiln_core::options::parse_time_spec(&kiln_core::options::TimeSpec::Text(delay), Utc::now())
@@ -587,11 +553,9 @@ pub(crate) async fn reschedule(
 /// runs the filter matches; with it, the action, then the list again.
 pub(crate) async fn bulk(
     State(dashboard): State<Dashboard>,
-    operator: Operator,
     Path(env): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    Action { operator, form }: Action,
 ) -> Result<Response, DashboardError> {
-    operator.check_csrf(form_csrf(&form))?;
     let environment = environment(&env)?;
     let (mut filter, filter_form) = read_filter(&form)?;
     let action = form.get("action").map(String::as_str).unwrap_or_default();

@@ -42,7 +42,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 pub use changes::{ChangeReceiver, Interest, RunChange, RunChanges};
 pub use lifecycle::{ClaimedRun, Outcome, ReadyRun, StartedRun};
-pub use runs::{ListFilter, NewRun, RunRow, TagsAdded, TriggerOutcome};
+pub use runs::{ListFilter, NewRun, RunPage, RunRow, TagsAdded, TriggerOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -134,6 +134,47 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
+/// One page of a listing, newest first, and the runs its neighbours start
+/// after: `older` (the next page, `filter.after`) and `newer` (the
+/// previous one, `filter.before`).
+#[derive(Debug, Clone)]
+pub struct RunPage {
+    pub runs: Vec<RunRow>,
+    pub older: Option<String>,
+    pub newer: Option<String>,
+}
+
+impl RunPage {
+    /// The page in what [`Store::list_runs`] answered for `filter` (up to
+    /// `limit + 1` rows). Coming back from an older page, there is always
+    /// an older page again.
+    pub fn of(mut rows: Vec<RunRow>, filter: &ListFilter) -> Self {
+        let limit = filter.limit as usize;
+        let more = rows.len() > limit;
+        let going_back = filter.before.is_some();
+        if more {
+            if going_back {
+                rows.remove(0);
+            } else {
+                rows.truncate(limit);
+            }
+        }
+        let older = (more || going_back)
+            .then(|| rows.last())
+            .flatten()
+            .map(|run| run.id.clone());
+        let newer = (filter.after.is_some() || (going_back && more))
+            .then(|| rows.first())
+            .flatten()
+            .map(|run| run.id.clone());
+        Self {
+            runs: rows,
+            older,
+            newer,
+        }
+    }
+}
+
 /// The conditions of a listing on `runs`' own columns, unqualified (they
 /// name no column of `run_tags`, so they read the same beside it).
 pub(crate) fn push_run_conditions(query: &mut QueryBuilder<Postgres>, environment: Environment, filter: &ListFilter) {

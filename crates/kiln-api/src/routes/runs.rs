@@ -11,7 +11,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use kiln_core::options::RunSpec;
 use kiln_core::{RunId, RunStatus};
-use kiln_store::{ListFilter, NewRun, RunRow};
+use kiln_store::{ListFilter, NewRun, RunPage, RunRow};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -33,12 +33,21 @@ pub(crate) fn check_run_id(run_id: &str) -> Result<(), ApiError> {
 }
 
 async fn find_run(app: &AppState, caller: &Caller, run_id: &str) -> Result<RunRow, ApiError> {
-    let not_found = || run_not_found(run_id);
+    find_run_in(app, caller.environment, run_id).await
+}
+
+/// Run `run_id` of `environment`; another environment's run, or an id
+/// that cannot be a run's, is answered as a missing run.
+pub async fn find_run_in(
+    app: &AppState,
+    environment: kiln_core::auth::Environment,
+    run_id: &str,
+) -> Result<RunRow, ApiError> {
     check_run_id(run_id)?;
     app.store
-        .get_run(caller.environment, run_id)
+        .get_run(environment, run_id)
         .await?
-        .ok_or_else(not_found)
+        .ok_or_else(|| run_not_found(run_id))
 }
 
 pub async fn retrieve(
@@ -238,34 +247,19 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_secret_key()?;
     let filter = parse_filter(&query)?;
-    let mut rows = app.store.list_runs(caller.environment, &filter).await?;
-    let more = rows.len() > filter.limit as usize;
-    let going_back = filter.before.is_some();
-    if more {
-        if going_back {
-            rows.remove(0);
-        } else {
-            rows.truncate(filter.limit as usize);
-        }
-    }
-    let data = rows
+    let page = RunPage::of(app.store.list_runs(caller.environment, &filter).await?, &filter);
+    let data = page
+        .runs
         .iter()
         .map(|row| presenter::listed_run(row, caller.environment))
         .collect::<Result<Vec<_>, _>>()?;
     // Newest first: "next" goes to older runs, "previous" to newer ones.
-    // Coming back from an older page, there is always an older page again.
-    let next = if more || going_back { rows.last() } else { None };
-    let previous = if filter.after.is_some() || (going_back && more) {
-        rows.first()
-    } else {
-        None
-    };
     let mut pagination = serde_json::Map::new();
-    if let Some(run) = next {
-        pagination.insert("next".into(), json!(run.id));
+    if let Some(id) = page.older {
+        pagination.insert("next".into(), json!(id));
     }
-    if let Some(run) = previous {
-        pagination.insert("previous".into(), json!(run.id));
+    if let Some(id) = page.newer {
+        pagination.insert("previous".into(), json!(id));
     }
     Ok(Json(json!({ "data": data, "pagination": pagination })))
 }
